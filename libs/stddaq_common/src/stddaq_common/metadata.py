@@ -1,0 +1,213 @@
+"""ImageMetadata and the driver/writer messages: plain Python objects <-> protobuf bytes.
+
+The only module that touches the generated protobuf classes (stddaq_common._proto).
+Bytes are wire-compatible with std_daq's `std_daq_protocol` package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from stddaq_common._proto import std_daq_protocol_pb2 as pb
+
+
+class MetadataError(ValueError):
+    """Bytes that are not a valid ImageMetadata message."""
+
+
+class Dtype(IntEnum):
+    """ImageMetadataDtype: the pixel type of an image."""
+
+    UNKNOWN = 0
+    UINT8 = 1
+    UINT16 = 2
+    UINT32 = 4
+    UINT64 = 8
+    INT8 = 11
+    INT16 = 12
+    INT32 = 14
+    INT64 = 18
+    FLOAT16 = 22
+    FLOAT32 = 24
+    FLOAT64 = 28
+
+
+class Status(IntEnum):
+    """ImageMetadataStatus (ID_MISSMATCH keeps upstream's spelling)."""
+
+    UNDEFINED = 0
+    GOOD_IMAGE = 1
+    MISSING_PACKETS = 2
+    ID_MISSMATCH = 3
+
+
+class Compression(IntEnum):
+    """ImageMetadataCompression: how the image bytes in the slot are compressed."""
+
+    NONE = 0
+    H5BITSHUFFLE_LZ4 = 1
+    BLOSC2 = 2
+
+
+_NUMPY_OF_DTYPE: dict[Dtype, np.dtype[np.generic]] = {
+    Dtype.UINT8: np.dtype("<u1"),
+    Dtype.UINT16: np.dtype("<u2"),
+    Dtype.UINT32: np.dtype("<u4"),
+    Dtype.UINT64: np.dtype("<u8"),
+    Dtype.INT8: np.dtype("<i1"),
+    Dtype.INT16: np.dtype("<i2"),
+    Dtype.INT32: np.dtype("<i4"),
+    Dtype.INT64: np.dtype("<i8"),
+    Dtype.FLOAT16: np.dtype("<f2"),
+    Dtype.FLOAT32: np.dtype("<f4"),
+    Dtype.FLOAT64: np.dtype("<f8"),
+}
+_DTYPE_OF_NUMPY = {value.str: key for key, value in _NUMPY_OF_DTYPE.items()}
+
+
+def numpy_dtype(dtype: Dtype) -> np.dtype[np.generic]:
+    """The little-endian numpy dtype of an ImageMetadataDtype (ValueError for UNKNOWN)."""
+    try:
+        return _NUMPY_OF_DTYPE[dtype]
+    except KeyError:
+        raise ValueError(f"no numpy dtype for {dtype!r}") from None
+
+
+def dtype_of(array_dtype: np.dtype[np.generic] | str) -> Dtype:
+    """The ImageMetadataDtype of a numpy dtype (UNKNOWN where there is none)."""
+    return _DTYPE_OF_NUMPY.get(np.dtype(array_dtype).newbyteorder("<").str, Dtype.UNKNOWN)
+
+
+@dataclass(slots=True)
+class PcoInfo:
+    """PcoImageMetadata: the BSREAD global timestamp and channel name."""
+
+    global_timestamp_sec: int = 0
+    global_timestamp_ns: int = 0
+    bsread_name: str = ""
+
+
+@dataclass(slots=True)
+class GfInfo:
+    """GFImageMetadata (GigaFRoST)."""
+
+    scan_id: int = 0
+    scan_time: int = 0
+    sync_time: int = 0
+    frame_timestamp: int = 0
+    exposure_time: int = 0
+    store_image: bool = False
+
+
+@dataclass(slots=True)
+class JfInfo:
+    """JFImageMetadata (JUNGFRAU)."""
+
+    daq_rec: int = 0
+
+
+@dataclass(slots=True)
+class EgInfo:
+    """EGImageMetadata (EIGER)."""
+
+    exptime: int = 0
+
+
+DetectorInfo = PcoInfo | GfInfo | JfInfo | EgInfo
+
+
+@dataclass(slots=True)
+class ImageMeta:
+    """One ImageMetadata message: which image is in the ring, and what it is."""
+
+    image_id: int
+    height: int
+    width: int
+    size: int
+    dtype: Dtype
+    status: Status = Status.GOOD_IMAGE
+    compression: Compression = Compression.NONE
+    detail: DetectorInfo | None = None
+
+
+def encode_image_metadata(meta: ImageMeta) -> bytes:
+    """Serialise to std_daq_protocol.ImageMetadata bytes."""
+    message = pb.ImageMetadata(
+        image_id=meta.image_id,
+        height=meta.height,
+        width=meta.width,
+        size=meta.size,
+        dtype=int(meta.dtype),  # type: ignore[arg-type]
+        status=int(meta.status),  # type: ignore[arg-type]
+        compression=int(meta.compression),  # type: ignore[arg-type]
+    )
+    detail = meta.detail
+    if isinstance(detail, PcoInfo):
+        pco = message.pco
+        pco.global_timestamp_sec = detail.global_timestamp_sec
+        pco.global_timestamp_ns = detail.global_timestamp_ns
+        pco.bsread_name = detail.bsread_name
+        pco.SetInParent()
+    elif isinstance(detail, GfInfo):
+        message.gf.CopyFrom(
+            pb.GFImageMetadata(
+                scan_id=detail.scan_id,
+                scan_time=detail.scan_time,
+                sync_time=detail.sync_time,
+                frame_timestamp=detail.frame_timestamp,
+                exposure_time=detail.exposure_time,
+                store_image=detail.store_image,
+            )
+        )
+    elif isinstance(detail, JfInfo):
+        message.jf.daq_rec = detail.daq_rec
+        message.jf.SetInParent()
+    elif isinstance(detail, EgInfo):
+        message.eg.exptime = detail.exptime
+        message.eg.SetInParent()
+    return message.SerializeToString()
+
+
+def _enum(kind: type[IntEnum], value: int, name: str) -> IntEnum:
+    try:
+        return kind(value)
+    except ValueError:
+        raise MetadataError(f"ImageMetadata.{name} has unknown value {value}") from None
+
+
+def decode_image_metadata(data: bytes | memoryview) -> ImageMeta:
+    """Parse std_daq_protocol.ImageMetadata bytes; raise MetadataError if they are not one."""
+    message = pb.ImageMetadata()
+    try:
+        message.ParseFromString(bytes(data))
+    except DecodeError as error:
+        raise MetadataError(f"not an ImageMetadata message: {error}") from None
+    which = message.WhichOneof("image_metadata")
+    detail: DetectorInfo | None = None
+    if which == "pco":
+        detail = PcoInfo(
+            message.pco.global_timestamp_sec, message.pco.global_timestamp_ns, message.pco.bsread_name
+        )
+    elif which == "gf":
+        gf = message.gf
+        detail = GfInfo(
+            gf.scan_id, gf.scan_time, gf.sync_time, gf.frame_timestamp, gf.exposure_time, gf.store_image
+        )
+    elif which == "jf":
+        detail = JfInfo(message.jf.daq_rec)
+    elif which == "eg":
+        detail = EgInfo(message.eg.exptime)
+    return ImageMeta(
+        image_id=message.image_id,
+        height=message.height,
+        width=message.width,
+        size=message.size,
+        dtype=Dtype(_enum(Dtype, message.dtype, "dtype")),
+        status=Status(_enum(Status, message.status, "status")),
+        compression=Compression(_enum(Compression, message.compression, "compression")),
+        detail=detail,
+    )

@@ -1,0 +1,1 @@
+"""Driver: acquisition control over REST and std_daq's WebSocket protocol."""

@@ -1,0 +1,1 @@
+"""Fake PCO camera: a BSREAD PUSH source of deterministic frames."""

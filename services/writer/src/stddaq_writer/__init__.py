@@ -1,0 +1,1 @@
+"""HDF5 writer: images from the ring into HDF5 files."""
