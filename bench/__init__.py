@@ -1,0 +1,1 @@
+"""stddaq benchmarks: `make bench` runs every bench_*.py module here (see bench/run.py)."""
