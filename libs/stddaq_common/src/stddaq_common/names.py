@@ -25,8 +25,6 @@ def ipc_path(detector_name: str, suffix: str = IMAGE_SUFFIX, ipc_dir: str = DEFA
     return os.path.join(ipc_dir, f"{detector_name}-{suffix}")
 
 
-def ipc_address(
-    detector_name: str, suffix: str = IMAGE_SUFFIX, ipc_dir: str = DEFAULT_IPC_DIR
-) -> str:
+def ipc_address(detector_name: str, suffix: str = IMAGE_SUFFIX, ipc_dir: str = DEFAULT_IPC_DIR) -> str:
     """ZeroMQ address of a buffer's metadata PUB socket, `ipc://<ipc_dir>/<detector>-<suffix>`."""
     return "ipc://" + ipc_path(detector_name, suffix, ipc_dir)
