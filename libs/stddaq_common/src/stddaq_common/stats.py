@@ -11,18 +11,16 @@ values are served to Prometheus by `serve_metrics()` (see stddaq_common.metrics)
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from stddaq_common.counters import Counter, Gauge, GaugeValue
 from stddaq_common.influx import InfluxPoster
 from stddaq_common.line_protocol import FieldValue, format_line
-
-if TYPE_CHECKING:
-    from stddaq_common.metrics import MetricsServer
+from stddaq_common.metrics import MetricsServer
 
 __all__ = ["Counter", "Gauge", "Stats"]
 
@@ -57,7 +55,9 @@ class Stats:
                 raise ValueError(f"stats: tag key {key!r} must match [a-zA-Z_][a-zA-Z0-9_]* "
                                  "and must not be 'detector'")
             self.tags[key] = str(value)
+        format_line(service, self.tags, [("check", 0)], 0)  # a bad name or tag fails here
         self._counters: dict[str, Counter] = {}
+        self._own_counters: dict[str, Counter] = {}  # the runner's (influx_*), listed last
         self._gauges: dict[str, Gauge] = {}
         self._rates: dict[str, float] = {}
         self._emit_lock = threading.Lock()
@@ -68,9 +68,9 @@ class Stats:
         if influx_url:
             self.poster = InfluxPoster(
                 influx_url,
-                posted=self.counter("influx_posted_lines", "stats lines InfluxDB accepted"),
-                failed=self.counter("influx_failed_posts", "failed POSTs to InfluxDB"),
-                dropped=self.counter(
+                posted=self._own_counter("influx_posted_lines", "stats lines InfluxDB accepted"),
+                failed=self._own_counter("influx_failed_posts", "failed POSTs to InfluxDB"),
+                dropped=self._own_counter(
                     "influx_dropped_lines", "stats lines given up (queue full, rejected, exit)"
                 ),
             )
@@ -78,8 +78,10 @@ class Stats:
     # --- registration (once, at startup) ---
 
     def _check_free(self, *names: str) -> None:
-        taken = set(self._gauges) | set(self._counters)
-        taken |= {f"{counter}_rate" for counter in self._counters}
+        """Refuse a name that would clash in the line (`x_rate`) or in Prometheus (`x_total`)."""
+        taken = set(self._gauges) | set(self._counters) | set(self._own_counters)
+        for counter in self._counters:
+            taken |= {f"{counter}_rate", f"{counter}_total"}
         for name in names:
             if name in taken:
                 raise ValueError(f"stats {self.service}: the field name {name!r} is already used")
@@ -89,7 +91,10 @@ class Stats:
         existing = self._counters.get(name)
         if existing is not None:
             return existing
-        self._check_free(name, f"{name}_rate")
+        if name.endswith("_total"):
+            raise ValueError(f"stats {self.service}: counter {name!r}: leave out '_total', "
+                             "Prometheus exposition appends it")
+        self._check_free(name, f"{name}_rate", f"{name}_total")
         counter = Counter(name, help)
         self._counters[name] = counter
         self._last_values[name] = 0
@@ -106,10 +111,22 @@ class Stats:
         self._gauges[name] = gauge
         return gauge
 
+    def _own_counter(self, name: str, help: str) -> Counter:
+        """A counter of the stats machinery itself: no rate, listed after the service's."""
+        self._check_free(name, f"{name}_total")
+        counter = Counter(name, help)
+        self._own_counters[name] = counter
+        return counter
+
     @property
     def counters(self) -> Mapping[str, Counter]:
-        """The registered counters by name, in registration order."""
+        """The service's counters by name, in registration order."""
         return self._counters
+
+    @property
+    def own_counters(self) -> Mapping[str, Counter]:
+        """Counters of the stats machinery (InfluxDB delivery), without rates."""
+        return self._own_counters
 
     @property
     def gauges(self) -> Mapping[str, Gauge]:
@@ -118,19 +135,20 @@ class Stats:
 
     @property
     def rates(self) -> Mapping[str, float]:
-        """Per-second rate of each counter over the last completed period."""
+        """Per-second rate of each counter over the last period (6 significant digits)."""
         return self._rates
 
     # --- values, rates and lines ---
 
     def fields(self) -> list[tuple[str, FieldValue]]:
-        """Field name and value of every counter, its rate, and every gauge."""
+        """Name and value of every counter and its rate, every gauge, then own counters."""
         rates = self._rates
         fields: list[tuple[str, FieldValue]] = []
         for name, counter in list(self._counters.items()):
             fields.append((name, int(counter.value)))
             fields.append((f"{name}_rate", rates.get(name, 0.0)))
         fields.extend((name, gauge.value) for name, gauge in list(self._gauges.items()))
+        fields.extend((name, int(c.value)) for name, c in list(self._own_counters.items()))
         return fields
 
     def line_protocol(self, now_ns: int | None = None) -> str | None:
@@ -145,7 +163,7 @@ class Stats:
         for name, counter in list(self._counters.items()):
             value = int(counter.value)
             delta = value - self._last_values.get(name, 0)
-            rates[name] = delta / elapsed if elapsed > 0 else 0.0
+            rates[name] = float(f"{delta / elapsed:.6g}") if elapsed > 0 else 0.0
             values[name] = value
         self._rates = rates
         self._last_values = values
@@ -159,13 +177,22 @@ class Stats:
         return self.emit_now(moment)
 
     def emit_now(self, now: float | None = None) -> str | None:
-        """Update the rates, log the line on `stddaq.stats` and queue it for InfluxDB."""
+        """Update the rates, log the line on `stddaq.stats` and queue it for InfluxDB.
+
+        The log record also carries the fields as `extra={"stats": {...}}`, so the JSON log
+        format gives Filebeat/Elasticsearch structured values next to the line.
+        """
         with self._emit_lock:
             self._update_rates(time.monotonic() if now is None else now)
-            line = self.line_protocol()
+            fields = self.fields()
+        line = format_line(self.service, self.tags, fields, time.time_ns())
         if line is None:
             return None
-        _log.info(line)
+        structured = {
+            name: value for name, value in fields
+            if not isinstance(value, float) or math.isfinite(value)
+        }
+        _log.info(line, extra={"stats": structured})
         if self.poster is not None:
             self.poster.post(line)
         return line
@@ -174,8 +201,6 @@ class Stats:
 
     def serve_metrics(self, port: int = 0, addr: str = "127.0.0.1") -> int:
         """Serve Prometheus metrics on `addr:port` (0: a free port); return the bound port."""
-        from stddaq_common.metrics import MetricsServer  # noqa: PLC0415 (import cycle)
-
         if self._metrics_server is not None:
             raise RuntimeError(f"stats {self.service}: the metrics endpoint is already served")
         server = MetricsServer(self, port=port, addr=addr)
