@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stddaq_common.config import DaqConfig
+if TYPE_CHECKING:
+    from stddaq_common.config import DaqConfig
 
 MIN_SLOTS = 1000
 """std_daq never makes a ring of fewer slots."""

@@ -1,0 +1,403 @@
+"""The shared-memory image ring: std_daq's slot layout plus a seqlock per slot.
+
+Data segment `/dev/shm/<name>`: image `id` at byte offset (id % n_slots) x slot_bytes,
+exactly as std_daq lays it out. Companion segment `/dev/shm/<name>.stddaq`: header and
+per-slot words (see `ring_layout`). One writer (the owner) per ring:
+
+    writer: seq -> odd, image_id, copy data, nbytes, seq -> even
+    reader: seq (even, non-zero), image_id (== wanted), use data, seq again (unchanged?)
+
+Aligned 8-byte loads and stores are atomic on x86-64, and x86 keeps stores in order and
+loads in order, so a reader whose two seq reads agree saw a complete, unchanged image.
+A read that comes too late or is torn returns None and is counted; no torn image is ever
+handed out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import platform
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from stddaq_common.geometry import RingGeometry, ring_geometry
+from stddaq_common.names import IMAGE_SUFFIX, shm_name
+from stddaq_common.ring_layout import (
+    HEADER_BYTES,
+    MAX_IMAGE_ID,
+    S_IMAGE_ID,
+    S_NBYTES,
+    SLOT_WORDS,
+    STATE_CLOSED,
+    W_LAST_ID,
+    W_OWNER_PID,
+    W_STATE,
+    RingError,
+    RingOwnerExists,
+    companion_bytes,
+)
+from stddaq_common.ring_segments import (
+    DEFAULT_MODE,
+    DEFAULT_SHM_DIR,
+    Segments,
+    attach_segments,
+    create_segments,
+    file_id,
+)
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
+
+    from stddaq_common.config import DaqConfig
+
+    ImageSource: TypeAlias = ReadableBuffer | npt.NDArray[Any]
+    """Anything with the buffer protocol: bytes, bytearray, memoryview, numpy array."""
+    ImageTarget: TypeAlias = WriteableBuffer | npt.NDArray[Any]
+    """A writable buffer: bytearray, writable memoryview, numpy array."""
+
+__all__ = ["ImageRing", "RingError", "RingOwnerExists", "SlotView"]
+
+log = logging.getLogger(__name__)
+
+_TSO_MACHINES = ("x86_64", "AMD64", "i686")
+"""CPUs that keep stores in order and loads in order (what the seqlock needs)."""
+
+
+class SlotView:
+    """A zero-copy, read-only view of one complete image in the ring.
+
+    Use `data` (or `array()`), then call `still_valid()`: False means the writer started
+    overwriting the slot meanwhile and whatever was read must be discarded.
+    """
+
+    __slots__ = ("_counted", "_ring", "_seq", "_seq_index", "_words", "data", "image_id", "nbytes")
+
+    def __init__(self, ring: ImageRing, seq_index: int, seq: int, image_id: int, data: memoryview) -> None:
+        self._ring = ring
+        self._words = ring._slot_words
+        self._seq_index = seq_index
+        self._seq = seq
+        self._counted = False
+        self.image_id = image_id
+        self.data = data
+        """Read-only bytes of the image (nbytes long)."""
+        self.nbytes = len(data)
+
+    def array(self, dtype: npt.DTypeLike, shape: tuple[int, ...]) -> npt.NDArray[Any]:
+        """The image as a read-only numpy array (no copy); shape must match nbytes."""
+        dt = np.dtype(dtype)
+        needed = math.prod(shape) * dt.itemsize
+        if needed != self.nbytes:
+            raise ValueError(
+                f"image {self.image_id} has {self.nbytes} bytes; shape {shape} of {dt} needs {needed}"
+            )
+        return np.frombuffer(self.data, dtype=dt).reshape(shape)
+
+    def still_valid(self) -> bool:
+        """True if the slot still holds this exact image (call after using the data)."""
+        if self._words[self._seq_index] == self._seq:
+            return True
+        if not self._counted:
+            self._counted = True
+            self._ring._torn_reads += 1
+        return False
+
+    def __repr__(self) -> str:
+        return f"SlotView(image_id={self.image_id}, nbytes={self.nbytes})"
+
+
+class ImageRing:
+    """One shared-memory image ring: created by its owner (the single writer), attached
+    read-only by any number of reader processes."""
+
+    def __init__(self, segments: Segments) -> None:
+        """Wrap mapped segments; use `create()`, `attach()` or `for_config()` instead."""
+        if platform.machine() not in _TSO_MACHINES:
+            log.warning(
+                "ring %r: the slot seqlock relies on x86-64 memory ordering; on %s a torn "
+                "read might go undetected",
+                segments.name,
+                platform.machine(),
+            )
+        self._segments = segments
+        self.name = segments.name
+        self.geometry = segments.geometry
+        self.is_owner = segments.lock_fd is not None
+        self._n_slots = segments.geometry.n_slots
+        self._slot_bytes = segments.geometry.slot_bytes
+        data = memoryview(segments.data_map)
+        self._data = data
+        self._data_ro = data.toreadonly() if self.is_owner else data
+        companion = memoryview(segments.companion_map)
+        self._companion = companion
+        self._header_words = companion[:HEADER_BYTES].cast("Q")
+        self._slot_words = companion[HEADER_BYTES : companion_bytes(self._n_slots)].cast("Q")
+        self._pending_id: int | None = None
+        self._pending_index = 0
+        self._pending_seq = 0
+        self._writes = 0
+        self._reads = 0
+        self._torn_reads = 0
+        self._overwritten = 0
+        self._not_written = 0
+        self._closed = False
+
+    # ----------------------------------------------------------------- construction
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        geometry: RingGeometry,
+        *,
+        shm_dir: str = DEFAULT_SHM_DIR,
+        mode: int = DEFAULT_MODE,
+    ) -> ImageRing:
+        """Create (pre-faulted) as owner; RingOwnerExists if a live owner holds it.
+
+        If the previous owner died, takes over with a log warning (its segments are kept
+        in place when the geometry matches, so its readers stay attached).
+        """
+        return cls(create_segments(name, geometry, shm_dir, mode))
+
+    @classmethod
+    def attach(
+        cls,
+        name: str,
+        geometry: RingGeometry | None = None,
+        *,
+        shm_dir: str = DEFAULT_SHM_DIR,
+        timeout: float = 0.0,
+    ) -> ImageRing:
+        """Attach read-only, waiting up to `timeout` s for the owner to create the ring.
+
+        Raises RingError (saying why) if it is missing, not a stddaq ring, or its geometry
+        differs from `geometry`. An attacher never unlinks anything.
+        """
+        return cls(attach_segments(name, geometry, shm_dir, timeout))
+
+    @classmethod
+    def for_config(
+        cls,
+        config: DaqConfig,
+        *,
+        create: bool,
+        suffix: str = IMAGE_SUFFIX,
+        timeout: float = 0.0,
+        shm_dir: str = DEFAULT_SHM_DIR,
+    ) -> ImageRing:
+        """The `<detector>-<suffix>` ring of this config (created, or attached)."""
+        name = shm_name(config.detector_name, suffix)
+        geometry = ring_geometry(config)
+        if create:
+            return cls.create(name, geometry, shm_dir=shm_dir)
+        return cls.attach(name, geometry, shm_dir=shm_dir, timeout=timeout)
+
+    # ----------------------------------------------------------------- writer side
+
+    def write(self, image_id: int, data: ImageSource) -> None:
+        """Copy `data` (at most slot_bytes, any buffer) into the image's slot."""
+        src = data if type(data) is memoryview else memoryview(cast("ReadableBuffer", data))
+        if src.ndim != 1 or src.format != "B" or not src.c_contiguous:
+            try:
+                src = src.cast("B")  # needs a C-contiguous buffer of a simple format
+            except (TypeError, ValueError):
+                self._write_strided(image_id, np.asarray(data))
+                return
+        nbytes = src.nbytes
+        if nbytes > self._slot_bytes:
+            raise self._too_big(image_id, nbytes)
+        offset = self._begin(image_id)
+        self._data[offset : offset + nbytes] = src
+        self._end(image_id, nbytes)
+
+    def begin_write(self, image_id: int) -> memoryview:
+        """Mark the image's slot as being written; return a writable view of the whole slot."""
+        offset = self._begin(image_id)
+        return self._data[offset : offset + self._slot_bytes]
+
+    def end_write(self, image_id: int, nbytes: int) -> None:
+        """Mark the slot begun with `begin_write(image_id)` complete, holding `nbytes`."""
+        if not 0 <= nbytes <= self._slot_bytes:
+            raise self._too_big(image_id, nbytes)
+        self._end(image_id, nbytes)
+
+    def _begin(self, image_id: int) -> int:
+        """seq -> odd, store the id; returns the slot's byte offset."""
+        if not self.is_owner:
+            raise RingError(f"ring {self.name!r} is attached read-only: only its owner writes")
+        if not 0 <= image_id <= MAX_IMAGE_ID:
+            raise ValueError(f"image id {image_id} is outside 0..2**64-1")
+        slot = image_id % self._n_slots
+        index = slot * SLOT_WORDS
+        words = self._slot_words
+        seq = words[index]
+        seq += 2 if seq & 1 else 1  # odd; an abandoned write left it odd already
+        words[index] = seq
+        words[index + S_IMAGE_ID] = image_id
+        self._pending_id = image_id
+        self._pending_index = index
+        self._pending_seq = seq
+        return slot * self._slot_bytes
+
+    def _end(self, image_id: int, nbytes: int) -> None:
+        """Store nbytes, seq -> even."""
+        if image_id != self._pending_id:
+            raise RingError(
+                f"ring {self.name!r}: end_write({image_id}) does not match begin_write({self._pending_id})"
+            )
+        words = self._slot_words
+        index = self._pending_index
+        words[index + S_NBYTES] = nbytes
+        words[index] = self._pending_seq + 1
+        self._header_words[W_LAST_ID] = image_id
+        self._pending_id = None
+        self._writes += 1
+
+    def _write_strided(self, image_id: int, array: npt.NDArray[Any]) -> None:
+        """write() of a non-contiguous array: numpy copies it straight into the slot."""
+        nbytes = array.nbytes
+        if nbytes > self._slot_bytes:
+            raise self._too_big(image_id, nbytes)
+        offset = self._begin(image_id)
+        target = np.frombuffer(self._data, array.dtype, array.size, offset)
+        np.copyto(target.reshape(array.shape), array)
+        del target
+        self._end(image_id, nbytes)
+
+    def _too_big(self, image_id: int, nbytes: int) -> ValueError:
+        return ValueError(
+            f"ring {self.name!r}: image {image_id} has {nbytes} bytes; a slot holds 0..{self._slot_bytes}"
+        )
+
+    # ----------------------------------------------------------------- reader side
+
+    def view(self, image_id: int) -> SlotView | None:
+        """Zero-copy view of a complete image, or None (overwritten or not written; counted)."""
+        slot = image_id % self._n_slots
+        index = slot * SLOT_WORDS
+        words = self._slot_words
+        seq = words[index]
+        stored = words[index + S_IMAGE_ID]
+        if seq & 1 or not seq or stored != image_id:
+            self._count_miss(image_id, seq, stored)
+            return None
+        nbytes = words[index + S_NBYTES]
+        offset = slot * self._slot_bytes
+        self._reads += 1
+        return SlotView(self, index, seq, image_id, self._data_ro[offset : offset + nbytes])
+
+    def read_into(self, image_id: int, out: ImageTarget) -> int | None:
+        """Copy a complete image into `out`; its byte count, or None if overwritten/torn."""
+        slot = image_id % self._n_slots
+        index = slot * SLOT_WORDS
+        words = self._slot_words
+        seq = words[index]
+        stored = words[index + S_IMAGE_ID]
+        if seq & 1 or not seq or stored != image_id:
+            self._count_miss(image_id, seq, stored)
+            return None
+        nbytes = words[index + S_NBYTES]
+        dst = out if type(out) is memoryview else memoryview(cast("WriteableBuffer", out))
+        if dst.ndim != 1 or dst.format != "B" or not dst.c_contiguous:
+            dst = _writable_bytes(dst)
+        if nbytes > dst.nbytes:
+            raise ValueError(
+                f"ring {self.name!r}: image {image_id} has {nbytes} bytes, out holds {dst.nbytes}"
+            )
+        offset = slot * self._slot_bytes
+        dst[:nbytes] = self._data_ro[offset : offset + nbytes]
+        if words[index] != seq:
+            self._torn_reads += 1
+            return None
+        self._reads += 1
+        return nbytes
+
+    def _count_miss(self, image_id: int, seq: int, stored: int) -> None:
+        """Count a read of an id the slot does not hold complete."""
+        if not 0 <= image_id <= MAX_IMAGE_ID:
+            raise ValueError(f"image id {image_id} is outside 0..2**64-1")
+        if seq and (stored > image_id or (stored == image_id and image_id <= self._header_words[W_LAST_ID])):
+            self._overwritten += 1
+        else:
+            self._not_written += 1
+
+    # ----------------------------------------------------------------- state
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """This process's counts: writes, reads, torn_reads, overwritten, not_written."""
+        return {
+            "writes": self._writes,
+            "reads": self._reads,
+            "torn_reads": self._torn_reads,
+            "overwritten": self._overwritten,
+            "not_written": self._not_written,
+        }
+
+    @property
+    def owner_pid(self) -> int:
+        """The pid the owner recorded in the header."""
+        return int(self._header_words[W_OWNER_PID])
+
+    @property
+    def last_written_id(self) -> int:
+        """The id of the most recent completed write (0 before the first)."""
+        return int(self._header_words[W_LAST_ID])
+
+    def name_exists(self) -> bool:
+        """True while both /dev/shm names still refer to this ring's segments.
+
+        False when something unlinked or replaced them (std_daq's readers unlink the name
+        when they exit); the mapping itself stays valid.
+        """
+        seg = self._segments
+        return file_id(seg.data_path) == seg.data_id and (file_id(seg.companion_path) == seg.companion_id)
+
+    def close(self) -> None:
+        """Unmap; the owner also marks the ring closed and unlinks both segments."""
+        if self._closed:
+            return
+        self._closed = True
+        seg = self._segments
+        if self.is_owner:
+            self._header_words[W_STATE] = STATE_CLOSED
+            for path, ident in ((seg.data_path, seg.data_id), (seg.companion_path, seg.companion_id)):
+                if file_id(path) == ident:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+        for view in (self._header_words, self._slot_words, self._data_ro, self._data, self._companion):
+            with contextlib.suppress(BufferError):  # a numpy array still uses it: GC unmaps
+                view.release()
+        for mapping in (seg.data_map, seg.companion_map):
+            try:
+                mapping.close()
+            except BufferError:
+                log.debug("ring %r: views still in use; unmapped when they are dropped", self.name)
+        if seg.lock_fd is not None:
+            os.close(seg.lock_fd)
+            seg.lock_fd = None
+
+    def __enter__(self) -> ImageRing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        role = "owner" if self.is_owner else "attached"
+        return f"ImageRing({self.name!r}, slot_bytes={self._slot_bytes}, n_slots={self._n_slots}, {role})"
+
+
+def _writable_bytes(view: memoryview) -> memoryview:
+    """`view` as a writable, contiguous 1-D byte view, or a clear ValueError."""
+    if view.readonly:
+        raise ValueError("read_into: out must be a writable buffer")
+    if not view.c_contiguous:
+        raise ValueError("read_into: out must be a C-contiguous buffer")
+    return view.cast("B")

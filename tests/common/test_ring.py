@@ -1,0 +1,561 @@
+"""The shared-memory image ring across real processes and real /dev/shm segments."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from stddaq_common.config import parse_config
+from stddaq_common.geometry import RingGeometry
+from stddaq_common.ring import ImageRing, RingError, RingOwnerExists
+
+from tests.common.ring_child import fill_frame, make_frame
+
+CHILD_SCRIPT = Path(__file__).with_name("ring_child.py")
+SHM = "/dev/shm"
+DEADLINE_S = 60.0
+"""Generous: the machine has 2 shared, noisy cores."""
+
+MIB = 1024 * 1024
+
+
+class Child:
+    """A ring_child.py process; its stdout is read line by line with a deadline."""
+
+    def __init__(self, *args: object) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(CHILD_SCRIPT), *map(str, args)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.pid = self.proc.pid
+        self._pending = b""
+
+    def wait_line(self, prefix: str, timeout: float = DEADLINE_S) -> str:
+        """The first stdout line starting with `prefix` (fails if the child exits first)."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self._pending:
+                raw, _, self._pending = self._pending.partition(b"\n")
+                line = raw.decode()
+                if line.startswith(prefix):
+                    return line
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.kill()
+                raise AssertionError(f"child {self.pid} did not print {prefix!r}: {self.stderr()}")
+            readable, _, _ = select.select([self.proc.stdout], [], [], remaining)
+            if readable:
+                chunk = os.read(self.proc.stdout.fileno(), 65536)
+                if not chunk:
+                    code = self.proc.wait()
+                    raise AssertionError(
+                        f"child {self.pid} exited ({code}) before {prefix!r}: {self.stderr()}"
+                    )
+                self._pending += chunk
+
+    def finish(self) -> int:
+        """Close its stdin (the signal to close the ring and exit); its exit code."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        return self.proc.wait(timeout=DEADLINE_S)
+
+    def kill(self) -> None:
+        """SIGKILL it (a crash) if it still runs, and reap it."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+        self.proc.wait(timeout=DEADLINE_S)
+
+    def stderr(self) -> str:
+        """Its stderr (only after it exited)."""
+        if self.proc.poll() is None or self.proc.stderr is None:
+            return "(still running)"
+        return self.proc.stderr.read().decode(errors="replace")
+
+
+@pytest.fixture
+def children() -> Iterator[list[Child]]:
+    """Children started by a test; every one is killed (by pid) and reaped afterwards."""
+    started: list[Child] = []
+    yield started
+    for child in started:
+        child.kill()
+        for stream in (child.proc.stdin, child.proc.stdout, child.proc.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+@pytest.fixture
+def ring_name() -> Iterator[str]:
+    """A unique ring name; its segments (and temp files) are removed afterwards."""
+    name = f"test-ring-{uuid.uuid4().hex[:12]}"
+    yield name
+    leftovers = [f"{SHM}/{name}", f"{SHM}/{name}.stddaq", *glob.glob(f"{SHM}/.{name}.*")]
+    for path in leftovers:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def spawn(children: list[Child], *args: object) -> Child:
+    """Start a ring_child.py process tracked by the `children` fixture."""
+    child = Child(*args)
+    children.append(child)
+    return child
+
+
+def segment_files(name: str) -> list[str]:
+    """Which of the ring's two /dev/shm files exist."""
+    return [p for p in (f"{SHM}/{name}", f"{SHM}/{name}.stddaq") if os.path.exists(p)]
+
+
+# ---------------------------------------------------------------------- layout
+
+
+def test_data_segment_has_std_daq_layout(ring_name: str) -> None:
+    """Size rounded up to 2 MiB; image id at (id % n_slots) x slot_bytes, readable raw."""
+    geometry = RingGeometry(slot_bytes=3000, n_slots=7)
+    with ImageRing.create(ring_name, geometry) as ring:
+        assert os.path.getsize(f"{SHM}/{ring_name}") == 2 * MIB
+        ids = [0, 6, 7, 20, 2**32 + 5, 2**63 + 11, 2**64 - 1]
+        for image_id in ids:
+            ring.write(image_id, make_frame(1500, image_id))
+        raw = np.fromfile(f"{SHM}/{ring_name}", dtype=np.uint8)  # what std_daq's C++ sees
+        for image_id in ids[-4:]:  # the last write to each of their slots
+            offset = (image_id % 7) * 3000
+            assert np.array_equal(raw[offset : offset + 3000].view(np.uint16), make_frame(1500, image_id))
+
+
+def mapped_resident_bytes(path: str) -> int:
+    """Resident bytes (Rss) of this process's mappings of `path`, from /proc/self/smaps."""
+    resident = 0
+    current = None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            current = fields[5] if len(fields) > 5 else None
+        elif fields[:1] == ["Rss:"] and current == path:
+            resident += int(fields[1]) * 1024
+    return resident
+
+
+def test_create_allocates_and_maps_every_page(ring_name: str) -> None:
+    """Pre-faulted: every tmpfs page allocated and mapped before the first frame."""
+    geometry = RingGeometry(slot_bytes=2 * MIB, n_slots=16)
+    path = f"{SHM}/{ring_name}"
+    with ImageRing.create(ring_name, geometry):
+        assert os.stat(path).st_blocks * 512 >= geometry.total_bytes
+        assert mapped_resident_bytes(path) == geometry.total_bytes
+        with ImageRing.attach(ring_name):  # readers map it populated, too
+            assert mapped_resident_bytes(path) == 2 * geometry.total_bytes
+
+
+def test_ids_beyond_2_32_are_read_back_and_distinguished(ring_name: str) -> None:
+    geometry = RingGeometry(slot_bytes=4096, n_slots=16)
+    big = 2**40 + 3
+    with ImageRing.create(ring_name, geometry) as ring, ImageRing.attach(ring_name) as reader:
+        ring.write(big, make_frame(2048, big))
+        out = np.empty(2048, dtype=np.uint16)
+        assert reader.read_into(big, out) == 4096
+        assert np.array_equal(out, make_frame(2048, big))
+        assert reader.read_into(big - 16, out) is None  # same slot, older id
+        assert reader.read_into(big + 16, out) is None  # same slot, not yet written
+        assert reader.read_into(big % 2**32, out) is None  # same low 32 bits, older
+        assert reader.counters["overwritten"] == 2
+        assert reader.counters["not_written"] == 1
+        with pytest.raises(ValueError, match="outside"):
+            ring.write(2**64, b"x")
+        with pytest.raises(ValueError, match="outside"):
+            ring.write(-1, b"x")
+
+
+# ---------------------------------------------------------------------- across processes
+
+
+def test_frames_written_by_one_process_are_read_pixel_exact_by_another(
+    ring_name: str, children: list[Child]
+) -> None:
+    slot_bytes, n_slots = 2 * MIB, 8
+    owner = spawn(children, "own", ring_name, slot_bytes, n_slots, "--first", 100, "--count", 8)
+    owner.wait_line("READY")
+    with ImageRing.attach(ring_name, RingGeometry(slot_bytes, n_slots)) as ring:
+        out = np.empty(slot_bytes // 2, dtype=np.uint16)
+        for image_id in range(100, 108):
+            assert ring.read_into(image_id, out) == slot_bytes
+            assert np.array_equal(out, make_frame(slot_bytes // 2, image_id))
+            view = ring.view(image_id)
+            assert view is not None
+            pixels = view.array(np.uint16, (1024, 1024))
+            assert np.array_equal(pixels.ravel(), make_frame(slot_bytes // 2, image_id))
+            assert not pixels.flags.writeable
+            assert view.still_valid()
+            del pixels, view
+        assert ring.counters["reads"] == 16
+        assert ring.owner_pid == owner.pid
+    assert owner.finish() == 0
+    assert segment_files(ring_name) == []
+
+
+def test_lapped_ids_are_none_and_counted_never_wrong(ring_name: str) -> None:
+    slot_bytes, n_slots = 64 * 1024, 4
+    with ImageRing.create(ring_name, RingGeometry(slot_bytes, n_slots)) as ring:
+        for image_id in range(20):
+            ring.write(image_id, make_frame(slot_bytes // 2, image_id))
+        with ImageRing.attach(ring_name, RingGeometry(slot_bytes, n_slots)) as reader:
+            out = np.empty(slot_bytes // 2, dtype=np.uint16)
+            results = [reader.read_into(image_id, out) for image_id in range(16)]
+            assert results == [None] * 16  # lapped: never the newer frame in their slot
+            for image_id in range(16, 20):  # still in the ring
+                assert reader.read_into(image_id, out) == slot_bytes
+                assert np.array_equal(out, make_frame(slot_bytes // 2, image_id))
+                view = reader.view(image_id)
+                assert view is not None and view.still_valid()
+            assert reader.view(3) is None
+            assert reader.counters == {
+                "writes": 0,
+                "reads": 8,
+                "torn_reads": 0,
+                "overwritten": 17,
+                "not_written": 0,
+            }
+            assert reader.read_into(20, out) is None
+            assert reader.counters["not_written"] == 1
+
+
+def test_readers_lagging_behind_a_running_writer_never_get_a_wrong_frame(
+    ring_name: str, children: list[Child]
+) -> None:
+    """Reads at lags 0..2 x n_slots behind the head of a writer that keeps lapping the ring."""
+    slot_bytes, n_slots = 256 * 1024, 4
+    lags = (0, 1, n_slots - 1, n_slots, n_slots + 1, 2 * n_slots)
+    writer = spawn(children, "race-writer", ring_name, slot_bytes, n_slots)
+    writer.wait_line("READY")
+    with ImageRing.attach(ring_name, RingGeometry(slot_bytes, n_slots), timeout=DEADLINE_S) as ring:
+        out = np.empty(slot_bytes // 2, dtype=np.uint16)
+        expected = np.empty_like(out)
+        good = {lag: 0 for lag in lags}
+        missed = {lag: 0 for lag in lags}
+        wrong = attempts = 0
+        deadline = time.monotonic() + 30
+        while ring.last_written_id < 2 * n_slots and time.monotonic() < deadline:
+            pass  # every lag below is an id the writer has completed
+        while time.monotonic() < deadline and min(good[0], good[1], missed[n_slots]) < 20:
+            head = ring.last_written_id
+            for lag in lags:
+                attempts += 1
+                if ring.read_into(head - lag, out) is None:
+                    missed[lag] += 1
+                    continue
+                fill_frame(expected, head - lag)
+                if np.array_equal(out, expected):
+                    good[lag] += 1
+                else:
+                    wrong += 1
+        counters = ring.counters
+    assert writer.finish() == 0
+    assert wrong == 0
+    assert good[0] >= 20 and good[1] >= 20
+    for lag in lags[3:]:  # the writer only moves on: these slots were lapped for sure
+        assert good[lag] == 0
+    assert missed[n_slots] >= 20
+    assert counters["reads"] == sum(good.values())
+    assert counters["overwritten"] >= sum(missed[lag] for lag in lags[3:])
+    assert counters["not_written"] == 0
+    assert counters["reads"] + counters["overwritten"] + counters["torn_reads"] == attempts
+
+
+def test_reads_racing_an_overwrite_are_detected_and_every_accepted_read_is_exact(
+    ring_name: str, children: list[Child]
+) -> None:
+    """One 8 MiB slot rewritten in a tight loop while we copy it out / compare in place."""
+    slot_bytes, n_slots = 8 * MIB, 1
+    n_pixels = slot_bytes // 2
+    writer = spawn(children, "race-writer", ring_name, slot_bytes, n_slots)
+    writer.wait_line("READY")
+    ring = ImageRing.attach(ring_name, RingGeometry(slot_bytes, n_slots), timeout=DEADLINE_S)
+    out = np.empty(n_pixels, dtype=np.uint16)
+    expected = np.empty_like(out)
+    copy_ok = copy_wrong = copy_torn = 0
+    view_ok = view_wrong = view_torn = torn_view_differed = 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and min(copy_ok, copy_torn, view_ok, view_torn) < 3:
+        # copy-out: accepted copies are checked afterwards, at leisure
+        image_id = ring.last_written_id
+        torn_before = ring.counters["torn_reads"]
+        if ring.read_into(image_id, out) is not None:
+            fill_frame(expected, image_id)
+            if np.array_equal(out, expected):
+                copy_ok += 1
+            else:
+                copy_wrong += 1
+        copy_torn += ring.counters["torn_reads"] - torn_before
+        # zero-copy: compare in place against the frame predicted for the next id
+        target = ring.last_written_id + 1
+        fill_frame(expected, target)
+        while ring.last_written_id < target and time.monotonic() < deadline:
+            pass
+        view = ring.view(target)
+        if view is None:
+            continue
+        same = bool(np.array_equal(view.array(np.uint16, (n_pixels,)), expected))
+        if view.still_valid():
+            view_ok += same
+            view_wrong += not same
+        else:
+            view_torn += 1
+            torn_view_differed += not same
+    counters = ring.counters
+    ring.close()
+    assert writer.finish() == 0
+    print(
+        f"copy ok/torn {copy_ok}/{copy_torn}, view ok/torn {view_ok}/{view_torn} "
+        f"(torn views whose pixels differed: {torn_view_differed}), {counters}"
+    )
+    assert copy_wrong == 0 and view_wrong == 0
+    assert copy_ok >= 3 and view_ok >= 3
+    assert copy_torn >= 1 and view_torn >= 1, "the race never happened"
+    assert counters["torn_reads"] == copy_torn + view_torn
+
+
+def test_a_reader_process_exiting_leaves_the_ring_working(ring_name: str, children: list[Child]) -> None:
+    slot_bytes, n_slots = 64 * 1024, 8
+    with ImageRing.create(ring_name, RingGeometry(slot_bytes, n_slots)) as ring:
+        ring.write(1, make_frame(slot_bytes // 2, 1))
+        reader = spawn(children, "read", ring_name, slot_bytes, n_slots, "--first", 1, "--count", 1)
+        assert json.loads(reader.wait_line("{"))["good"] == 1
+        assert reader.proc.wait(timeout=DEADLINE_S) == 0
+        assert len(segment_files(ring_name)) == 2
+        assert ring.name_exists()
+        ring.write(2, make_frame(slot_bytes // 2, 2))
+        with ImageRing.attach(ring_name, RingGeometry(slot_bytes, n_slots)) as later:
+            out = np.empty(slot_bytes // 2, dtype=np.uint16)
+            for image_id in (1, 2):
+                assert later.read_into(image_id, out) == slot_bytes
+                assert np.array_equal(out, make_frame(slot_bytes // 2, image_id))
+
+
+# ---------------------------------------------------------------------- ownership
+
+
+def test_creators_racing_for_one_ring_give_exactly_one_owner(
+    ring_name: str, children: list[Child]
+) -> None:
+    start_at = time.time() + 2.0  # after the three interpreters have started (usually)
+    racers = [
+        spawn(children, "own", ring_name, 4096, 4, "--count", 1, "--at", start_at) for _ in range(3)
+    ]
+    lines = [racer.wait_line("") for racer in racers]
+    winners = [racer for racer, line in zip(racers, lines, strict=True) if line.startswith("READY")]
+    refused = [line for line in lines if line.startswith("REFUSED")]
+    assert len(winners) == 1 and len(refused) == 2, lines
+    named = (f"pid {winners[0].pid}", "still creating it")  # the winner may not have stamped yet
+    assert all(any(text in line for text in named) for line in refused), refused
+    assert all(f"{SHM}/{ring_name}.stddaq" in line for line in refused)
+    with pytest.raises(RingOwnerExists, match=rf"live process \(pid {winners[0].pid};"):
+        ImageRing.create(ring_name, RingGeometry(4096, 4))  # a later creator is refused, too
+    with ImageRing.attach(ring_name, RingGeometry(4096, 4)) as reader:
+        assert reader.owner_pid == winners[0].pid
+        assert reader.view(0) is not None
+    assert winners[0].finish() == 0
+    assert segment_files(ring_name) == []
+
+
+def test_a_crashed_owner_is_taken_over_in_place_with_a_warning(
+    ring_name: str, children: list[Child], caplog: pytest.LogCaptureFixture
+) -> None:
+    slot_bytes, n_slots = 64 * 1024, 8
+    owner = spawn(children, "own", ring_name, slot_bytes, n_slots, "--count", 3)
+    owner.wait_line("READY")
+    early_reader = ImageRing.attach(ring_name, RingGeometry(slot_bytes, n_slots))
+    owner.kill()  # kill -9: no close(), the segments stay, the kernel drops the lock
+    assert len(segment_files(ring_name)) == 2
+    with (
+        caplog.at_level(logging.WARNING),
+        ImageRing.create(ring_name, RingGeometry(slot_bytes, n_slots)) as ring,
+    ):
+        assert any(f"previous owner (pid {owner.pid}) is gone" in r.getMessage() for r in caplog.records)
+        out = np.empty(slot_bytes // 2, dtype=np.uint16)
+        assert ring.read_into(2, out) == slot_bytes  # the dead owner's frames are kept
+        assert np.array_equal(out, make_frame(slot_bytes // 2, 2))
+        ring.write(9, make_frame(slot_bytes // 2, 9))  # slot 1: overwrites id 1
+        assert early_reader.name_exists()
+        assert early_reader.read_into(9, out) == slot_bytes  # old readers stay attached
+        assert np.array_equal(out, make_frame(slot_bytes // 2, 9))
+        assert early_reader.read_into(1, out) is None
+        assert early_reader.owner_pid == os.getpid()
+    assert segment_files(ring_name) == []
+    assert not early_reader.name_exists()
+    early_reader.close()
+
+
+def test_a_crashed_owner_with_other_geometry_is_replaced(
+    ring_name: str, children: list[Child], caplog: pytest.LogCaptureFixture
+) -> None:
+    owner = spawn(children, "own", ring_name, 8192, 4, "--count", 4)
+    owner.wait_line("READY")
+    early_reader = ImageRing.attach(ring_name)
+    owner.kill()
+    with caplog.at_level(logging.WARNING), ImageRing.create(ring_name, RingGeometry(4096, 4)):
+        assert any("slot_bytes=8192" in r.getMessage() for r in caplog.records)
+        assert not early_reader.name_exists()  # it can tell that it lost the ring
+        out = np.empty(4096, dtype=np.uint16)
+        assert early_reader.read_into(3, out) == 8192  # its old, complete frames stay exact
+        assert np.array_equal(out, make_frame(4096, 3))
+        with ImageRing.attach(ring_name, RingGeometry(4096, 4)) as reader:
+            assert reader.geometry == RingGeometry(4096, 4)
+            assert reader.read_into(3, out) is None
+    early_reader.close()
+
+
+def test_close_by_the_owner_removes_both_segments_attachers_remove_nothing(
+    ring_name: str,
+) -> None:
+    ring = ImageRing.create(ring_name, RingGeometry(4096, 4))
+    assert segment_files(ring_name) == [f"{SHM}/{ring_name}", f"{SHM}/{ring_name}.stddaq"]
+    reader = ImageRing.attach(ring_name, RingGeometry(4096, 4))
+    reader.close()
+    assert len(segment_files(ring_name)) == 2
+    ring.close()
+    assert segment_files(ring_name) == []
+    ring.close()  # idempotent
+    with pytest.raises(RingError, match="does not exist"):
+        ImageRing.attach(ring_name)
+
+
+def test_a_vanished_name_is_noticed(ring_name: str) -> None:
+    with ImageRing.create(ring_name, RingGeometry(4096, 4)) as ring:
+        assert ring.name_exists()
+        os.unlink(f"{SHM}/{ring_name}")  # what a std_daq reader does when it exits
+        assert not ring.name_exists()
+        ring.write(1, b"still mapped")
+        assert ring.view(1) is not None
+
+
+# ---------------------------------------------------------------------- attaching
+
+
+def test_attach_with_a_different_geometry_is_refused(ring_name: str) -> None:
+    with ImageRing.create(ring_name, RingGeometry(4096, 4)):
+        with pytest.raises(RingError) as refused:
+            ImageRing.attach(ring_name, RingGeometry(4096, 8))
+        message = str(refused.value)
+        assert "n_slots=4" in message and "n_slots=8" in message and f"pid {os.getpid()}" in message
+
+
+def test_attach_waits_for_a_late_owner(ring_name: str) -> None:
+    created: list[ImageRing] = []
+
+    def create_late() -> None:
+        time.sleep(0.3)
+        created.append(ImageRing.create(ring_name, RingGeometry(4096, 4)))
+        created[0].write(0, b"late")
+
+    owner = threading.Thread(target=create_late)
+    owner.start()
+    try:
+        with ImageRing.attach(ring_name, RingGeometry(4096, 4), timeout=DEADLINE_S) as ring:
+            owner.join(DEADLINE_S)
+            view = ring.view(0)
+            assert view is not None and bytes(view.data) == b"late"
+    finally:
+        owner.join(DEADLINE_S)
+        for ring in created:
+            ring.close()
+
+
+def test_attach_to_a_missing_or_foreign_segment_says_why(ring_name: str) -> None:
+    with pytest.raises(RingError, match=rf"{ring_name}\.stddaq is missing"):
+        ImageRing.attach(ring_name)
+    Path(f"{SHM}/{ring_name}").write_bytes(b"\0" * 4096)  # a std_daq-made segment only
+    with pytest.raises(RingError, match="no stddaq companion"):
+        ImageRing.attach(ring_name)
+    Path(f"{SHM}/{ring_name}.stddaq").write_bytes(b"garbage")
+    with pytest.raises(RingError, match=r"not a .*stddaq ring companion"):
+        ImageRing.attach(ring_name, timeout=0.1)
+
+
+def test_create_adopts_a_std_daq_segment_of_the_right_size(
+    ring_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    geometry = RingGeometry(4096, 4)
+    path = f"{SHM}/{ring_name}"
+    Path(path).write_bytes(b"\0" * geometry.total_bytes)  # a std_daq service came first
+    std_daq_view = np.memmap(path, dtype=np.uint8, mode="r")
+    with caplog.at_level(logging.WARNING), ImageRing.create(ring_name, geometry) as ring:
+        assert any("adopting" in r.getMessage() for r in caplog.records)
+        ring.write(6, make_frame(2048, 6))
+        assert np.array_equal(std_daq_view[2 * 4096 : 3 * 4096].view(np.uint16), make_frame(2048, 6))
+    del std_daq_view
+
+
+# ---------------------------------------------------------------------- writer API
+
+
+def test_zero_copy_write_and_error_paths(ring_name: str) -> None:
+    with ImageRing.create(ring_name, RingGeometry(4096, 4)) as ring:
+        slot = ring.begin_write(5)
+        assert len(slot) == 4096 and not slot.readonly
+        np.frombuffer(slot, dtype=np.uint16)[:] = make_frame(2048, 5)
+        assert ring.view(5) is None  # being written: not handed out
+        ring.end_write(5, 4096)
+        view = ring.view(5)
+        assert view is not None and view.data.readonly
+        assert np.array_equal(view.array("<u2", (64, 32)).ravel(), make_frame(2048, 5))
+        with pytest.raises(ValueError, match="needs"):
+            view.array(np.uint32, (64, 32))
+        del view, slot
+        with pytest.raises(ValueError, match="4097 bytes"):
+            ring.write(6, bytes(4097))
+        assert ring.view(6) is None and ring.view(2) is None
+        with pytest.raises(RingError, match="does not match"):
+            ring.end_write(7, 10)
+        ring.write(1, make_frame(4096, 1)[::2])  # non-contiguous input
+        out = bytearray(4096)
+        assert ring.read_into(1, out) == 4096
+        assert np.array_equal(np.frombuffer(out, np.uint16), make_frame(4096, 1)[::2])
+        with pytest.raises(ValueError, match="out holds 100"):
+            ring.read_into(1, bytearray(100))
+        with ImageRing.attach(ring_name) as reader, pytest.raises(RingError, match="read-only"):
+            reader.write(3, b"no")
+
+
+def test_for_config_names_and_sizes_the_ring_from_the_config(ring_name: str) -> None:
+    config = parse_config(
+        {
+            "detector_name": ring_name.removesuffix("-image") + "x",
+            "detector_type": "pco",
+            "n_modules": 1,
+            "bit_depth": 16,
+            "image_pixel_height": 4,
+            "image_pixel_width": 8,
+            "start_udp_port": 0,
+            "module_positions": {},
+        },
+        "test",
+    )
+    name = f"{config.detector_name}-image"
+    try:
+        with ImageRing.for_config(config, create=True) as ring:
+            assert ring.name == name and ring.geometry == RingGeometry(64, 1000)
+            with ImageRing.for_config(config, create=False) as reader:
+                assert reader.geometry == ring.geometry and not reader.is_owner
+    finally:
+        for path in (f"{SHM}/{name}", f"{SHM}/{name}.stddaq"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
