@@ -1,0 +1,68 @@
+"""`python -m stddaq_writer CONFIG --index K`: run writer K (see writer_process)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from stddaq_common.config import DaqConfig
+from stddaq_common.service import StartupError, run_service
+from stddaq_common.stats import Stats
+
+from stddaq_writer.chunk_writer import READ_MODES
+from stddaq_writer.disk_reserve import DEFAULT_RESERVE_BYTES
+from stddaq_writer.writer_process import WriterService
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The writer's own options, after the DAQ config file."""
+    parser.add_argument("--index", type=int, default=0, help="writer index k (0..N-1)")
+    parser.add_argument(
+        "--read-mode",
+        choices=READ_MODES,
+        default="view",
+        help="view: write chunks straight from the ring slot, re-checked after the write "
+        "(default); copy: copy the slot out first",
+    )
+    parser.add_argument(
+        "--disk-reserve-mb",
+        type=float,
+        default=DEFAULT_RESERVE_BYTES / 2**20,
+        help="space kept free next to each file to close it cleanly on a full disk",
+    )
+    parser.add_argument("--ring-suffix", default="image", help="ring to read: <detector>-<suffix>")
+    parser.add_argument(
+        "--ring-timeout", type=float, default=5.0, help="seconds to wait for the ring at create"
+    )
+    parser.add_argument("--shm-dir", default="/dev/shm", help="directory of the ring segments")
+
+
+def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> WriterService:
+    """Make writer `--index` of this config."""
+    if not 0 <= args.index < config.writers:
+        raise StartupError(
+            f"--index {args.index} is outside 0..{config.writers - 1} "
+            f"(number_of_writers={config.number_of_writers})"
+        )
+    # A file-size limit must make write() fail with EFBIG (reported), not kill the writer.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    return WriterService(
+        config,
+        args.index,
+        stats,
+        read_mode=args.read_mode,
+        reserve_bytes=int(args.disk_reserve_mb * 2**20),
+        ring_suffix=args.ring_suffix,
+        ring_timeout=args.ring_timeout,
+        shm_dir=args.shm_dir,
+    )
+
+
+def main() -> int:
+    """Console entry point `stddaq-writer`."""
+    return run_service("writer", build, add_arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,420 @@
+"""The writer service: driver commands in, images from the ring into HDF5, events out.
+
+Sockets (docs/driver-writer-protocol.md): PULL connected to `ipc://<ipc_dir>/D-writer-<k>`
+(commands), PUSH connected to `ipc://<ipc_dir>/D-writer-events` (events), both LINGER 0,
+events sent without blocking (dropped and counted if the driver is gone).
+
+The loop polls the command socket for at most `TICK_S`, handles every command that is
+queued, then does the timed work: a `progress` event at most every 100 ms while images
+flow, an SWMR flush of the open file every second (readers see the file at most about a
+second behind), a `heartbeat` when nothing else was sent for a second, and the stats line.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import zmq
+from stddaq_common.config import ConfigError, DaqConfig, parse_config
+from stddaq_common.geometry import image_dtype, ring_geometry
+from stddaq_common.metadata import MetadataError, decode_image_metadata
+from stddaq_common.names import shm_name
+from stddaq_common.ring import ImageRing, RingError
+from stddaq_common.stats import Stats
+
+from stddaq_writer.acquisition import Acquisition, AcquisitionError, check_new_file
+from stddaq_writer.chunk_writer import Outcome, ReadMode
+from stddaq_writer.h5_layout import FileSpec, image_columns
+from stddaq_writer.master_file import MasterFileError, build_master_file
+from stddaq_writer.protocol import (
+    CloseCommand,
+    CreateCommand,
+    EventKind,
+    ImageCommand,
+    MasterCommand,
+    ProtocolError,
+    encode_event,
+    parse_command,
+)
+from stddaq_writer.uid import UserSwitchError, acting_as, needs_switch, resolve_owner
+
+log = logging.getLogger("stddaq.writer")
+
+TICK_S = 0.05
+PROGRESS_INTERVAL_S = 0.1
+FLUSH_INTERVAL_S = 1.0
+HEARTBEAT_INTERVAL_S = 1.0
+MAX_DRAIN_S = 0.1
+"""Longest stretch of command handling before the timed work runs."""
+REMEMBERED_ACQUISITIONS = 16
+"""Recent `create` commands kept for their `master` (user, parameters, config)."""
+
+
+def command_address(ipc_dir: str, detector_name: str, index: int) -> str:
+    """The driver's PUSH socket for writer `index`."""
+    return f"ipc://{ipc_dir.rstrip('/')}/{detector_name}-writer-{index}"
+
+
+def events_address(ipc_dir: str, detector_name: str) -> str:
+    """The driver's PULL socket for writer events."""
+    return f"ipc://{ipc_dir.rstrip('/')}/{detector_name}-writer-events"
+
+
+class WriterService:
+    """Writer `index` of a detector: one acquisition at a time, one file per acquisition."""
+
+    def __init__(
+        self,
+        config: DaqConfig,
+        index: int,
+        stats: Stats,
+        *,
+        read_mode: ReadMode = "view",
+        reserve_bytes: int = 8 * 1024 * 1024,
+        ring_suffix: str = "image",
+        ring_timeout: float = 5.0,
+        shm_dir: str = "/dev/shm",
+    ) -> None:
+        self.config = config
+        self.index = index
+        self._read_mode: ReadMode = read_mode
+        self._reserve_bytes = reserve_bytes
+        self._ring_suffix = ring_suffix
+        self._ring_timeout = ring_timeout
+        self._shm_dir = shm_dir
+        self._ring: ImageRing | None = None
+        self._acq: Acquisition | None = None
+        self._context = zmq.Context()
+        self._commands = self._context.socket(zmq.PULL)
+        self._commands.setsockopt(zmq.LINGER, 0)
+        self._commands.setsockopt(zmq.RCVHWM, 1_000_000)
+        self._commands.connect(command_address(config.ipc_dir, config.detector_name, index))
+        self._events = self._context.socket(zmq.PUSH)
+        self._events.setsockopt(zmq.LINGER, 0)
+        self._events.setsockopt(zmq.SNDHWM, 100_000)
+        self._events.connect(events_address(config.ipc_dir, config.detector_name))
+        self._recent: dict[int, CreateCommand] = {}
+        self._latency_sum = 0.0
+        self._latency_count = 0
+        self._last_event = 0.0
+        self._last_progress = 0.0
+        self._last_flush = 0.0
+        self._stats = stats
+        self._written = stats.counter("images_written", "images written to files")
+        self._missing = stats.counter("images_missing", "images recorded missing (status 0)")
+        self._bytes = stats.counter("bytes_written", "chunk bytes written to files")
+        self._acquisitions = stats.counter("acquisitions", "files created")
+        self._errors = stats.counter("errors", "acquisitions that ended in an error")
+        self._bad_messages = stats.counter("bad_messages", "driver messages not understood")
+        self._stale = stats.counter("stale_images", "images for no open acquisition")
+        self._dropped_events = stats.counter("dropped_events", "events the driver did not take")
+        self._ring_vanished = stats.counter(
+            "ring_name_vanished", "acquisitions during which the ring's name vanished"
+        )
+        self._write_latency = stats.gauge("last_write_latency_us", "time of the last image write")
+
+    # ----------------------------------------------------------------- events
+
+    def _send(self, event: EventKind, acq: Acquisition | None = None, **fields: Any) -> None:
+        if acq is not None:
+            counts = acq.writer.counts
+            summary = acq.summary
+            fields.setdefault("acq_id", acq.acq_id)
+            fields.setdefault("file", acq.path)
+            fields.setdefault("written", counts.written)
+            fields.setdefault("missing", summary.n_missing if summary else counts.missing)
+            fields.setdefault("bytes_written", acq.file.bytes_written)
+            fields.setdefault("missing_ids", acq.take_missing_ids())
+        payload = encode_event(self.index, event, **fields)
+        try:
+            self._events.send(payload, zmq.NOBLOCK)
+        except zmq.Again:
+            self._dropped_events.inc()
+        self._last_event = time.monotonic()
+
+    # ----------------------------------------------------------------- loop
+
+    def run(self, stop: threading.Event) -> None:
+        """Handle commands until `stop` is set."""
+        self._send("ready")
+        poller = zmq.Poller()
+        poller.register(self._commands, zmq.POLLIN)
+        while not stop.is_set():
+            if poller.poll(int(TICK_S * 1000)):
+                self._drain()
+            self._timed_work(time.monotonic())
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + MAX_DRAIN_S
+        while True:
+            try:
+                parts = self._commands.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.handle(parts)
+            if time.monotonic() > deadline:
+                return
+
+    def _timed_work(self, now: float) -> None:
+        acq = self._acq
+        if acq is not None and acq.open:
+            if acq.progress.dirty and now - self._last_progress >= PROGRESS_INTERVAL_S:
+                self._last_progress = now
+                self._send("progress", acq, write_latency_s=self._take_mean_latency())
+            if now - self._last_flush >= FLUSH_INTERVAL_S:
+                self._last_flush = now
+                self._check_ring_name(acq)
+                try:
+                    acq.flush()
+                except AcquisitionError as error:
+                    self._report_failure(acq, str(error))
+        if now - self._last_event >= HEARTBEAT_INTERVAL_S:
+            self._send("heartbeat", acq_id=acq.acq_id if acq else None)
+        self._stats.maybe_emit()
+
+    def _take_mean_latency(self) -> float | None:
+        """Mean seconds from an image message to its chunk written, since the last call."""
+        if not self._latency_count:
+            return None
+        mean = self._latency_sum / self._latency_count
+        self._latency_sum, self._latency_count = 0.0, 0
+        return round(mean, 7)
+
+    def _check_ring_name(self, acq: Acquisition) -> None:
+        """Report (once per acquisition) a ring whose /dev/shm name vanished or was replaced.
+
+        std_daq's readers unlink the name when they exit; the mapping stays valid and
+        every image is still checked by id and seqlock, so the acquisition goes on.
+        """
+        ring = self._ring
+        if ring is None or acq.ring_name_reported or ring.name_exists():
+            return
+        acq.ring_name_reported = True
+        self._ring_vanished.inc()
+        log.warning(
+            "acquisition %d: ring %s no longer has its /dev/shm name (unlinked or replaced); "
+            "images are still checked, the ring is re-attached at the next create",
+            acq.acq_id, ring.name,
+        )
+
+    def handle(self, parts: list[bytes]) -> None:
+        """Handle one multipart driver message."""
+        try:
+            command = parse_command(parts)
+        except ProtocolError as error:
+            self._bad_messages.inc()
+            log.warning("bad driver message: %s", error)
+            return
+        if isinstance(command, ImageCommand):
+            self._on_image(command)
+        elif isinstance(command, CreateCommand):
+            self._on_create(command)
+        elif isinstance(command, CloseCommand):
+            self._on_close(command)
+        else:
+            self._on_master(command)
+
+    # ----------------------------------------------------------------- commands
+
+    def _on_image(self, command: ImageCommand) -> None:
+        acq = self._acq
+        if acq is None or acq.acq_id != command.acq_id or not acq.open:
+            self._stale.inc()
+            return
+        started = time.perf_counter()
+        try:
+            meta = decode_image_metadata(command.metadata)
+        except MetadataError as error:
+            log.warning("image at index %d: %s", command.index, error)
+            self._bad_messages.inc()
+            try:
+                acq.record_unreadable(command.index)
+            except AcquisitionError as failure:
+                self._report_failure(acq, str(failure))
+            self._missing.inc()
+            return
+        try:
+            outcome = acq.write(command.index, meta)
+        except AcquisitionError as failure:
+            self._report_failure(acq, str(failure))
+            return
+        if outcome is Outcome.WRITTEN:
+            self._written.inc()
+        else:
+            self._missing.inc()
+        latency = time.perf_counter() - started
+        self._latency_sum += latency
+        self._latency_count += 1
+        self._write_latency.set(round(latency * 1e6, 1))
+
+    def _report_failure(self, acq: Acquisition, reason: str) -> None:
+        self._errors.inc()
+        self._bytes.inc(acq.file.bytes_written)
+        self._send("error", acq, reason=reason)
+
+    def _on_create(self, command: CreateCommand) -> None:
+        previous = self._acq
+        if previous is not None and previous.open:
+            log.warning("acquisition %d replaced by %d before close", previous.acq_id, command.acq_id)
+            self._close(previous, None, f"replaced by acquisition {command.acq_id} before close")
+        self._acq = None
+        try:
+            acq = self._open(command)
+        except AcquisitionError as error:
+            self._errors.inc()
+            log.error("acquisition %d: %s", command.acq_id, error)
+            self._send("error", acq_id=command.acq_id, file=command.file, reason=str(error))
+            return
+        self._acq = acq
+        self._recent[command.acq_id] = command
+        while len(self._recent) > REMEMBERED_ACQUISITIONS:
+            del self._recent[next(iter(self._recent))]
+        self._acquisitions.inc()
+        self._last_flush = time.monotonic()
+        log.info("acquisition %d: writing %s", command.acq_id, command.file)
+        self._send("file_created", acq)
+
+    def _open(self, command: CreateCommand) -> Acquisition:
+        if command.writer_index != self.index:
+            raise AcquisitionError(
+                f"create for writer {command.writer_index} reached writer {self.index}"
+            )
+        config = self._config_of(command)
+        ring = self._ring_of(config)
+        spec = FileSpec(
+            detector_name=config.detector_name,
+            detector_type=config.detector_type,
+            height=config.image_pixel_height,
+            width=config.image_pixel_width,
+            dtype=image_dtype(config),
+            compression=command.compression,
+            columns=image_columns(config.detector_type),
+        )
+        owner = resolve_owner(command.uid, command.gid) if needs_switch(command.uid) else None
+        return Acquisition(
+            command,
+            spec,
+            ring,
+            owner=owner,
+            read_mode=self._read_mode,
+            reserve_bytes=self._reserve_bytes,
+            daq_config=command.config or self.config.model_dump(mode="json"),
+        )
+
+    def _config_of(self, command: CreateCommand) -> DaqConfig:
+        """The acquisition's DAQ config: the one in the command, else the writer's own."""
+        if not command.config:
+            return self.config
+        try:
+            config = parse_config(command.config, "create.config")
+        except ConfigError as error:
+            raise AcquisitionError("; ".join(error.lines)) from None
+        if config.detector_name != self.config.detector_name:
+            raise AcquisitionError(
+                f"create.config is for detector {config.detector_name!r}, "
+                f"this writer serves {self.config.detector_name!r}"
+            )
+        return config
+
+    def _ring_of(self, config: DaqConfig) -> ImageRing:
+        """The attached ring for this config (re-attached when replaced or resized)."""
+        geometry = ring_geometry(config)
+        ring = self._ring
+        if ring is not None and (ring.geometry != geometry or not ring.name_exists()):
+            ring.close()
+            self._ring = ring = None
+        if ring is None:
+            name = shm_name(config.detector_name, self._ring_suffix)
+            try:
+                ring = ImageRing.attach(
+                    name, geometry, shm_dir=self._shm_dir, timeout=self._ring_timeout
+                )
+            except RingError as error:
+                raise AcquisitionError(f"cannot read images: {error}") from None
+            self._ring = ring
+        return ring
+
+    def _on_close(self, command: CloseCommand) -> None:
+        acq = self._acq
+        if acq is None or acq.acq_id != command.acq_id:
+            self._bad_messages.inc()
+            self._send(
+                "error",
+                acq_id=command.acq_id,
+                reason=f"close for acquisition {command.acq_id}, which has no file here",
+            )
+            return
+        self._close(acq, command.n_images, "")
+        self._acq = None
+
+    def _close(self, acq: Acquisition, n_images: int | None, reason: str) -> None:
+        was_open = acq.open
+        try:
+            summary = acq.close(n_images, reason)
+        except AcquisitionError as error:
+            self._report_failure(acq, str(error))
+            return
+        if was_open:
+            self._bytes.inc(summary.bytes_written)
+        log.info(
+            "acquisition %d: closed %s (%d images, %d written, %d missing)",
+            acq.acq_id, acq.path, summary.n_images, summary.n_written, summary.n_missing,
+        )
+        self._send("closed", acq, reason=acq.failure or reason)
+
+    def _on_master(self, command: MasterCommand) -> None:
+        """Build the master file as the acquisition's user; answer `closed` or `error`."""
+        created = self._recent.get(command.acq_id)
+        owner = None
+        if created is not None and needs_switch(created.uid):
+            owner = resolve_owner(created.uid, created.gid)
+        try:
+            with acting_as(owner):
+                check_new_file(command.file)
+                summary = build_master_file(
+                    command.file,
+                    command.detector,
+                    command.files,
+                    params=created.params if created else None,
+                    daq_config=created.config if created else None,
+                )
+        except (AcquisitionError, MasterFileError, UserSwitchError) as error:
+            self._errors.inc()
+            log.error("acquisition %d: master file: %s", command.acq_id, error)
+            self._send("error", acq_id=command.acq_id, file=command.file, reason=str(error))
+            return
+        note = ""
+        if command.images_per_file is not None and command.images_per_file != summary.images_per_file:
+            note = (
+                f"the files hold {summary.images_per_file} images, "
+                f"{command.images_per_file} were dealt"
+            )
+            log.warning("acquisition %d: master file %s: %s", command.acq_id, command.file, note)
+        log.info(
+            "acquisition %d: master file %s (%d entries over %d files)",
+            command.acq_id, command.file, summary.n_entries, len(command.files),
+        )
+        self._send(
+            "closed",
+            acq_id=command.acq_id,
+            file=command.file,
+            written=summary.n_entries - summary.n_missing,
+            missing=summary.n_missing,
+            reason=note,
+        )
+
+    def close(self) -> None:
+        """Close an open file (reason: writer stopped), the sockets and the ring."""
+        acq = self._acq
+        if acq is not None and acq.open:
+            self._close(acq, None, "writer stopped before the acquisition was closed")
+        self._acq = None
+        self._commands.close(0)
+        self._events.close(0)
+        self._context.term()
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
