@@ -1,0 +1,575 @@
+"""The image-dealing thread: receives metadata, deals images to writers, runs the states.
+
+One thread owns every ZeroMQ socket of the driver (the metadata subscriber and the writer
+link). The web layer talks to it only through `submit()` (a queue) and the StatusBoard.
+Per image the work is: receive the raw metadata bytes, read the id, send the same bytes on
+to one writer. Writer events, commands and timeouts are looked at between batches, at
+least every POLL_MS.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from stddaq_common.config import DaqConfig
+from stddaq_common.metadata import MetadataError
+from stddaq_common.streams import MetadataSubscriber
+
+from stddaq_driver.acquisition import (
+    Acquisition,
+    AcquisitionPlan,
+    IdsWentBackwards,
+    images_per_writer,
+)
+from stddaq_driver.driver_stats import EngineCounters
+from stddaq_driver.image_ids import image_id_of
+from stddaq_driver.state import DaqState
+from stddaq_driver.status_board import AcquisitionSnapshot, StatusBoard
+from stddaq_driver.writer_link import WriterLink, WriterUnreachable
+from stddaq_driver.writer_messages import WriterEvent
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 20
+"""Longest wait for a message before commands, events and timeouts are looked at."""
+BATCH_S = 0.02
+"""Longest time spent dealing images before looking at commands and events."""
+PUBLISH_S = 0.1
+"""Progress figures go to the status board this often."""
+CREATE_TIMEOUT_S = 10.0
+WRITER_SILENT_S = 10.0
+"""A writer that sends nothing for this long during an acquisition is taken for dead."""
+CLEANUP_TIMEOUT_S = 10.0
+MASTER_TIMEOUT_S = 60.0
+SHUTDOWN_TIMEOUT_S = 5.0
+_LOG_INTERVAL_S = 5.0
+
+_DEALING = frozenset({DaqState.WAITING_FOR_FIRST_IMAGE, DaqState.RECORDING})
+_HOLDING = frozenset({DaqState.STARTED, DaqState.CREATING_FILE})
+_CLOSING = frozenset({DaqState.SAVING_FILE, DaqState.ERROR})
+
+
+@dataclass(frozen=True, slots=True)
+class StartCommand:
+    """Run the acquisition the board already shows as started."""
+
+    plan: AcquisitionPlan
+
+
+@dataclass(frozen=True, slots=True)
+class StopCommand:
+    """End acquisition `acquisition_id` early, keeping what was written."""
+
+    acquisition_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReconfigureCommand:
+    """Use a new config (only sent while idle)."""
+
+    config: DaqConfig
+
+
+Command = StartCommand | StopCommand | ReconfigureCommand
+
+
+class _RateLimitedLog:
+    """A warning at most every few seconds, with the count of the ones not shown."""
+
+    def __init__(self) -> None:
+        self._next = 0.0
+        self._suppressed = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        suffix = f" ({self._suppressed} more not shown)" if self._suppressed else ""
+        log.warning(message + suffix, *args)
+        self._suppressed = 0
+        self._next = now + _LOG_INTERVAL_S
+
+
+class Engine:
+    """Owns the sockets and the running acquisition; `run()` is the thread's body."""
+
+    def __init__(
+        self,
+        config: DaqConfig,
+        board: StatusBoard,
+        counters: EngineCounters,
+        *,
+        maybe_emit_stats: Any = None,
+    ) -> None:
+        self._config = config
+        self._board = board
+        self._counters = counters
+        self._maybe_emit_stats = maybe_emit_stats
+        self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self._link = WriterLink(config.detector_name, config.ipc_dir, config.writers)
+        try:
+            self._subscriber = MetadataSubscriber.for_config(config, timeout_ms=POLL_MS)
+        except Exception:
+            self._link.close()
+            raise
+        self._acquisition: Acquisition | None = None
+        self._state = DaqState.IDLE
+        self._deadline: float | None = None
+        self._files_pending = False
+        self._next_publish = 0.0
+        self._rate_mark = (time.monotonic(), 0, 0)
+        self._subscriber_bad_seen = 0
+        self._bad_metadata_log = _RateLimitedLog()
+        self._repeated_log = _RateLimitedLog()
+
+    # --- called from other threads ---
+
+    def submit(self, command: Command) -> None:
+        """Queue a command for the dealing thread (thread-safe, never blocks)."""
+        self._commands.put(command)
+
+    # --- the thread ---
+
+    def run(self, stop: threading.Event) -> None:
+        """Deal images and run acquisitions until `stop` is set, then close open files."""
+        try:
+            while not stop.is_set():
+                self._step()
+        finally:
+            self._shut_down()
+
+    def close(self) -> None:
+        """Close the sockets (after run() returned)."""
+        self._subscriber.close()
+        self._link.close()
+
+    def _step(self) -> None:
+        if self._state in _HOLDING:
+            # Images published after the start wait in the subscriber's queue until the
+            # files exist; only the writers' answers are awaited here.
+            self._link.wait_for_event(POLL_MS)
+        else:
+            self._pump_images()
+        self._handle_events()
+        self._handle_commands()
+        now = time.monotonic()
+        self._check_timeouts(now)
+        if now >= self._next_publish:
+            self._next_publish = now + PUBLISH_S
+            self._publish_progress(now)
+
+    # --- images ---
+
+    def _pump_images(self) -> None:
+        subscriber = self._subscriber
+        end = time.monotonic() + BATCH_S
+        while True:
+            raw = subscriber.receive_raw()
+            if raw is None:
+                return
+            if self._state in _DEALING:
+                self._deal(raw)
+            if time.monotonic() >= end:
+                return
+
+    def _deal(self, raw: bytes) -> None:
+        acquisition = self._acquisition
+        assert acquisition is not None
+        try:
+            image_id = image_id_of(raw)
+        except MetadataError as error:
+            self._counters.bad_metadata.inc()
+            self._bad_metadata_log.warning("skipped metadata without a readable id: %s", error)
+            return
+        dealer = acquisition.dealer
+        gaps_before = dealer.id_gaps
+        try:
+            dealt = dealer.deal(image_id)
+        except IdsWentBackwards as error:
+            self._fail(str(error))
+            return
+        if dealt is None:
+            self._counters.repeated_ids.inc()
+            self._repeated_log.warning("skipped image %d: its id repeated", image_id)
+            return
+        writer, header = dealt
+        try:
+            self._link.send_image(writer, header, raw)
+        except WriterUnreachable as error:
+            self._fail(str(error))
+            return
+        self._counters.images_dealt.inc()
+        if dealer.id_gaps != gaps_before:
+            self._counters.id_gaps.inc(dealer.id_gaps - gaps_before)
+        if self._state is DaqState.WAITING_FOR_FIRST_IMAGE:
+            self._move(DaqState.RECORDING)
+        if dealer.is_complete:
+            self._begin_saving()
+
+    def _discard_queued_images(self) -> int:
+        """Drop the metadata queued before the start: those images came before it."""
+        dropped = 0
+        while self._subscriber.receive_raw(0) is not None:
+            dropped += 1
+        return dropped
+
+    # --- commands ---
+
+    def _handle_commands(self) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(command, StartCommand):
+                self._start(command.plan)
+            elif isinstance(command, StopCommand):
+                self._stop(command.acquisition_id)
+            else:
+                self._reconfigure(command.config)
+
+    def _start(self, plan: AcquisitionPlan) -> None:
+        dropped = self._discard_queued_images()
+        self._acquisition = Acquisition(plan)
+        self._state = DaqState.STARTED
+        self._counters.acquisitions_started.inc()
+        log.info(
+            "acquisition %d: start (path %s, prefix %s, n_image %s, %d writer(s); %d earlier "
+            "image(s) not taken)",
+            plan.acquisition_id, plan.path, plan.file_prefix, plan.n_image, plan.n_writers,
+            dropped,
+        )
+        self._move(DaqState.CREATING_FILE)
+        self._files_pending = True
+        self._deadline = time.monotonic() + CREATE_TIMEOUT_S
+        for index, file in enumerate(plan.files):
+            body = {
+                "acq_id": plan.acquisition_id,
+                "file": file,
+                "uid": plan.uid,
+                "gid": None,
+                "compression": plan.compression,
+                "writer_index": index,
+                "n_writers": plan.n_writers,
+                "params": plan.params,
+                "config": plan.config,
+            }
+            try:
+                self._link.send_create(index, body)
+            except WriterUnreachable as error:
+                self._fail(str(error))
+                return
+
+    def _stop(self, acquisition_id: int) -> None:
+        acquisition = self._acquisition
+        if acquisition is None or acquisition.plan.acquisition_id != acquisition_id:
+            return
+        if self._state not in (_HOLDING | _DEALING | {DaqState.FILE_CREATED}):
+            return
+        log.info("acquisition %d: stop requested", acquisition_id)
+        holding = self._state in _HOLDING
+        self._move(DaqState.STOP)
+        if not holding:
+            self._begin_saving()
+        # else: the files are still being created; saving starts once they exist.
+
+    def _reconfigure(self, config: DaqConfig) -> None:
+        if self._acquisition is not None:
+            log.error("config change while an acquisition runs: ignored (refused earlier)")
+            return
+        old = self._config
+        self._config = config
+        if (config.ipc_dir, config.writers) != (old.ipc_dir, old.writers):
+            self._link.close()
+            self._link = WriterLink(config.detector_name, config.ipc_dir, config.writers)
+            self._board.set_writer_count(config.writers)
+        if config.ipc_dir != old.ipc_dir:
+            self._subscriber.close()
+            self._subscriber = MetadataSubscriber.for_config(config, timeout_ms=POLL_MS)
+            self._subscriber_bad_seen = 0
+        log.info("config changed: %d writer(s)", config.writers)
+
+    # --- writer events ---
+
+    def _handle_events(self) -> None:
+        events = self._link.receive_events()
+        bad = self._link.bad_events
+        if bad != self._counters.writer_bad_events.value:
+            self._counters.writer_bad_events.value = bad
+        if not events:
+            return
+        now = time.monotonic()
+        for event in events:
+            self._board.writer_heard(event.writer, now)
+            self._handle_event(event)
+        self._advance()
+
+    def _handle_event(self, event: WriterEvent) -> None:
+        acquisition = self._acquisition
+        if acquisition is None or event.acq_id != acquisition.plan.acquisition_id:
+            if event.event == "error":
+                log.warning(
+                    "writer %d reported an error outside the running acquisition "
+                    "(acq_id %s): %s",
+                    event.writer, event.acq_id, event.reason,
+                )
+            return
+        if event.event in ("heartbeat", "ready"):
+            return
+        master = acquisition.plan.master_file
+        if master is not None and event.file == master and event.event in ("closed", "error"):
+            self._master_answered(event)
+            return
+        tracker = acquisition.writers[event.writer]
+        written, not_written, nbytes = tracker.written, tracker.not_written, tracker.bytes_written
+        early_close = event.event == "closed" and self._state not in _CLOSING
+        tracker.apply(event)
+        self._counters.images_written.inc(max(0, tracker.written - written))
+        self._counters.images_not_written.inc(max(0, tracker.not_written - not_written))
+        self._counters.bytes_written.inc(max(0, tracker.bytes_written - nbytes))
+        if event.event == "error":
+            self._fail(f"writer {event.writer}: {tracker.last_error}")
+        elif early_close:
+            why = f": {event.reason}" if event.reason else ""
+            self._fail(f"writer {event.writer} closed its file before it was asked to{why}")
+
+    def _master_answered(self, event: WriterEvent) -> None:
+        acquisition = self._acquisition
+        assert acquisition is not None
+        if event.event == "closed":
+            acquisition.master_state = "closed"
+        else:
+            acquisition.master_state = "error"
+            reason = event.reason or "no reason given"
+            self._fail(f"master file {acquisition.plan.master_file}: {reason}")
+
+    def _advance(self) -> None:
+        """Move on when every writer has answered what the current state waits for."""
+        acquisition = self._acquisition
+        if acquisition is None:
+            return
+        state = self._state
+        created = acquisition.all_writers_in("file_created")
+        if state is DaqState.CREATING_FILE and created:
+            self._files_pending = False
+            self._deadline = None
+            self._move(DaqState.FILE_CREATED)
+            self._move(DaqState.WAITING_FOR_FIRST_IMAGE)
+        elif state is DaqState.STOP and self._files_pending and created:
+            # A stop that came while the files were being created.
+            self._files_pending = False
+            self._deadline = None
+            self._begin_saving()
+        elif state is DaqState.SAVING_FILE and acquisition.all_writers_in("closed"):
+            if acquisition.plan.master_file is None or acquisition.master_state == "closed":
+                self._finish()
+            elif acquisition.master_state is None:
+                self._send_master(acquisition)
+        elif state is DaqState.ERROR and acquisition.all_writers_in("closed", "error"):
+            self._finish()
+
+    # --- saving, failing, finishing ---
+
+    def _begin_saving(self) -> None:
+        acquisition = self._acquisition
+        assert acquisition is not None
+        self._move(DaqState.SAVING_FILE)
+        counts = acquisition.dealer.per_writer()
+        for index, count in enumerate(counts):
+            body = {"acq_id": acquisition.plan.acquisition_id, "n_images": count}
+            try:
+                self._link.send_close(index, body)
+            except WriterUnreachable as error:
+                self._fail(str(error))
+                return
+        log.info(
+            "acquisition %d: %d image(s) dealt, closing the files",
+            acquisition.plan.acquisition_id, acquisition.dealer.dealt,
+        )
+
+    def _send_master(self, acquisition: Acquisition) -> None:
+        plan = acquisition.plan
+        acquisition.master_state = "building"
+        self._deadline = time.monotonic() + MASTER_TIMEOUT_S
+        body = {
+            "acq_id": plan.acquisition_id,
+            "file": plan.master_file,
+            "files": list(plan.files),
+            "n_images": acquisition.dealer.dealt,
+            "images_per_file": images_per_writer(acquisition.dealer.dealt, plan.n_writers),
+            "detector": plan.detector,
+        }
+        try:
+            self._link.send_master(body)
+        except WriterUnreachable as error:
+            self._fail(str(error))
+
+    def _fail(self, reason: str) -> None:
+        """Go to error with `reason`; close the other writers' files; idle when they did."""
+        acquisition = self._acquisition
+        assert acquisition is not None
+        if self._state is DaqState.ERROR:
+            log.error("acquisition %d: also: %s", acquisition.plan.acquisition_id, reason)
+            return
+        acquisition.error = reason
+        log.error("acquisition %d: error: %s", acquisition.plan.acquisition_id, reason)
+        self._counters.acquisitions_failed.inc()
+        self._move(DaqState.ERROR)
+        self._deadline = time.monotonic() + CLEANUP_TIMEOUT_S
+        counts = acquisition.dealer.per_writer()
+        for tracker in acquisition.writers:
+            if tracker.state in ("closed", "error"):
+                continue
+            body = {"acq_id": acquisition.plan.acquisition_id, "n_images": counts[tracker.index]}
+            try:
+                self._link.send_close(tracker.index, body)
+            except WriterUnreachable as error:
+                log.error("acquisition %d: %s", acquisition.plan.acquisition_id, error)
+                tracker.state = "error"
+                tracker.last_error = tracker.last_error or str(error)
+        self._advance()
+
+    def _finish(self) -> None:
+        acquisition = self._acquisition
+        assert acquisition is not None
+        self._publish_progress(time.monotonic())
+        failed = self._state is DaqState.ERROR
+        if not failed:
+            self._counters.acquisitions_saved.inc()
+            self._move(DaqState.FILE_SAVED, outcome="file_saved", finished_at=time.time())
+            log.info(
+                "acquisition %d: file_saved, %d image(s) written, %d missing",
+                acquisition.plan.acquisition_id,
+                sum(t.written for t in acquisition.writers),
+                acquisition.dealer.id_gaps + sum(t.not_written for t in acquisition.writers),
+            )
+        snapshot = self._board.snapshot()
+        self._acquisition = None
+        self._deadline = None
+        self._files_pending = False
+        self._state = DaqState.IDLE
+        self._board.move_to(
+            replace(
+                snapshot,
+                state=DaqState.IDLE,
+                outcome="error" if failed else "file_saved",
+                finished_at=snapshot.finished_at or time.time(),
+            )
+        )
+        self._counters.state.set(DaqState.IDLE.value)
+        log.info(
+            "acquisition %d: idle (%s)",
+            acquisition.plan.acquisition_id, "error" if failed else "file_saved",
+        )
+
+    # --- timeouts and status ---
+
+    def _check_timeouts(self, now: float) -> None:
+        acquisition = self._acquisition
+        if acquisition is None:
+            return
+        state = self._state
+        if state is DaqState.ERROR:
+            if self._deadline is not None and now >= self._deadline:
+                silent = [t.index for t in acquisition.writers if t.state not in ("closed", "error")]
+                log.error(
+                    "acquisition %d: writer(s) %s did not confirm closing within %g s",
+                    acquisition.plan.acquisition_id, silent, CLEANUP_TIMEOUT_S,
+                )
+                self._finish()
+            return
+        if self._deadline is not None and now >= self._deadline:
+            if acquisition.master_state == "building":
+                self._fail(
+                    f"writer 0 did not answer the master message for "
+                    f"{acquisition.plan.master_file} within {MASTER_TIMEOUT_S:g} s"
+                )
+            else:
+                late = [t.index for t in acquisition.writers if t.state != "file_created"]
+                self._fail(
+                    f"writer(s) {late} did not confirm creating the file within "
+                    f"{CREATE_TIMEOUT_S:g} s"
+                )
+            return
+        for index, age in enumerate(self._board.writer_ages(now)):
+            if index >= len(acquisition.writers):
+                break
+            if acquisition.writers[index].state == "closed":
+                continue
+            if age is None or age > WRITER_SILENT_S:
+                self._fail(
+                    f"writer {index} sent nothing for {WRITER_SILENT_S:g} s (is it running?)"
+                )
+                return
+
+    def _publish_progress(self, now: float) -> None:
+        skipped = self._subscriber.bad_messages  # multipart or otherwise unusable messages
+        if skipped > self._subscriber_bad_seen:
+            self._counters.bad_metadata.inc(skipped - self._subscriber_bad_seen)
+            self._subscriber_bad_seen = skipped
+        acquisition = self._acquisition
+        if acquisition is not None:
+            self._board.update(acquisition.snapshot(self._board.snapshot()))
+        self._update_rates(now)
+        if self._maybe_emit_stats is not None:
+            self._maybe_emit_stats()
+
+    def _update_rates(self, now: float) -> None:
+        mark_time, mark_images, mark_bytes = self._rate_mark
+        elapsed = now - mark_time
+        if elapsed < 1.0:
+            return
+        images = self._counters.images_written.value
+        nbytes = self._counters.bytes_written.value
+        self._counters.write_images_per_s.set((images - mark_images) / elapsed)
+        self._counters.write_throughput_bytes_per_s.set((nbytes - mark_bytes) / elapsed)
+        acquisition = self._acquisition
+        if acquisition is not None:
+            latencies = [
+                t.write_latency_s for t in acquisition.writers if t.write_latency_s is not None
+            ]
+            if latencies:
+                self._counters.write_latency_s.set(sum(latencies) / len(latencies))
+        self._rate_mark = (now, images, nbytes)
+
+    def _move(self, state: DaqState, **changes: Any) -> None:
+        """Store a state change with the acquisition's current figures."""
+        acquisition = self._acquisition
+        base: AcquisitionSnapshot = replace(self._board.snapshot(), state=state, **changes)
+        if acquisition is not None:
+            base = acquisition.snapshot(base)
+        self._board.move_to(base)
+        self._state = state
+        self._counters.state.set(state.value)
+        log.info(
+            "acquisition %d: %s",
+            acquisition.plan.acquisition_id if acquisition else 0, state.value,
+        )
+
+    # --- shutdown ---
+
+    def _shut_down(self) -> None:
+        """The service is stopping: close the files of a running acquisition properly."""
+        acquisition = self._acquisition
+        if acquisition is None:
+            return
+        log.warning(
+            "acquisition %d: the driver is stopping; closing the files",
+            acquisition.plan.acquisition_id,
+        )
+        self._stop(acquisition.plan.acquisition_id)
+        end = time.monotonic() + SHUTDOWN_TIMEOUT_S
+        while self._acquisition is not None and time.monotonic() < end:
+            self._link.wait_for_event(POLL_MS)
+            self._handle_events()
+        if self._acquisition is not None:
+            log.error(
+                "acquisition %d: writers did not confirm closing before the driver stopped",
+                acquisition.plan.acquisition_id,
+            )

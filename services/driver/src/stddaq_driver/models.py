@@ -1,0 +1,127 @@
+"""Request and response bodies of the control API (REST and WebSocket share StartRequest)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from stddaq_driver.path_policy import path_syntax_problem
+from stddaq_driver.state import DaqState
+
+Compression = Literal["none", "bitshuffle_lz4"]
+
+FILE_PREFIX_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,199}$"
+MAX_UID = 2**32 - 2
+
+
+class StartRequest(BaseModel):
+    """Start an acquisition: write the next images published after the start to HDF5."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(
+        description="Absolute directory the files go to; must lie inside an allowed root",
+        examples=["/data/p12345/scan_001"],
+    )
+    file_prefix: str = Field(
+        "file",
+        pattern=FILE_PREFIX_PATTERN,
+        description="Writer k writes <path>/<file_prefix><k>.h5; with several writers the "
+        "master file is <path>/<file_prefix>.h5",
+    )
+    n_image: int | None = Field(
+        None,
+        ge=1,
+        le=2**63 - 1,
+        description="Images to write; null or absent: until stopped",
+    )
+    writer_id: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_UID,
+        description="Unix uid the files are written as; null or absent: the config's "
+        "writer_user_id",
+    )
+    compression: Compression = Field(
+        "none", description="none, or bitshuffle_lz4 (HDF5 bitshuffle filter 32008)"
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _check_path_syntax(cls, value: str) -> str:
+        problem = path_syntax_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+
+class StartResponse(BaseModel):
+    """The accepted acquisition: its id and the files it will write."""
+
+    acquisition_id: int
+    state: DaqState
+    files: list[str]
+    master_file: str | None
+
+
+class WriterStatus(BaseModel):
+    """What the driver knows about one writer process."""
+
+    index: int
+    alive: bool = Field(description="A message from it arrived in the last few seconds")
+    seconds_since_heard: float | None = Field(
+        description="Seconds since its last message; null: never heard from"
+    )
+    state: str = Field(description="Its part in the current acquisition")
+    images_written: int
+    images_not_written: int
+    bytes_written: int
+    last_error: str | None
+
+
+class StatusResponse(BaseModel):
+    """The acquisition state and the progress of the current (or last) acquisition."""
+
+    state: DaqState
+    acquisition_id: int = Field(description="0 before the first acquisition")
+    busy: bool = Field(description="An acquisition is running or its files are closing")
+    path: str | None
+    file_prefix: str | None
+    n_image: int | None = Field(description="Images requested; null: until stopped")
+    compression: Compression | None
+    files: list[str]
+    master_file: str | None
+    images_dealt: int = Field(description="Images handed to the writers (reset at start)")
+    images_written: int = Field(description="Images the writers wrote (reset at start)")
+    images_missing: int = Field(description="id_gaps + images_not_written")
+    id_gaps: int = Field(description="Image ids that were never published (gaps in the ids)")
+    images_not_written: int = Field(
+        description="Images a writer could not write: their ring slot was overwritten first"
+    )
+    missing_ids: list[int] = Field(
+        description="Ids of images_not_written (the first 1000)"
+    )
+    first_image_id: int | None
+    last_image_id: int | None
+    bytes_written: int
+    started_at: float | None = Field(description="Unix time of the start request")
+    finished_at: float | None = Field(description="Unix time the acquisition ended")
+    outcome: Literal["file_saved", "error"] | None = Field(
+        description="How the last acquisition ended; null while running or before the first"
+    )
+    last_error: str | None = Field(description="Why the last acquisition failed (kept until the next start)")
+    writers: list[WriterStatus]
+
+
+class ErrorResponse(BaseModel):
+    """Every refused request: `detail` says what was wrong, naming the field or path."""
+
+    detail: str
+
+
+class ConfigUpdateResponse(BaseModel):
+    """The config after an accepted change and whether it was saved to the config file."""
+
+    saved_to: str | None = Field(description="Config file written, null if only applied")
+    config: dict[str, object]

@@ -1,0 +1,185 @@
+"""std_daq's WebSocket control protocol (spec section 8), on its own port.
+
+Clients send `{"command": "start", "path": ..., "file_prefix": ..., "n_image": ...,
+"writer_id": ...}` or `{"command": "stop"}`. Every client is sent `{"status": S}` (with
+`"count": n` once images are being written, and `"reason"` in state error) every 100 ms
+and at every state change; every state an acquisition passes through is sent, also when
+states follow each other within milliseconds. A start while busy (or refused by the path
+policy, or without the token) answers `{"status": "rejected", "reason": ...}` to that
+client only; a message that is not valid JSON or not a valid command answers
+`{"status": "error", "reason": ...}` to that client only (the acquisition is unaffected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic import ValidationError
+from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.exceptions import ConnectionClosed
+
+from stddaq_driver.auth import TokenAuth
+from stddaq_driver.control import DriverControl, Refused
+from stddaq_driver.models import StartRequest
+from stddaq_driver.state import DaqState
+from stddaq_driver.status_board import AcquisitionSnapshot
+
+log = logging.getLogger(__name__)
+
+STATUS_PERIOD_S = 0.1
+MAX_CLIENT_BUFFER_BYTES = 1 << 20
+"""A client that has more than this waiting unsent is skipped until it catches up."""
+
+_COUNTED_STATES = frozenset(
+    {DaqState.RECORDING, DaqState.STOP, DaqState.SAVING_FILE, DaqState.FILE_SAVED}
+)
+
+
+def status_message(snapshot: AcquisitionSnapshot) -> dict[str, Any]:
+    """The upstream status message of a snapshot."""
+    message: dict[str, Any] = {"status": snapshot.state.value}
+    if snapshot.state in _COUNTED_STATES:
+        message["count"] = snapshot.images_written
+    elif snapshot.state is DaqState.ERROR:
+        message["reason"] = snapshot.last_error or "unknown error"
+        message["count"] = snapshot.images_written
+    return message
+
+
+def _validation_reason(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False):
+        field = ".".join(str(part) for part in item["loc"]) or "message"
+        parts.append(f"{field}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def _rejected(reason: str) -> dict[str, Any]:
+    return {"status": "rejected", "reason": reason}
+
+
+def _error(reason: str) -> dict[str, Any]:
+    log.warning("WebSocket message refused: %s", reason)
+    return {"status": "error", "reason": reason}
+
+
+class WsProtocol:
+    """Handles clients and pushes the status to all of them."""
+
+    def __init__(self, control: DriverControl, auth: TokenAuth) -> None:
+        self._control = control
+        self._auth = auth
+        self._clients: set[ServerConnection] = set()
+        self._changed: asyncio.Event | None = None
+
+    # --- one message (no I/O: unit-testable) ---
+
+    def handle_message(self, message: str | bytes, authorized: bool) -> dict[str, Any] | None:
+        """The answer to one client message (None: no direct answer, the status says it)."""
+        counters = self._control.counters
+        try:
+            data = json.loads(message)
+        except (ValueError, UnicodeDecodeError) as error:
+            counters.ws_bad_messages.inc()
+            return _error(f"the message is not valid JSON: {error}")
+        if not isinstance(data, dict):
+            counters.ws_bad_messages.inc()
+            return _error(f"the message must be a JSON object, got {type(data).__name__}")
+        command = data.get("command")
+        if command not in ("start", "stop"):
+            counters.ws_bad_messages.inc()
+            return _error(f"field 'command' must be 'start' or 'stop', got {command!r}")
+        if not authorized:
+            counters.auth_refused.inc()
+            log.warning("WebSocket %s refused: no valid token", command)
+            return _rejected(
+                f"{command} needs the token (header Authorization: Bearer <token>, or "
+                "?token=<token> in the URL)"
+            )
+        if command == "stop":
+            try:
+                self._control.stop()
+            except Refused as refused:
+                return _rejected(refused.reason)
+            return None
+        fields = {key: value for key, value in data.items() if key != "command"}
+        try:
+            request = StartRequest.model_validate(fields)
+        except ValidationError as error:
+            counters.ws_bad_messages.inc()
+            return _error(_validation_reason(error))
+        try:
+            self._control.start(request)
+        except Refused as refused:
+            return _rejected(refused.reason)
+        return None
+
+    # --- connections ---
+
+    def _is_authorized(self, connection: ServerConnection) -> bool:
+        if not self._auth.enabled:
+            return True
+        request = connection.request
+        if request is None:
+            return False
+        if self._auth.allows_header(request.headers.get("Authorization")):
+            return True
+        tokens = parse_qs(urlsplit(request.path).query).get("token", [])
+        return any(self._auth.allows_token(token) for token in tokens)
+
+    async def handle(self, connection: ServerConnection) -> None:
+        """Serve one client until it goes away."""
+        authorized = self._is_authorized(connection)
+        self._clients.add(connection)
+        self._control.counters.ws_clients_connected.inc()
+        try:
+            await connection.send(json.dumps(status_message(self._control.status())))
+            async for message in connection:
+                answer = self.handle_message(message, authorized)
+                if answer is not None:
+                    await connection.send(json.dumps(answer))
+        except ConnectionClosed:
+            pass
+        finally:
+            self._clients.discard(connection)
+
+    # --- status push ---
+
+    def notify_change(self) -> None:
+        """Called from the dealing thread at every state change: wake the pusher."""
+        changed = self._changed
+        loop = self._loop
+        if changed is not None and loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                loop.call_soon_threadsafe(changed.set)
+
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    async def push_status_forever(self) -> None:
+        """Send the status every 100 ms, and every state change as soon as it happens."""
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        board = self._control.board
+        board.add_listener(self.notify_change)
+        version = board.version
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), STATUS_PERIOD_S)
+            self._changed.clear()
+            version, changes = board.changes_since(version)
+            snapshots = changes or [board.snapshot()]
+            clients = [client for client in self._clients if self._can_take_more(client)]
+            if not clients:
+                continue
+            for snapshot in snapshots:
+                broadcast(clients, json.dumps(status_message(snapshot)))
+
+    @staticmethod
+    def _can_take_more(client: ServerConnection) -> bool:
+        transport = client.transport
+        return transport is None or transport.get_write_buffer_size() < MAX_CLIENT_BUFFER_BYTES
