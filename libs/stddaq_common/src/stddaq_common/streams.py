@@ -1,0 +1,386 @@
+"""Metadata streams: the ZeroMQ PUB/SUB sockets that carry ImageMetadata between services.
+
+A buffer's single writer binds a `MetadataPublisher` at `ipc://<ipc_dir>/<detector>-<suffix>`
+and publishes one message per image after writing its slot; every reader connects a
+`MetadataSubscriber`. This module only moves bytes over sockets; `stddaq_common.metadata`
+turns them into objects.
+
+- Nothing blocks forever: `publish` never blocks (a message that does not fit is counted in
+  `dropped`), and `receive` gives up after a timeout (1 s by default) and returns None.
+- A subscriber never raises on a bad message: it logs (rate-limited), counts it in
+  `bad_messages` and waits for the next one.
+- The publisher owns its ipc socket file: it refuses to take over the address of a live
+  publisher, replaces a stale file left by a crashed one, and removes its file on close.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import stat
+import time
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import zmq
+
+from stddaq_common.metadata import (
+    ImageMeta,
+    MetadataError,
+    decode_image_metadata,
+    encode_image_metadata,
+)
+from stddaq_common.names import IMAGE_SUFFIX, ipc_address
+
+if TYPE_CHECKING:  # the config model (pydantic) is not needed to move messages
+    from stddaq_common.config import DaqConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_MS = 1000
+"""How long `MetadataSubscriber.receive` waits for a message by default."""
+
+DEFAULT_HWM = 100_000
+"""Default send/receive high-water marks in messages (about 4 MB of metadata each)."""
+
+_MAX_UNIX_PATH_BYTES = 107
+"""Longest usable Unix-socket path on Linux (sun_path is 108 bytes with the trailing NUL)."""
+
+_BAD_MESSAGE_LOG_INTERVAL_S = 5.0
+
+
+class StreamError(Exception):
+    """A metadata socket that cannot be set up (address taken, path too long, no directory)."""
+
+
+def ipc_file_of(address: str) -> str | None:
+    """The filesystem path behind an `ipc://` address; None for other transports and for
+    abstract-namespace addresses (`ipc://@name`), which have no file."""
+    if not address.startswith("ipc://"):
+        return None
+    path = address[len("ipc://") :]
+    if path.startswith("@"):
+        return None
+    return path
+
+
+def _socket_is_live(path: str) -> bool:
+    """True if a process is listening on the Unix socket at `path` (connect succeeds)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        return False
+    except FileNotFoundError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def _clear_stale_socket(path: str, address: str) -> None:
+    """Make `path` free for binding: remove a dead socket file, refuse anything else."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise StreamError(f"cannot bind {address}: {path} exists and is not a socket; remove it")
+    if _socket_is_live(path):
+        raise StreamError(
+            f"cannot bind {address}: another live publisher is bound there "
+            "(is a second instance of this service running?)"
+        )
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise StreamError(
+            f"cannot bind {address}: cannot remove the stale socket file {path}: {error.strerror}"
+        ) from None
+    log.warning("removed stale socket file %s left by a publisher that is gone", path)
+
+
+def _check_hwm(name: str, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1 (0 would mean an unbounded queue), got {value}")
+
+
+def _check_ipc_path(path: str, address: str) -> None:
+    length = len(os.fsencode(path))
+    if length > _MAX_UNIX_PATH_BYTES:
+        raise StreamError(
+            f"cannot bind {address}: the socket path is {length} bytes, Unix sockets allow at "
+            f"most {_MAX_UNIX_PATH_BYTES}; use a shorter ipc_dir"
+        )
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise StreamError(f"cannot bind {address}: directory {directory} does not exist")
+
+
+class MetadataPublisher:
+    """Binds a PUB socket and publishes ImageMetadata without ever blocking the caller.
+
+    By default it is a plain PUB: a subscriber whose queue is full misses messages while the
+    others still get them, so one stuck user service can never cost the writers an image.
+    Subscribers see such a loss as a gap in the (strictly increasing) image ids and count it.
+    With `count_drops=True` the socket uses ZMQ_XPUB_NODROP instead: when any subscriber's
+    queue (`sndhwm` here plus its own `rcvhwm`) is full, the message goes to no subscriber,
+    `publish` returns False and `dropped` counts it (for benchmarks and lock-step consumers).
+    """
+
+    def __init__(self, address: str, *, sndhwm: int = DEFAULT_HWM, count_drops: bool = False) -> None:
+        _check_hwm("sndhwm", sndhwm)
+        self.address = address
+        self.published = 0
+        """Messages accepted for sending."""
+        self.dropped = 0
+        """Messages not sent because a subscriber's queue was full (publish returned False)."""
+        self._path = ipc_file_of(address)
+        self._bound_inode: tuple[int, int] | None = None
+        if self._path is not None:
+            _check_ipc_path(self._path, address)
+            _clear_stale_socket(self._path, address)
+        self._socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUB)
+        try:
+            self._socket.setsockopt(zmq.LINGER, 0)
+            self._socket.setsockopt(zmq.SNDHWM, sndhwm)
+            if count_drops:
+                self._socket.setsockopt(zmq.XPUB_NODROP, 1)
+            self._socket.bind(address)
+        except zmq.ZMQError as error:
+            self._socket.close(linger=0)
+            raise StreamError(f"cannot bind {address}: {error.strerror}") from None
+        if self._path is not None:
+            info = os.stat(self._path)
+            self._bound_inode = (info.st_dev, info.st_ino)
+
+    @classmethod
+    def for_config(
+        cls,
+        config: DaqConfig,
+        suffix: str = IMAGE_SUFFIX,
+        *,
+        sndhwm: int = DEFAULT_HWM,
+        count_drops: bool = False,
+    ) -> MetadataPublisher:
+        """The publisher of buffer `<detector>-<suffix>` at `ipc://<ipc_dir>/<detector>-<suffix>`."""
+        address = ipc_address(config.detector_name, suffix, config.ipc_dir)
+        return cls(address, sndhwm=sndhwm, count_drops=count_drops)
+
+    def publish(self, meta: ImageMeta) -> bool:
+        """Encode and send one ImageMetadata; False (and `dropped` + 1) if it did not fit."""
+        return self.publish_bytes(encode_image_metadata(meta))
+
+    def publish_bytes(self, payload: bytes) -> bool:
+        """Send already-encoded metadata bytes; False (and `dropped` + 1) if they did not fit."""
+        try:
+            self._socket.send(payload, zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            return False
+        self.published += 1
+        return True
+
+    def close(self) -> None:
+        """Remove the socket file, then close the socket (LINGER 0: messages still queued for
+        slow subscribers are discarded). Safe to call twice."""
+        if self._socket.closed:
+            return
+        self._remove_socket_file()
+        self._socket.close(linger=0)
+
+    def _remove_socket_file(self) -> None:
+        # Only our own file: a publisher bound after us at the same path keeps its file.
+        if self._path is None or self._bound_inode is None:
+            return
+        try:
+            info = os.stat(self._path)
+            if (info.st_dev, info.st_ino) == self._bound_inode:
+                os.unlink(self._path)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            log.warning("could not remove socket file %s: %s", self._path, error.strerror)
+        self._bound_inode = None
+
+    def __enter__(self) -> MetadataPublisher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _BadMessageLog:
+    """Logs bad messages at most once per interval, with how many were not logged."""
+
+    def __init__(self, address: str, interval_s: float = _BAD_MESSAGE_LOG_INTERVAL_S) -> None:
+        self._address = address
+        self._interval_s = interval_s
+        self._next_log = 0.0
+        self._suppressed = 0
+
+    def report(self, reason: str, payload: bytes) -> None:
+        """Log this bad message unless one was logged less than an interval ago."""
+        now = time.monotonic()
+        if now < self._next_log:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more since the last report)" if self._suppressed else ""
+        log.warning(
+            "skipped a bad metadata message from %s: %s; %d bytes, starting %s%s",
+            self._address,
+            reason,
+            len(payload),
+            payload[:16].hex(),
+            more,
+        )
+        self._suppressed = 0
+        self._next_log = now + self._interval_s
+
+
+class MetadataSubscriber:
+    """Connects a SUB socket (subscribed to everything) and receives ImageMetadata.
+
+    `receive` returns None when nothing arrived within the timeout. Messages that are not
+    one ImageMetadata (undecodable, or multipart) are logged, counted in `bad_messages`
+    and skipped.
+    """
+
+    def __init__(
+        self, address: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS, rcvhwm: int = DEFAULT_HWM
+    ) -> None:
+        if timeout_ms < 0:
+            raise ValueError(f"timeout_ms must be >= 0 (no waiting forever), got {timeout_ms}")
+        _check_hwm("rcvhwm", rcvhwm)
+        self.address = address
+        self.timeout_ms = timeout_ms
+        self.received = 0
+        """Good messages returned by receive / receive_raw."""
+        self.bad_messages = 0
+        """Messages skipped because they were not one ImageMetadata."""
+        self._bad_log = _BadMessageLog(address)
+        self._socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
+        try:
+            self._socket.setsockopt(zmq.LINGER, 0)
+            self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
+            self._socket.setsockopt(zmq.RCVTIMEO, timeout_ms)
+            self._socket.setsockopt(zmq.SUBSCRIBE, b"")
+            self._socket.connect(address)
+        except zmq.ZMQError as error:
+            self._socket.close(linger=0)
+            raise StreamError(f"cannot connect {address}: {error.strerror}") from None
+        self._rcvtimeo = timeout_ms
+
+    @classmethod
+    def for_config(
+        cls,
+        config: DaqConfig,
+        suffix: str = IMAGE_SUFFIX,
+        *,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+        rcvhwm: int = DEFAULT_HWM,
+    ) -> MetadataSubscriber:
+        """The subscriber of buffer `<detector>-<suffix>` at `ipc://<ipc_dir>/<detector>-<suffix>`."""
+        address = ipc_address(config.detector_name, suffix, config.ipc_dir)
+        return cls(address, timeout_ms=timeout_ms, rcvhwm=rcvhwm)
+
+    def receive(self, timeout_ms: int | None = None) -> ImageMeta | None:
+        """The next ImageMetadata, or None if none arrived within `timeout_ms` (default: the
+        subscriber's timeout). Bad messages are skipped and do not extend the wait."""
+        deadline: float | None = None
+        wait_ms = self.timeout_ms if timeout_ms is None else timeout_ms
+        while True:
+            payload = self._next_single_part(wait_ms)
+            if payload is None:
+                return None
+            try:
+                meta = decode_image_metadata(payload)
+            except MetadataError as error:
+                self._count_bad(str(error), payload)
+                deadline, wait_ms = self._remaining(deadline, wait_ms)
+                continue
+            self.received += 1
+            return meta
+
+    def receive_raw(self, timeout_ms: int | None = None) -> bytes | None:
+        """The next single-part message as bytes, undecoded (for services that only forward),
+        or None on timeout. Multipart messages are counted as bad and skipped."""
+        payload = self._next_single_part(self.timeout_ms if timeout_ms is None else timeout_ms)
+        if payload is not None:
+            self.received += 1
+        return payload
+
+    def _next_single_part(self, wait_ms: int) -> bytes | None:
+        """Receive the next message that has exactly one part; None on timeout."""
+        deadline: float | None = None
+        while True:
+            if wait_ms != self._rcvtimeo:
+                self._socket.setsockopt(zmq.RCVTIMEO, max(wait_ms, 0))
+                self._rcvtimeo = wait_ms
+            try:
+                # A Frame tells whether more parts follow at a fraction of the cost of
+                # getsockopt(RCVMORE), which is the dearest call of the receive path.
+                frame = self._socket.recv(copy=False)
+            except zmq.Again:
+                return None
+            payload = frame.bytes
+            if not frame.more:
+                return payload
+            parts = 1 + self._drain_parts()
+            self._count_bad(f"a multipart message ({parts} parts), not one ImageMetadata", payload)
+            deadline, wait_ms = self._remaining(deadline, wait_ms)
+
+    def _drain_parts(self) -> int:
+        """Discard the remaining parts of a multipart message (they arrive together)."""
+        count = 0
+        while True:
+            self._socket.recv(zmq.NOBLOCK)
+            count += 1
+            if not self._socket.getsockopt(zmq.RCVMORE):
+                return count
+
+    @staticmethod
+    def _remaining(deadline: float | None, wait_ms: int) -> tuple[float, int]:
+        """After a skipped message: the overall deadline and the milliseconds left before it."""
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + wait_ms / 1000.0
+        return deadline, max(0, int((deadline - now) * 1000.0))
+
+    def _count_bad(self, reason: str, payload: bytes) -> None:
+        self.bad_messages += 1
+        self._bad_log.report(reason, payload)
+
+    def close(self) -> None:
+        """Close the socket (LINGER 0). Safe to call twice."""
+        if not self._socket.closed:
+            self._socket.close(linger=0)
+
+    def __enter__(self) -> MetadataSubscriber:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+__all__ = [
+    "DEFAULT_HWM",
+    "DEFAULT_TIMEOUT_MS",
+    "MetadataPublisher",
+    "MetadataSubscriber",
+    "StreamError",
+    "ipc_file_of",
+]
