@@ -150,17 +150,19 @@ def test_n_image_into_a_real_file_pixel_exact(one_writer: RealSystem) -> None:
             np.testing.assert_array_equal(data[position], frame(image_id))
 
 
-def test_missing_directory_is_an_error_and_the_next_acquisition_works(
+def test_a_directory_that_cannot_be_made_is_an_error_and_the_next_acquisition_works(
     one_writer: RealSystem,
 ) -> None:
     system = one_writer
-    failed = system.acquire(path=f"{system.root}/does/not/exist", make_dir=False)
+    (system.root / "plain-file").write_bytes(b"not a directory")
+    failed = system.acquire(path=f"{system.root}/plain-file/run", make_dir=False)
     status = system.driver.wait_idle_after(failed)
     assert status["outcome"] == "error"
-    assert "does not exist" in status["last_error"], status["last_error"]
-    assert not (system.root / "does").exists()
+    assert "Not a directory" in status["last_error"], status["last_error"]
 
-    acq_id = system.acquire(path=f"{system.root}/again", compression="bitshuffle_lz4")
+    acq_id = system.acquire(
+        path=f"{system.root}/new/run/dir", compression="bitshuffle_lz4", make_dir=False
+    )
     published = system.produce(4)
     wait_until(lambda: system.driver.status()["images_written"] == 4, "4 images written")
     assert system.driver.http.post("/stop").status_code == 202

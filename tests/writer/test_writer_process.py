@@ -117,7 +117,7 @@ def test_bad_requests_get_a_clear_error_and_the_next_one_works(
     existing = tmp_path / "existing.h5"
     existing.write_bytes(b"keep me")
     cases = [
-        (str(tmp_path / "no" / "such" / "dir" / "f0.h5"), "does not exist"),
+        (str(existing / "sub" / "f0.h5"), "Not a directory"),
         (str(existing), "exists"),
         ("relative/f0.h5", "not absolute"),
         (str(tmp_path / ".." / "f0.h5"), "'..'"),

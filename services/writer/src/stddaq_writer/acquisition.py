@@ -49,21 +49,21 @@ def describe_os_error(error: BaseException) -> str:
 
 
 def check_new_file(path: str) -> None:
-    """Refuse paths the writer must not create: relative, with '..', missing directory,
-    an existing file (never overwritten). Call as the file's owner."""
+    """Refuse paths the writer must not create: relative, with '..', an existing file (never
+    overwritten), a directory that cannot be made. A missing directory is created (mode 0o775),
+    as the file's owner: call this as that user."""
     if not os.path.isabs(path):
         raise AcquisitionError(f"file path {path!r} is not absolute")
     if ".." in path.split(os.sep):
         raise AcquisitionError(f"file path {path!r} contains '..'")
     directory = os.path.dirname(path)
     try:
-        if not stat.S_ISDIR(os.stat(directory).st_mode):
-            raise AcquisitionError(f"cannot create {path}: {directory} is not a directory")
-    except FileNotFoundError:
-        raise AcquisitionError(f"cannot create {path}: directory {directory} does not exist") from None
+        os.makedirs(directory, mode=0o775, exist_ok=True)
+    except FileExistsError:
+        raise AcquisitionError(f"cannot create {path}: {directory} is not a directory") from None
     except OSError as error:
         raise AcquisitionError(
-            f"cannot create {path}: directory {directory}: {describe_os_error(error)}"
+            f"cannot create {path}: cannot make directory {directory}: {describe_os_error(error)}"
         ) from None
     if os.path.lexists(path):
         raise AcquisitionError(f"cannot create {path}: the file exists (never overwritten)")
