@@ -20,27 +20,46 @@ class InstanceLock:
 
     def __init__(self, ipc_dir: str, detector: str) -> None:
         self.path = os.path.join(ipc_dir, f"{detector}-driver.lock")
+        while True:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise InstanceLockError(
+                    f"another driver for detector {detector!r} is running (pid {holder}, lock "
+                    f"{self.path})"
+                ) from None
+            if self._still_named(fd):
+                break
+            os.close(fd)  # the previous holder removed this file while we waited: take the new one
+        self._fd: int | None = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+    def _open(self) -> int:
         try:
-            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
             raise InstanceLockError(
                 f"cannot open the driver lock file {self.path}: {error.strerror}"
             ) from None
+
+    def _still_named(self, fd: int) -> bool:
+        """Whether the lock file's name still points to the file we locked."""
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(self._fd)
-            self._fd = None
-            raise InstanceLockError(
-                f"another driver for detector {detector!r} is running (pid {holder}, lock "
-                f"{self.path})"
-            ) from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+            named = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (named.st_dev, named.st_ino) == (mine.st_dev, mine.st_ino)
 
     def close(self) -> None:
-        """Release the lock (the file stays; it is reused by the next driver)."""
+        """Remove the lock file (while still holding it, so no one else can hold that file)
+        and release the lock: a stopped driver leaves nothing behind."""
         if self._fd is not None:
+            if self._still_named(self._fd):
+                os.unlink(self.path)
             os.close(self._fd)
             self._fd = None
