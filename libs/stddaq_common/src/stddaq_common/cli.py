@@ -1,10 +1,16 @@
-"""The `stddaq` command: `stddaq config validate FILE...`, `stddaq config schema`, `... docs`."""
+"""The `stddaq` command: `stddaq config validate FILE...`, `stddaq config schema`, `... docs`.
+
+Other installed packages add subcommands through the entry-point group `stddaq.commands`:
+each entry point is a function `register(subparsers)` that adds its parser and sets
+`func=<callable(args) -> int>` as a default.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from importlib.metadata import entry_points
 
 from stddaq_common.config import ConfigError, config_json_schema, load_config
 from stddaq_common.config_docs import config_markdown
@@ -45,12 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("-q", "--quiet", action="store_true", help="print only problems")
     config_commands.add_parser("schema", help="print the JSON schema of the config file")
     config_commands.add_parser("docs", help="print the Markdown reference of the config file")
+    for entry in entry_points(group="stddaq.commands"):
+        entry.load()(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `stddaq` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if hasattr(args, "func"):
+        return int(args.func(args))
     if args.config_command == "validate":
         return _validate(args.files, args.quiet)
     if args.config_command == "schema":
