@@ -9,6 +9,7 @@ stack up for you to play with (Ctrl-C stops it). No Docker needed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -22,8 +23,8 @@ import numpy as np
 from stddaq_common.config import load_config
 from stddaq_fake_camera.frames import FramePattern
 from stddaq_stack.cli import shutdown
-from stddaq_stack.rest_client import DriverClient, DriverError
 from stddaq_stack.progress import watch
+from stddaq_stack.rest_client import DriverClient, DriverError
 from stddaq_stack.stack_spec import CameraOptions, StackOptions, stack_specs
 from stddaq_stack.supervisor import StackError, Supervisor
 
@@ -46,7 +47,9 @@ DEMO_CONFIG: dict[str, Any] = {
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", default=str(REPO / "data" / "demo"), help="folder for config and files")
     parser.add_argument("--images", type=int, default=300, help="images to record (default 300)")
     parser.add_argument("--rate", type=float, default=100.0, help="camera frame rate in Hz (default 100)")
@@ -96,8 +99,10 @@ def run_demo(args: argparse.Namespace, supervisor: Supervisor, config_path: Path
             [
                 "",
                 "stddaq demo summary",
-                f"  outcome           {final['outcome']}" + (f" ({final['last_error']})" if final["last_error"] else ""),
-                f"  images written    {written} of {args.images} requested, {final['images_missing']} missing",
+                f"  outcome           {final['outcome']}"
+                + (f" ({final['last_error']})" if final["last_error"] else ""),
+                f"  images written    {written} of {args.images} requested, "
+                f"{final['images_missing']} missing",
                 f"  checked           {checked} images read back, {bad} differ from the camera's frames",
                 f"  rate              {written / seconds:.1f} images/s, {mib / seconds:.1f} MiB/s "
                 f"(camera at {args.rate:g} Hz, {seconds:.1f} s from start to file saved)",
@@ -148,12 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = run_demo(args, supervisor, config_path)
         if args.keep_running:
-            print("[demo] the stack keeps running; try `stddaq acquire --path "
-                  f"{data}/mine --n-images 100`; Ctrl-C stops it", flush=True)
-            try:
+            print(
+                "[demo] the stack keeps running; try `stddaq acquire --path "
+                f"{data}/mine --n-images 100`; Ctrl-C stops it",
+                flush=True,
+            )
+            with contextlib.suppress(KeyboardInterrupt):
                 supervisor.run(stop, 30.0)
-            except KeyboardInterrupt:
-                pass
     except (DriverError, TimeoutError) as error:
         print(f"[demo] {error}", file=sys.stderr)
     except KeyboardInterrupt:

@@ -30,7 +30,9 @@ def register_up(commands: _Subparsers) -> None:
     up.add_argument("--camera-rate", type=float, default=100.0, metavar="HZ")
     up.add_argument("--camera-port", type=int, default=9990, metavar="PORT")
     up.add_argument(
-        "--camera-address", default=None, metavar="ADDR",
+        "--camera-address",
+        default=None,
+        metavar="ADDR",
         help="the camera's stream address (default: the fake camera's, tcp://127.0.0.1:PORT)",
     )
     up.add_argument("-n", "--connections", type=int, default=4, help="receiver connections (default 4)")
@@ -39,7 +41,10 @@ def register_up(commands: _Subparsers) -> None:
     up.add_argument("--ws-port", type=int, default=8080)
     up.add_argument("--bind-addr", default="127.0.0.1")
     up.add_argument(
-        "--allowed-root", action="append", default=None, metavar="DIR",
+        "--allowed-root",
+        action="append",
+        default=None,
+        metavar="DIR",
         help="directory acquisitions may write below (repeatable; default: the current directory)",
     )
     up.add_argument("--status-every", type=float, default=30.0, metavar="S", help="status table period")
@@ -120,7 +125,9 @@ def register_acquire(commands: _Subparsers) -> None:
     action.add_argument("--status", action="store_true", help="print the status as JSON")
     action.add_argument("--watch", action="store_true", help="watch the current acquisition")
     acquire.add_argument("--path", help="directory the files go to (starts an acquisition)")
-    acquire.add_argument("--n-images", type=int, default=None, help="images to write (default: until stopped)")
+    acquire.add_argument(
+        "--n-images", type=int, default=None, help="images to write (default: until stopped)"
+    )
     acquire.add_argument("--prefix", default=None, help="file prefix (default: file)")
     acquire.add_argument("--compression", choices=("none", "bitshuffle_lz4"), default=None)
     acquire.add_argument("--uid", type=int, default=None, help="uid the files are written as")
@@ -158,8 +165,11 @@ def run_acquire(args: argparse.Namespace) -> int:
             print("stddaq acquire: give --path to start, or --stop, --status, --watch", file=sys.stderr)
             return 2
         started = client.start(
-            path=os.path.abspath(args.path), n_image=args.n_images, file_prefix=args.prefix,
-            compression=args.compression, writer_id=args.uid,
+            path=os.path.abspath(args.path),
+            n_image=args.n_images,
+            file_prefix=args.prefix,
+            compression=args.compression,
+            writer_id=args.uid,
         )
         print(f"acquisition {started['acquisition_id']} started: {', '.join(started['files'])}")
         if args.no_watch:

@@ -26,7 +26,10 @@ def progress_line(status: dict[str, Any], rate: float, width: int = 30) -> str:
 
 
 def watch(
-    client: DriverClient, acquisition_id: int, out: TextIO = sys.stderr, period: float = 0.2,
+    client: DriverClient,
+    acquisition_id: int,
+    out: TextIO = sys.stderr,
+    period: float = 0.2,
     timeout: float | None = None,
 ) -> dict[str, Any]:
     """Poll the status until acquisition `acquisition_id` has ended; return its last status."""

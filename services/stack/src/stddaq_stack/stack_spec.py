@@ -43,16 +43,37 @@ def stack_specs(config_path: str, config: DaqConfig, options: StackOptions) -> l
     specs = [
         ProcessSpec(
             "receiver",
-            [py, "-m", "stddaq_receiver", config_path, options.camera_address,
-             "-n", str(options.connections), "-t", "pull", "-f", options.input_format],
+            [
+                py,
+                "-m",
+                "stddaq_receiver",
+                config_path,
+                options.camera_address,
+                "-n",
+                str(options.connections),
+                "-t",
+                "pull",
+                "-f",
+                options.input_format,
+            ],
         )
     ]
     specs += [
         ProcessSpec(f"writer-{k}", [py, "-m", "stddaq_writer", config_path, "--index", str(k)])
         for k in range(config.writers)
     ]
-    driver = [py, "-m", "stddaq_driver", config_path, "--bind-addr", options.bind_addr,
-              "--rest-port", str(options.rest_port), "--ws-port", str(options.ws_port)]
+    driver = [
+        py,
+        "-m",
+        "stddaq_driver",
+        config_path,
+        "--bind-addr",
+        options.bind_addr,
+        "--rest-port",
+        str(options.rest_port),
+        "--ws-port",
+        str(options.ws_port),
+    ]
     for root in options.allowed_roots:
         driver += ["--allowed-root", root]
     specs.append(ProcessSpec("driver", driver))
@@ -65,10 +86,24 @@ def stack_specs(config_path: str, config: DaqConfig, options: StackOptions) -> l
         specs.append(
             ProcessSpec(
                 "camera",
-                [py, "-m", "stddaq_fake_camera", "--address", f"tcp://127.0.0.1:{camera.port}",
-                 "--shape", str(config.image_pixel_height), str(config.image_pixel_width),
-                 "--dtype", f"uint{config.bit_depth}", "--rate", str(camera.rate_hz),
-                 "--frames", str(camera.frames), "--compression", camera.compression],
+                [
+                    py,
+                    "-m",
+                    "stddaq_fake_camera",
+                    "--address",
+                    f"tcp://127.0.0.1:{camera.port}",
+                    "--shape",
+                    str(config.image_pixel_height),
+                    str(config.image_pixel_width),
+                    "--dtype",
+                    f"uint{config.bit_depth}",
+                    "--rate",
+                    str(camera.rate_hz),
+                    "--frames",
+                    str(camera.frames),
+                    "--compression",
+                    camera.compression,
+                ],
             )
         )
     return specs

@@ -1,0 +1,182 @@
+"""`stddaq up`: the whole stack starts, records through `stddaq acquire`, restarts a crashed
+service, and shuts down clean on Ctrl-C leaving no segment or socket file behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from stddaq_fake_camera.frames import FramePattern
+
+HEIGHT, WIDTH = 48, 64
+STDDAQ = [sys.executable, "-m", "stddaq_common.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Stack:
+    """A `stddaq up` subprocess whose output is collected line by line."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.detector = f"stk-{uuid.uuid4().hex[:8]}"
+        self.ipc_dir = tmp_path / "ipc"
+        self.ipc_dir.mkdir()
+        self.data = tmp_path / "data"
+        self.data.mkdir()
+        self.rest_port, self.ws_port, self.camera_port, live_port = (free_port() for _ in range(4))
+        self.live_address = f"tcp://127.0.0.1:{live_port}"
+        config = {
+            "detector_name": self.detector,
+            "detector_type": "pco",
+            "n_modules": 1,
+            "bit_depth": 16,
+            "image_pixel_height": HEIGHT,
+            "image_pixel_width": WIDTH,
+            "start_udp_port": 0,
+            "module_positions": {},
+            "number_of_writers": 2,
+            "ipc_dir": str(self.ipc_dir),
+            "live_stream_configs": {self.live_address: {"type": "forward"}},
+        }
+        self.config_path = tmp_path / "daq.json"
+        self.config_path.write_text(json.dumps(config))
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [
+                *STDDAQ,
+                "up",
+                str(self.config_path),
+                "--fake-camera",
+                "--camera-rate",
+                "200",
+                "--camera-port",
+                str(self.camera_port),
+                "--rest-port",
+                str(self.rest_port),
+                "--ws-port",
+                str(self.ws_port),
+                "--allowed-root",
+                str(self.data),
+                "--status-every",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float = 90.0, start: int = 0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while time.monotonic() < deadline:
+            for line in self.lines[start:]:
+                match = regex.search(line)
+                if match:
+                    return match
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        tail = "\n".join(self.lines[-40:])
+        raise AssertionError(f"no line matching {pattern!r} within {timeout} s; output:\n{tail}")
+
+    def acquire(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*STDDAQ, "acquire", "--url", f"http://127.0.0.1:{self.rest_port}", *args],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
+    def leftovers(self) -> list[str]:
+        shm = [name for name in os.listdir("/dev/shm") if name.startswith(self.detector)]
+        return shm + [p.name for p in self.ipc_dir.iterdir()]
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(5)
+        return self.process.returncode
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    running = Stack(tmp_path)
+    try:
+        yield running
+    finally:
+        running.stop()
+        for name in os.listdir("/dev/shm"):
+            if name.startswith(running.detector):
+                os.unlink(f"/dev/shm/{name}")
+
+
+def check_file(path: str, detector: str, n_images: int) -> None:
+    pattern = FramePattern((HEIGHT, WIDTH), np.dtype("<u2"))
+    with h5py.File(path, "r") as file:
+        data = file[f"{detector}/data"]
+        ids = file[f"{detector}/metadata"]["image_id"]
+        assert data.shape == (n_images, HEIGHT, WIDTH)
+        assert np.all(np.diff(ids.astype(np.int64)) == 1), "ids not consecutive in the master file"
+        for index, image_id in enumerate(ids):
+            np.testing.assert_array_equal(data[index], pattern.frame(int(image_id)))
+
+
+def test_up_records_restarts_a_crashed_service_and_shuts_down_clean(stack: Stack) -> None:
+    stack.wait_for(r"\[stack\] stack of .* is up")
+
+    result = stack.acquire("--path", str(stack.data / "run1"), "--n-images", "40")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "file_saved: 40 images written, 0 missing" in result.stdout
+    check_file(str(stack.data / "run1" / "file.h5"), stack.detector, 40)
+
+    status = json.loads(stack.acquire("--status").stdout)
+    assert status["state"] == "idle" and status["outcome"] == "file_saved"
+
+    # A writer crashes: the supervisor restarts it and the next acquisition works.
+    pid = int(stack.wait_for(r"\[stack\] writer-1 ready \(pid (\d+)\)").group(1))
+    mark = len(stack.lines)
+    os.kill(pid, signal.SIGKILL)
+    stack.wait_for(r"\[stack\] writer-1 exited with -9; restarting", start=mark)
+    stack.wait_for(r"\[stack\] writer-1 restarted \(pid \d+, restart 1\)", start=mark)
+    deadline = time.monotonic() + 60
+    while not all(w["alive"] for w in json.loads(stack.acquire("--status").stdout)["writers"]):
+        assert time.monotonic() < deadline, "the restarted writer never reported to the driver"
+        time.sleep(0.5)
+    result = stack.acquire("--path", str(stack.data / "run2"), "--n-images", "25")
+    assert result.returncode == 0, result.stdout + result.stderr
+    check_file(str(stack.data / "run2" / "file.h5"), stack.detector, 25)
+
+    assert stack.stop() == 0, "\n".join(stack.lines[-30:])
+    assert any("[stack] stopped" in line for line in stack.lines)
+    assert not any("left behind" in line for line in stack.lines), "a service left a file behind"
+    assert stack.leftovers() == []
