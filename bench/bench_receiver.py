@@ -1,0 +1,267 @@
+"""Receiver throughput: fake camera -> receiver (4 connections) -> ring + metadata.
+
+2 MiB frames (1024 x 1024 uint16, Poisson(100) noise, 64 distinct frames), BSREAD over
+TCP on 127.0.0.1, 4 PULL connections, the receiver and camera as real processes, and a
+subscriber in this process that checks every id arrives, in order, with its slot still
+valid (and every 50th image pixel by pixel).
+
+Lossless by construction at the camera: the camera's PUSH socket waits while the
+receiver's queues are full, so it never sends faster than the receiver takes frames (it
+runs "as fast as possible", i.e. at the receiver's sustainable rate). `lost` counts what
+the subscriber did not see, in order, with a valid slot.
+
+Ceiling, measured in the same run with the same camera process and the same messages: a
+raw pyzmq sink with 4 PULL connections receiving zero-copy and not touching the data.
+Rates run from the camera's timestamp of the first frame (the BSREAD global timestamp) to
+the arrival of the last message (sink) or metadata (subscriber), so the receiver's
+reordering start-up hold is included. Receiver CPU per GB reads /proc/<pid>/stat
+(utime + stime) around a run; GB are of uncompressed image bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from stddaq_common.names import ipc_path, shm_name
+from stddaq_common.ring import ImageRing
+from stddaq_common.streams import MetadataSubscriber
+from stddaq_fake_camera.frames import FramePattern
+
+from bench.harness import BenchRecord, record
+
+HEIGHT, WIDTH = 1024, 1024
+FRAME_BYTES = HEIGHT * WIDTH * 2
+PERIOD = 64
+CONNECTIONS = 4
+CHECK_EVERY = 50
+READY_TIMEOUT_S = 120.0
+QUIET_TIMEOUT_S = 30.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+_SINK = """
+import json, sys, time, zmq
+address, connections, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+context = zmq.Context()
+poller = zmq.Poller()
+for _ in range(connections):
+    sock = context.socket(zmq.PULL)
+    sock.setsockopt(zmq.RCVHWM, 20)
+    sock.connect(address)
+    poller.register(sock, zmq.POLLIN)
+print("READY sink", flush=True)
+received = nbytes = 0
+first_stamp = None
+cpu_start = time.process_time()
+while received < count:
+    ready = poller.poll(30000)
+    if not ready:
+        break
+    for sock, _ in ready:
+        try:
+            parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            continue
+        if first_stamp is None:
+            stamp = json.loads(parts[0].bytes)["global_timestamp"]
+            first_stamp = stamp["sec"] + stamp["ns"] / 1e9
+        received += 1
+        nbytes += sum(len(part) for part in parts)
+last = time.time()
+print(json.dumps({"received": received, "bytes": nbytes, "first": first_stamp, "last": last,
+                  "cpu": time.process_time() - cpu_start}), flush=True)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """One streaming run: frames seen, seconds, CPU seconds of the receiving process."""
+
+    frames: int
+    lost: int
+    seconds: float
+    cpu_seconds: float
+    wire_bytes: int = 0
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds
+
+    @property
+    def image_gbps(self) -> float:
+        return self.frames * FRAME_BYTES / self.seconds / 1e9
+
+    @property
+    def cpu_per_gb(self) -> float:
+        return self.cpu_seconds / (self.frames * FRAME_BYTES / 1e9)
+
+
+def _free_address() -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+
+
+def _start(args: list[str], stderr: Path) -> subprocess.Popen[str]:
+    """Start `python <args>` and wait for its READY line on stdout."""
+    with stderr.open("w") as err:
+        process = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=err, text=True)
+    assert process.stdout is not None
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("READY"):
+            return process
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise RuntimeError(f"{args[:2]} did not start: {stderr.read_text()[-2000:]}")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _camera(
+    address: str, frames: int, first_id: int, compression: str, workdir: Path
+) -> subprocess.Popen[str]:
+    args = ["-m", "stddaq_fake_camera", "--address", address, "--shape", str(HEIGHT), str(WIDTH),
+            "--rate", "0", "--frames", str(frames), "--first-id", str(first_id), "--period", str(PERIOD),
+            "--compression", compression]
+    return _start(args, workdir / f"camera-{compression}-{first_id}.err")
+
+
+def ceiling(frames: int, compression: str, workdir: Path) -> RunResult:
+    """Raw pyzmq: the same camera into 4 zero-copy PULL sockets that do not touch the data."""
+    address = _free_address()
+    sink = _start(["-c", _SINK, address, str(CONNECTIONS), str(frames)], workdir / "sink.err")
+    camera = _camera(address, frames, 0, compression, workdir)
+    assert sink.stdout is not None
+    result = json.loads(sink.stdout.readline())
+    sink.wait(30)
+    camera.wait(60)
+    return RunResult(result["received"], frames - result["received"], result["last"] - result["first"],
+                     result["cpu"], result["bytes"])
+
+
+def receiver_run(
+    receiver: subprocess.Popen[str],
+    address: str,
+    ring: ImageRing,
+    subscriber: MetadataSubscriber,
+    frames: int,
+    first_id: int,
+    compression: str,
+    workdir: Path,
+) -> RunResult:
+    """Camera -> receiver -> ring + metadata; the subscriber checks every id."""
+    pattern = FramePattern((HEIGHT, WIDTH), np.dtype("<u2"), PERIOD)
+    cpu_before = _cpu_seconds(receiver.pid)
+    camera = _camera(address, frames, first_id, compression, workdir)
+    expected = first_id
+    good = 0
+    first_stamp = None
+    last = time.time()
+    while expected < first_id + frames:
+        meta = subscriber.receive(timeout_ms=int(QUIET_TIMEOUT_S * 1000))
+        if meta is None:
+            break
+        last = time.time()
+        if first_stamp is None and meta.detail is not None:
+            first_stamp = meta.detail.global_timestamp_sec + meta.detail.global_timestamp_ns / 1e9  # type: ignore[union-attr]
+        if meta.image_id != expected:  # a gap or a step back: everything not seen in order is lost
+            expected = max(expected, meta.image_id + 1)
+            continue
+        expected += 1
+        view = ring.view(meta.image_id)
+        if view is None:
+            continue
+        if meta.image_id % CHECK_EVERY == 0:
+            image = view.array("<u2", (HEIGHT, WIDTH))
+            if not np.array_equal(image, pattern.frame(meta.image_id)) or not view.still_valid():
+                continue
+        good += 1
+    cpu = _cpu_seconds(receiver.pid) - cpu_before
+    camera.wait(60)
+    seconds = last - (first_stamp if first_stamp is not None else last - 1e-9)
+    return RunResult(good, frames - good, seconds, cpu)
+
+
+def _config(workdir: Path, detector: str) -> Path:
+    path = workdir / "daq.json"
+    path.write_text(json.dumps({
+        "detector_name": detector, "detector_type": "pco", "n_modules": 1, "bit_depth": 16,
+        "image_pixel_height": HEIGHT, "image_pixel_width": WIDTH, "start_udp_port": 0,
+        "module_positions": {}, "stats_collection_period": 60,
+    }))
+    return path
+
+
+def _records(label: str, ours: RunResult, raw: RunResult) -> list[BenchRecord]:
+    ceiling_name = f"raw pyzmq PUSH/PULL x{CONNECTIONS} zero-copy ({label})"
+    return [
+        record(f"receiver {label}: lossless frames/s", ours.fps, "frames/s", ceiling_name, raw.fps,
+               ours.lost),
+        record(f"receiver {label}: lossless image GB/s", ours.image_gbps, "GB/s", ceiling_name,
+               raw.image_gbps, ours.lost),
+        record(f"receiver {label}: CPU s per image GB", ours.cpu_per_gb, "CPU s/GB",
+               f"raw PULL sink CPU s per GB ({label})", raw.cpu_per_gb, ours.lost),
+    ]
+
+
+def run(quick: bool) -> list[BenchRecord]:
+    """Uncompressed and bitshuffle_lz4 runs beside their same-run raw ceilings.
+
+    Full mode alternates ceiling and receiver runs twice and keeps the best of each (the
+    machine is noisy); `lost` adds up every receiver run.
+    """
+    frames = {"none": 1000, "bitshuffle_lz4": 600} if quick else {"none": 5000, "bitshuffle_lz4": 2500}
+    repeats = 1 if quick else 2
+    detector = f"bench-rcv-{uuid.uuid4().hex[:8]}"
+    records: list[BenchRecord] = []
+    with tempfile.TemporaryDirectory(prefix="bench-receiver-") as tmp:
+        workdir = Path(tmp)
+        address = _free_address()
+        receiver = _start(["-m", "stddaq_receiver", str(_config(workdir, detector)), address,
+                           "-n", str(CONNECTIONS)], workdir / "receiver.err")
+        try:
+            ring = ImageRing.attach(shm_name(detector), timeout=30.0)
+            subscriber = MetadataSubscriber(f"ipc://{ipc_path(detector)}", timeout_ms=1000)
+            first_id = 0
+            for compression, label in (("none", "uncompressed"), ("bitshuffle_lz4", "bitshuffle_lz4")):
+                n = frames[compression]
+                raws: list[RunResult] = []
+                ours: list[RunResult] = []
+                for _ in range(repeats):
+                    raws.append(ceiling(n, compression, workdir))
+                    ours.append(receiver_run(receiver, address, ring, subscriber, n, first_id,
+                                             compression, workdir))
+                    first_id += n
+                best = max(ours, key=lambda result: result.fps)
+                lost_total = sum(result.lost for result in ours)
+                best = RunResult(best.frames, lost_total, best.seconds, best.cpu_seconds)
+                records += _records(label, best, max(raws, key=lambda result: result.fps))
+            subscriber.close()
+            ring.close()
+        finally:
+            if receiver.poll() is None:
+                receiver.terminate()
+                if receiver.wait(30) != 0:
+                    print((workdir / "receiver.err").read_text()[-2000:], file=sys.stderr)
+            ring_path = f"/dev/shm/{shm_name(detector)}"
+            for path in (ring_path, f"{ring_path}.stddaq", ipc_path(detector)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+    return records

@@ -1,0 +1,96 @@
+"""The receiver's input sockets: N PULL (or SUB) sockets connected to one camera address.
+
+The camera binds a PUSH socket; ZeroMQ deals its messages round-robin over the N
+connections, so together they carry one stream, out of order across connections. One
+thread polls all N sockets (`zmq.Poller`) and drains each ready socket a few messages at a
+time with non-blocking zero-copy receives: the payload bytes are never copied here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Literal
+
+import zmq
+
+SocketType = Literal["pull", "sub"]
+SOCKET_TYPES: tuple[SocketType, ...] = ("pull", "sub")
+
+DEFAULT_RCVHWM = 20
+"""Receive high-water mark per connection, in messages (20 x 2 MiB = 40 MiB at most)."""
+
+
+class InputSocketError(Exception):
+    """The input sockets cannot be set up (bad address, ...)."""
+
+
+class InputSockets:
+    """N sockets connected to `address`; `messages(timeout_ms)` yields what has arrived."""
+
+    def __init__(
+        self,
+        address: str,
+        connections: int,
+        socket_type: SocketType = "pull",
+        *,
+        rcvhwm: int = DEFAULT_RCVHWM,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    ) -> None:
+        if connections < 1:
+            raise ValueError(f"connections must be >= 1, got {connections}")
+        self.address = address
+        self._context = context or zmq.Context.instance()
+        self._sockets: list[zmq.Socket[bytes]] = []
+        self._poller = zmq.Poller()
+        kind = zmq.PULL if socket_type == "pull" else zmq.SUB
+        try:
+            for _ in range(connections):
+                sock = self._context.socket(kind)
+                self._sockets.append(sock)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.RCVHWM, rcvhwm)
+                if kind == zmq.SUB:
+                    sock.setsockopt(zmq.SUBSCRIBE, b"")
+                sock.connect(address)
+                self._poller.register(sock, zmq.POLLIN)
+        except zmq.ZMQError as error:
+            self.close()
+            raise InputSocketError(f"cannot connect to {address}: {error.strerror}") from None
+
+    @property
+    def connections(self) -> int:
+        """Number of sockets."""
+        return len(self._sockets)
+
+    def ready(self, timeout_ms: int) -> list[zmq.Socket[bytes]]:
+        """The sockets that have a message, waiting up to `timeout_ms` (0: just look)."""
+        return [sock for sock, _event in self._poller.poll(timeout_ms)]
+
+    @staticmethod
+    def one_from_each(ready: list[zmq.Socket[bytes]]) -> Iterator[list[zmq.Frame]]:
+        """One message (zero-copy frames) from each ready socket, in connection order.
+
+        Taking one message per connection per round keeps the connections in step, so
+        frames leave the queues in about the order the camera dealt them.
+        """
+        for sock in ready:
+            try:
+                first = sock.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                continue
+            parts = [first]
+            more = first.more
+            while more:  # the other parts of a multipart message are already here
+                part = sock.recv(0, copy=False)
+                parts.append(part)
+                more = part.more
+            yield parts
+
+    def close(self) -> None:
+        """Close every socket (LINGER 0). Safe to call twice."""
+        for sock in self._sockets:
+            if not sock.closed:
+                with contextlib.suppress(KeyError):
+                    self._poller.unregister(sock)
+                sock.close(linger=0)

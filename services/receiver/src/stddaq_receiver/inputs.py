@@ -1,0 +1,102 @@
+"""Input formats: the parts of one received message -> an `IncomingFrame` (no copy).
+
+BSREAD (PCO cameras, psi-bsread's Sender) and array-1.0 both become the same thing: an
+image id, the raw value bytes (zero-copy views of the message parts, possibly compressed),
+their pixel type and numpy shape, and the metadata detail. Decoding errors raise
+`WireFormatError` (from stddaq_common's codecs) or `FrameRejected`; nothing is written here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+from stddaq_common.array10_codec import decode_array10
+from stddaq_common.bsread_codec import BsreadDecoder, ChannelSpec, bsread_type_of
+from stddaq_common.byte_views import BufferLike
+from stddaq_common.metadata import PcoInfo
+from stddaq_common.wire_errors import HEADER, MISSING, WireFormatError
+
+InputFormat = Literal["bsread", "array-1.0"]
+INPUT_FORMATS: tuple[InputFormat, ...] = ("bsread", "array-1.0")
+
+
+@dataclass(slots=True)
+class IncomingFrame:
+    """One decoded frame, still in the message's memory."""
+
+    image_id: int
+    value: memoryview
+    """The value bytes as sent (compressed if `channel.compression` says so)."""
+    dtype: np.dtype[np.generic]
+    """Pixel type of the decoded value, in the byte order the decoded bytes have."""
+    shape: tuple[int, ...]
+    """numpy shape of the decoded value (slowest first)."""
+    channel: ChannelSpec | None
+    """The BSREAD channel when the value is compressed (needed to decompress), else None."""
+    detail: PcoInfo | None
+
+
+class FrameDecoder(Protocol):
+    """Turns the parts of one message into an IncomingFrame."""
+
+    def decode(self, parts: Sequence[BufferLike]) -> IncomingFrame:
+        """Decode one message; WireFormatError if it is malformed."""
+
+
+class BsreadFrames:
+    """BSREAD messages: the image is channel 0, the image id is the pulse_id.
+
+    A data header without type and shape (psi-bsread's Sender without metadata) is read
+    with the config's pixel type and [W, H]; the value's size must then match.
+    """
+
+    def __init__(self, height: int, width: int, dtype: np.dtype[np.generic]) -> None:
+        self._decoder = BsreadDecoder(default_type=bsread_type_of(dtype), default_shape=(width, height))
+
+    def decode(self, parts: Sequence[BufferLike]) -> IncomingFrame:
+        """Decode one BSREAD message (its parts stay referenced through the views)."""
+        message = self._decoder.decode(parts)
+        if not message.channels:
+            raise WireFormatError("BSREAD data header has no channels", HEADER)
+        channel = message.channels[0]
+        value = message.values[0]
+        if value is None:
+            raise WireFormatError(f"channel {channel.name!r} value is missing (sent empty)", MISSING)
+        seconds, nanoseconds = message.global_timestamp
+        detail = PcoInfo(seconds, nanoseconds, channel.name)
+        if channel.compression == "none":
+            return IncomingFrame(
+                message.pulse_id, value, channel.numpy_dtype, channel.image_shape, None, detail
+            )
+        # decode_value_into leaves decompressed values in little-endian order
+        little = channel.numpy_dtype.newbyteorder("<")
+        return IncomingFrame(message.pulse_id, value, little, channel.image_shape, channel, detail)
+
+
+class Array10Frames:
+    """array-1.0 messages: header (shape [H, W], type, frame, endianness) + raw pixels.
+
+    The metadata carries a `pco` detail only for detector_type pco, with the header's
+    `source` as the name and no timestamp (array-1.0 has none).
+    """
+
+    def __init__(self, with_pco_detail: bool) -> None:
+        self._with_pco_detail = with_pco_detail
+
+    def decode(self, parts: Sequence[BufferLike]) -> IncomingFrame:
+        """Decode one array-1.0 message."""
+        header, data = decode_array10(parts)
+        detail = PcoInfo(0, 0, header.source or "") if self._with_pco_detail else None
+        return IncomingFrame(header.frame, data, header.dtype, header.shape, None, detail)
+
+
+def frame_decoder(
+    input_format: InputFormat, height: int, width: int, dtype: np.dtype[np.generic], detector_type: str
+) -> FrameDecoder:
+    """The decoder of one input format for the config's image."""
+    if input_format == "bsread":
+        return BsreadFrames(height, width, dtype)
+    return Array10Frames(with_pco_detail=detector_type == "pco")

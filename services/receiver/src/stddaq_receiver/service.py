@@ -1,0 +1,187 @@
+"""The receiver service: wiring of sockets, pipeline, ring and metadata publisher.
+
+    stddaq-receiver CONFIG STREAM_ADDRESS [-n CONNECTIONS] [-t pull|sub] [-f bsread|array-1.0]
+
+Threading: one thread does everything (poll the N sockets, decode, write the slot,
+publish). The ring has a single writer by design (one seqlock write in progress at a
+time), ZeroMQ's own I/O thread already moves the bytes off the network in parallel, and
+pyzmq hands us the frames without copying, so the only per-frame work in Python is header
+parsing plus one memcpy (or one decompression) into the slot. On a 2-core machine a second
+Python thread would only compete with the camera and ZeroMQ's I/O thread for the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+
+from stddaq_common.config import DaqConfig
+from stddaq_common.geometry import image_dtype
+from stddaq_common.metadata import ImageMeta
+from stddaq_common.ring import ImageRing
+from stddaq_common.service import StartupError
+from stddaq_common.stats import Stats
+from stddaq_common.streams import MetadataPublisher
+
+from stddaq_receiver.input_sockets import DEFAULT_RCVHWM, SOCKET_TYPES, InputSockets
+from stddaq_receiver.inputs import INPUT_FORMATS, frame_decoder
+from stddaq_receiver.pipeline import ReceiverCounters, ReceiverPipeline
+from stddaq_receiver.reorder import ReorderWindow
+from stddaq_receiver.slot_writer import SlotWriter
+
+log = logging.getLogger("stddaq.receiver")
+
+SERVICE_NAME = "receiver"
+CAMERA_TYPES = ("pco", "bsread")
+"""detector_type values the receiver serves (cameras sending whole frames)."""
+DEFAULT_CONNECTIONS = 4
+DEFAULT_REORDER_WINDOW = 500
+DEFAULT_REORDER_TIMEOUT_S = 1.0
+POLL_TIMEOUT_MS = 20
+"""Longest the loop sleeps without looking at the reorder window and the stats."""
+PUBLISH_GRACE_S = 0.2
+"""At exit, time given to the last metadata messages to reach the subscribers."""
+TICK_S = 0.05
+"""How often the reorder timeouts, the counters and the stats are looked at."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be > 0")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The receiver's own command-line arguments (after CONFIG)."""
+    parser.add_argument("stream_address", metavar="STREAM_ADDRESS",
+                        help="camera stream to connect to, e.g. tcp://pco-server:9999")
+    parser.add_argument("-n", "--connections", type=_positive_int, default=None,
+                        help=f"parallel connections to the camera (default {DEFAULT_CONNECTIONS} "
+                        "for pull, 1 for sub)")
+    parser.add_argument("-t", "--type", dest="socket_type", choices=SOCKET_TYPES, default="pull",
+                        help="socket type: pull (the camera binds PUSH, default) or sub (PUB)")
+    parser.add_argument("-f", "--format", dest="input_format", choices=INPUT_FORMATS,
+                        default="bsread", help="message format (default bsread)")
+    parser.add_argument("--reorder-window", type=_positive_int, default=DEFAULT_REORDER_WINDOW,
+                        metavar="IDS", help="most image ids the reordering spans "
+                        f"(default {DEFAULT_REORDER_WINDOW}; at most half the ring's slots)")
+    parser.add_argument("--reorder-timeout", type=_positive_float, default=DEFAULT_REORDER_TIMEOUT_S,
+                        metavar="SECONDS", help="how long a frame waits for missing earlier ids "
+                        f"before they are counted missing (default {DEFAULT_REORDER_TIMEOUT_S})")
+    parser.add_argument("--rcvhwm", type=_positive_int, default=DEFAULT_RCVHWM, metavar="MESSAGES",
+                        help=f"receive queue per connection (default {DEFAULT_RCVHWM})")
+
+
+class ReceiverService:
+    """Runs the receive loop until stopped; owns the sockets, the ring and the publisher."""
+
+    def __init__(
+        self,
+        sockets: InputSockets,
+        pipeline: ReceiverPipeline,
+        ring: ImageRing,
+        publisher: MetadataPublisher,
+        stats: Stats,
+    ) -> None:
+        self._sockets = sockets
+        self._pipeline = pipeline
+        self._ring = ring
+        self._publisher = publisher
+        self._stats = stats
+
+    def run(self, stop: threading.Event) -> None:
+        """Receive, write and publish until `stop` is set."""
+        sockets = self._sockets
+        pipeline = self._pipeline
+        stats = self._stats
+        clock = time.monotonic
+        last_tick = clock()
+        timeout_ms = 0
+        while not stop.is_set():
+            ready = sockets.ready(timeout_ms)
+            now = clock()
+            for parts in sockets.one_from_each(ready):
+                pipeline.handle(parts, now)
+            # after a look that found nothing, wait in the next poll instead of spinning
+            timeout_ms = 0 if ready else POLL_TIMEOUT_MS
+            if now - last_tick >= TICK_S:
+                pipeline.tick(now, idle=not ready)  # idle: every queue drained, timeouts apply
+                stats.maybe_emit(now)
+                last_tick = now
+
+    def close(self) -> None:
+        """Publish what is already written, then close sockets, publisher and ring."""
+        try:
+            self._sockets.close()
+            self._pipeline.close()
+            time.sleep(PUBLISH_GRACE_S)  # the publisher closes with LINGER 0
+        finally:
+            self._publisher.close()
+            self._ring.close()
+
+
+def _connections(args: argparse.Namespace) -> int:
+    if args.socket_type == "sub":
+        if args.connections not in (None, 1):
+            raise StartupError(
+                f"--type sub with {args.connections} connections would receive every frame "
+                f"{args.connections} times (PUB sends each message to every subscriber); use -n 1"
+            )
+        return 1
+    return int(args.connections or DEFAULT_CONNECTIONS)
+
+
+def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> ReceiverService:
+    """Create the ring, the publisher and the sockets for `config` (run_service's build)."""
+    if config.detector_type not in CAMERA_TYPES:
+        raise StartupError(
+            f"the receiver serves camera streams (detector_type {' or '.join(CAMERA_TYPES)}), "
+            f"not detector_type {config.detector_type!r}"
+        )
+    connections = _connections(args)
+    height, width = config.image_pixel_height, config.image_pixel_width
+    dtype = image_dtype(config)
+    counters = ReceiverCounters.register(stats)
+    ring = ImageRing.for_config(config, create=True)
+    try:
+        window_size = min(args.reorder_window, ring.geometry.n_slots // 2)
+        if window_size < args.reorder_window:
+            log.warning("reorder window cut to %d ids: half the ring's %d slots",
+                        window_size, ring.geometry.n_slots)
+        window: ReorderWindow[ImageMeta] = ReorderWindow(window_size, args.reorder_timeout)
+        publisher = MetadataPublisher.for_config(config)
+    except BaseException:
+        ring.close()
+        raise
+    try:
+        sockets = InputSockets(args.stream_address, connections, args.socket_type, rcvhwm=args.rcvhwm)
+    except BaseException:
+        publisher.close()
+        ring.close()
+        raise
+    decoder = frame_decoder(args.input_format, height, width, dtype, config.detector_type)
+    pipeline = ReceiverPipeline(decoder, SlotWriter(ring, height, width, dtype), window,
+                                publisher.publish, counters)
+    log.info(
+        "receiving %s from %s over %d %s connection(s) into %s (%d slots of %d bytes), "
+        "metadata on %s",
+        args.input_format, args.stream_address, connections, args.socket_type, ring.name,
+        ring.geometry.n_slots, ring.geometry.slot_bytes, publisher.address,
+    )
+    return ReceiverService(sockets, pipeline, ring, publisher, stats)

@@ -1,0 +1,104 @@
+"""Writes one IncomingFrame into its ring slot as the config's grayscale image.
+
+Hot path (the frame already has the config's pixel type and shape): one copy from the
+message into the slot, or one decompression straight into the slot. Anything else goes
+through a `Conversion` (planned once per input layout and cached). Everything that can be
+checked before touching the slot (shape, pixel type, value size, the size a compressed
+value says it decompresses to) is checked first, so a rejected frame never writes half an
+image. A compressed value that turns out corrupt while decompressing leaves its slot marked
+"being written" (readers never get it) and is rejected like the others.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from stddaq_common.bsread_codec import decode_value_into
+from stddaq_common.compression import bitshuffle_lz4_header, lz4_uncompressed_size
+from stddaq_common.ring import ImageRing
+from stddaq_common.wire_errors import SIZE, WireFormatError
+
+from stddaq_receiver.grayscale import Conversion, FrameRejected, plan_conversion
+from stddaq_receiver.inputs import IncomingFrame
+
+_MAX_CACHED_PLANS = 64
+
+
+class SlotWriter:
+    """Converts frames into (height, width) images of `dtype` in the ring's slots."""
+
+    def __init__(self, ring: ImageRing, height: int, width: int, dtype: np.dtype[np.generic]) -> None:
+        self.ring = ring
+        self.height = height
+        self.width = width
+        self.dtype = np.dtype(dtype)
+        self.image_nbytes = height * width * self.dtype.itemsize
+        self._plans: dict[tuple[str, tuple[int, ...]], Conversion | FrameRejected] = {}
+        self._scratch: bytearray | None = None
+
+    def plan(self, frame: IncomingFrame) -> Conversion:
+        """The cached conversion for the frame's layout; FrameRejected if there is none."""
+        key = (frame.dtype.str, frame.shape)
+        plan = self._plans.get(key)
+        if plan is None:
+            try:
+                plan = plan_conversion(frame.dtype, frame.shape, self.dtype, self.height, self.width)
+            except FrameRejected as rejection:
+                plan = rejection
+            if len(self._plans) >= _MAX_CACHED_PLANS:
+                self._plans.clear()
+            self._plans[key] = plan
+        if isinstance(plan, FrameRejected):
+            raise plan
+        return plan
+
+    def write(self, frame: IncomingFrame) -> int:
+        """Write the frame's image into slot image_id % n_slots; return the image's bytes.
+
+        Raises FrameRejected or WireFormatError (the slot is untouched unless a
+        compressed value is corrupt).
+        """
+        plan = self.plan(frame)
+        channel = frame.channel
+        image_id = frame.image_id
+        ring = self.ring
+        if channel is None:
+            if len(frame.value) != plan.in_nbytes:
+                raise FrameRejected(
+                    "size",
+                    f"value has {len(frame.value)} bytes, but {frame.dtype} {list(frame.shape)} "
+                    f"needs {plan.in_nbytes}",
+                )
+            slot = ring.begin_write(image_id)
+            nbytes = plan.convert_into(frame.value, slot)
+            ring.end_write(image_id, nbytes)
+            return nbytes
+        declared = self._decompressed_size(frame)
+        if declared != plan.in_nbytes:
+            raise WireFormatError(
+                f"channel {channel.name!r} value decompresses to {declared} bytes, but "
+                f"{channel.type} x {list(channel.shape)} needs {plan.in_nbytes}",
+                SIZE,
+            )
+        if plan.is_copy:
+            slot = ring.begin_write(image_id)
+            nbytes = decode_value_into(channel, frame.value, slot)
+            ring.end_write(image_id, nbytes)
+            return nbytes
+        scratch = self._scratch_of(plan.in_nbytes)
+        decode_value_into(channel, frame.value, scratch)
+        slot = ring.begin_write(image_id)
+        nbytes = plan.convert_into(scratch, slot)
+        ring.end_write(image_id, nbytes)
+        return nbytes
+
+    @staticmethod
+    def _decompressed_size(frame: IncomingFrame) -> int:
+        assert frame.channel is not None
+        if frame.channel.compression == "bitshuffle_lz4":
+            return bitshuffle_lz4_header(frame.value)[0]
+        return lz4_uncompressed_size(frame.value)
+
+    def _scratch_of(self, nbytes: int) -> bytearray:
+        if self._scratch is None or len(self._scratch) != nbytes:
+            self._scratch = bytearray(nbytes)
+        return self._scratch
