@@ -59,8 +59,7 @@ def check_influx_url(url: str) -> str:
     if not query.get("db") and not query.get("bucket"):
         raise ValueError(f"influxdb_url {shown!r} names no database: add ?db=NAME ({example})")
     if query.get("precision", ["ns"]) != ["ns"]:
-        raise ValueError(f"influxdb_url {shown!r}: stats lines carry ns timestamps; "
-                         "leave out 'precision'")
+        raise ValueError(f"influxdb_url {shown!r}: stats lines carry ns timestamps; leave out 'precision'")
     return url
 
 
@@ -118,14 +117,15 @@ class InfluxPoster:
                 self.dropped.value += 1
                 if not self._closed and not self._full_reported:
                     self._full_reported = True
-                    _log.warning("InfluxDB queue full (%d lines): dropping new stats lines "
-                                 "until InfluxDB takes them again", len(self._queue))
+                    _log.warning(
+                        "InfluxDB queue full (%d lines): dropping new stats lines "
+                        "until InfluxDB takes them again",
+                        len(self._queue),
+                    )
                 return False
             self._queue.append(line)
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="stddaq-influx-poster", daemon=True
-                )
+                self._thread = threading.Thread(target=self._run, name="stddaq-influx-poster", daemon=True)
                 self._thread.start()
             self._wakeup.notify_all()
         return True
@@ -184,8 +184,7 @@ class InfluxPoster:
                         self._queue.popleft()
                     if give_up:
                         self.dropped.value += len(batch)
-                        _log.warning("InfluxDB: %d stats lines not delivered before exit",
-                                     len(batch))
+                        _log.warning("InfluxDB: %d stats lines not delivered before exit", len(batch))
                     pause = FIRST_RETRY_PAUSE_S
                 if len(self._queue) < self.max_queued_lines:
                     self._full_reported = False
@@ -199,7 +198,9 @@ class InfluxPoster:
         """POST one batch; "ok", "rejected" (dropped) or "retry" (kept queued)."""
         body = ("\n".join(batch) + "\n").encode("utf-8")
         request = urllib.request.Request(
-            self.url, data=body, method="POST",
+            self.url,
+            data=body,
+            method="POST",
             headers={"Content-Type": "text/plain; charset=utf-8"},
         )
         try:

@@ -32,13 +32,13 @@ _LEVELS = {
 }
 
 # Attributes every LogRecord has; anything else on a record came in through `extra`.
-_RECORD_ATTRIBUTES = frozenset(
-    vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None)).keys()
-) | {"message", "asctime", "taskName"}
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None)).keys()) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
-_JSON_RESERVED = frozenset(
-    {"@timestamp", "log.level", "log.logger", "service", "detector", "message"}
-)
+_JSON_RESERVED = frozenset({"@timestamp", "log.level", "log.logger", "service", "detector", "message"})
 
 
 def log_level(name: str) -> int:
@@ -93,8 +93,9 @@ class JsonLinesFormatter(logging.Formatter):
         try:
             return json.dumps(entry, default=str, ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError):  # NaN, a cycle, odd keys: fall back to text values
-            plain = {key: value if isinstance(value, str | None) else repr(value)
-                     for key, value in entry.items()}
+            plain = {
+                key: value if isinstance(value, str | None) else repr(value) for key, value in entry.items()
+            }
             return json.dumps(plain, ensure_ascii=False)
 
 

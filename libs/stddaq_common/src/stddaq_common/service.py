@@ -104,19 +104,29 @@ def build_parser(name: str, add_arguments: AddArguments | None = None) -> argpar
     parser = argparse.ArgumentParser(prog=name, description=f"stddaq service {name}")
     parser.add_argument("config", metavar="CONFIG", help="the DAQ config file (JSON)")
     parser.add_argument(
-        "--metrics-port", type=_metrics_port, default=None, metavar="PORT",
+        "--metrics-port",
+        type=_metrics_port,
+        default=None,
+        metavar="PORT",
         help="serve Prometheus metrics on this port (0: any free port; default: off)",
     )
     parser.add_argument(
-        "--metrics-addr", default="127.0.0.1", metavar="ADDR",
+        "--metrics-addr",
+        default="127.0.0.1",
+        metavar="ADDR",
         help="address the metrics endpoint binds (default: 127.0.0.1)",
     )
     parser.add_argument(
-        "--log-format", choices=("text", "json"), default=None,
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
         help="override the config's log_format (json: one object per line for Filebeat)",
     )
     parser.add_argument(
-        "--log-level", type=_log_level_name, default=None, metavar="LEVEL",
+        "--log-level",
+        type=_log_level_name,
+        default=None,
+        metavar="LEVEL",
         help="override the config's log_level (trace, debug, info, warn, err, critical, off)",
     )
     if add_arguments is not None:
@@ -212,8 +222,7 @@ def _build_service(
                 stats.serve_metrics(args.metrics_port, args.metrics_addr)
             except OSError as error:
                 raise StartupError(
-                    f"metrics endpoint {args.metrics_addr}:{args.metrics_port}: "
-                    f"{error.strerror or error}"
+                    f"metrics endpoint {args.metrics_addr}:{args.metrics_port}: {error.strerror or error}"
                 ) from None
         return build(config, args, stats)
     except Exception as error:
@@ -266,11 +275,15 @@ def _run(
         return EXIT_CONFIG_ERROR
     try:
         setup_logging(
-            name, args.log_level or config.log_level, args.log_format or config.log_format,
+            name,
+            args.log_level or config.log_level,
+            args.log_format or config.log_format,
             detector=config.detector_name,
         )
         stats = Stats(
-            name, config.detector_name, period=config.stats_collection_period,
+            name,
+            config.detector_name,
+            period=config.stats_collection_period,
             influx_url=config.influxdb_url,
         )
     except ValueError as error:
@@ -316,9 +329,7 @@ def run_service(
     return _run(name, build, add_arguments, argv, restore_signals=True)
 
 
-def main_for(
-    name: str, build: Build, add_arguments: AddArguments | None = None
-) -> Callable[[], NoReturn]:
+def main_for(name: str, build: Build, add_arguments: AddArguments | None = None) -> Callable[[], NoReturn]:
     """A console entry point for service `name`: `main = main_for("receiver", build)`."""
 
     def main() -> NoReturn:

@@ -52,8 +52,9 @@ class Stats:
         self.tags: dict[str, str] = {"detector": detector}
         for key, value in (tags or {}).items():
             if not _TAG_KEY.match(key) or key == "detector":
-                raise ValueError(f"stats: tag key {key!r} must match [a-zA-Z_][a-zA-Z0-9_]* "
-                                 "and must not be 'detector'")
+                raise ValueError(
+                    f"stats: tag key {key!r} must match [a-zA-Z_][a-zA-Z0-9_]* and must not be 'detector'"
+                )
             self.tags[key] = str(value)
         format_line(service, self.tags, [("check", 0)], 0)  # a bad name or tag fails here
         self._counters: dict[str, Counter] = {}
@@ -92,8 +93,10 @@ class Stats:
         if existing is not None:
             return existing
         if name.endswith("_total"):
-            raise ValueError(f"stats {self.service}: counter {name!r}: leave out '_total', "
-                             "Prometheus exposition appends it")
+            raise ValueError(
+                f"stats {self.service}: counter {name!r}: leave out '_total', "
+                "Prometheus exposition appends it"
+            )
         self._check_free(name, f"{name}_rate", f"{name}_total")
         counter = Counter(name, help)
         self._counters[name] = counter
@@ -189,8 +192,7 @@ class Stats:
         if line is None:
             return None
         structured = {
-            name: value for name, value in fields
-            if not isinstance(value, float) or math.isfinite(value)
+            name: value for name, value in fields if not isinstance(value, float) or math.isfinite(value)
         }
         _log.info(line, extra={"stats": structured})
         if self.poster is not None:
@@ -220,4 +222,3 @@ class Stats:
             server.close()
         if self.poster is not None:
             self.poster.close(timeout)
-
