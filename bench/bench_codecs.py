@@ -20,10 +20,10 @@ import bitshuffle
 import lz4.block
 import numpy as np
 import numpy.typing as npt
-from stddaq_common.bsread_codec import BsreadDecoder, BsreadEncoder, ChannelSpec, decode_value_into
-from stddaq_common.compression import default_block_elements
 
 from bench.harness import BenchRecord, record
+from stddaq_common.bsread_codec import BsreadDecoder, BsreadEncoder, ChannelSpec, decode_value_into
+from stddaq_common.compression import default_block_elements
 
 HEIGHT = WIDTH = 1024
 

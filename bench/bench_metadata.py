@@ -26,6 +26,8 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 
 import zmq
+
+from bench.harness import BenchRecord, Stopwatch, best_of, rate, record
 from stddaq_common._proto import std_daq_protocol_pb2 as pb  # ceiling only: the raw codec
 from stddaq_common.metadata import (
     Dtype,
@@ -35,8 +37,6 @@ from stddaq_common.metadata import (
     encode_image_metadata,
 )
 from stddaq_common.streams import DEFAULT_HWM, MetadataPublisher, MetadataSubscriber
-
-from bench.harness import BenchRecord, Stopwatch, best_of, rate, record
 
 SAMPLE = ImageMeta(
     image_id=123_456_789,

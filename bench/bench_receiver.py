@@ -33,12 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from bench.harness import BenchRecord, record
 from stddaq_common.names import ipc_path, shm_name
 from stddaq_common.ring import ImageRing
 from stddaq_common.streams import MetadataSubscriber
 from stddaq_fake_camera.frames import FramePattern
-
-from bench.harness import BenchRecord, record
 
 HEIGHT, WIDTH = 1024, 1024
 FRAME_BYTES = HEIGHT * WIDTH * 2

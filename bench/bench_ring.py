@@ -17,10 +17,10 @@ from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
-from stddaq_common.geometry import RingGeometry
-from stddaq_common.ring import ImageRing
 
 from bench.harness import BenchRecord, Stopwatch, rate, record
+from stddaq_common.geometry import RingGeometry
+from stddaq_common.ring import ImageRing
 
 FRAME_SHAPE = (1024, 1024)
 FRAME_BYTES = FRAME_SHAPE[0] * FRAME_SHAPE[1] * 2

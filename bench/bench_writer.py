@@ -34,14 +34,14 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers filter 32008)
 import numpy as np
 import zmq
+
+from bench.harness import BenchRecord, Stopwatch, rate, record
 from stddaq_common.compression import bitshuffle_lz4_compress_into, bitshuffle_lz4_max_size
 from stddaq_common.config import parse_config
 from stddaq_common.geometry import ring_geometry
 from stddaq_common.metadata import Dtype, ImageMeta, PcoInfo, encode_image_metadata
 from stddaq_common.names import shm_name
 from stddaq_common.ring import ImageRing
-
-from bench.harness import BenchRecord, Stopwatch, rate, record
 
 HEIGHT, WIDTH = 1024, 1024
 FRAME_BYTES = HEIGHT * WIDTH * 2

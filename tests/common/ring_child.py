@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from stddaq_common.geometry import RingGeometry
 from stddaq_common.ring import ImageRing, RingOwnerExists
 

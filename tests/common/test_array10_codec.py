@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from stddaq_common.array10_codec import (
     ARRAY10_TYPES,
     Array10Header,

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import zmq
+
 from stddaq_common.bsread_channels import ChannelSpec, bsread_type_of, parse_channel
 from stddaq_common.bsread_codec import (
     BsreadDecoder,

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import zmq
 from bsread import PULL, Sender, Source
+
 from stddaq_common.bsread_codec import (
     BsreadDecoder,
     BsreadEncoder,

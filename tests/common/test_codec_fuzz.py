@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from stddaq_common.array10_codec import decode_array10
 from stddaq_common.bsread_codec import (
     BsreadDecoder,

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from bsread.data.compression import LZ4 as PsiLz4
 from bsread.data.compression import BitshuffleLZ4 as PsiBitshuffle
+
 from stddaq_common import _bshuf_native, compression
 from stddaq_common.compression import (
     bitshuffle_lz4_compress,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from stddaq_common.cli import main as stddaq_main
 from stddaq_common.config import ConfigError, DaqConfig, config_json_schema, load_config
 from stddaq_common.config_docs import config_markdown

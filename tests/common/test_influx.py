@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from stddaq_common.counters import Counter
 from stddaq_common.influx import InfluxPoster
 from stddaq_common.stats import Stats

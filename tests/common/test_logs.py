@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
+
 from stddaq_common.logs import log_level, setup_logging
 
 

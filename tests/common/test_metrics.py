@@ -10,6 +10,7 @@ import httpx
 import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
 from stddaq_common.stats import Stats
 
 

@@ -14,6 +14,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from stddaq_common._proto import std_daq_protocol_pb2 as generated
 from stddaq_common.metadata import (
     Compression,
@@ -29,7 +30,6 @@ from stddaq_common.metadata import (
     decode_image_metadata,
     encode_image_metadata,
 )
-
 from tests.common.spec_schema import ENUMS, MESSAGES, PACKAGE, spec_classes
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,6 +8,7 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from stddaq_common.counters import Counter, Gauge
 from stddaq_common.line_protocol import (
     escape_key,

@@ -14,12 +14,12 @@ from multiprocessing.process import BaseProcess
 
 import pytest
 import zmq
+
 from stddaq_common import streams
 from stddaq_common.config import parse_config
 from stddaq_common.metadata import Dtype, ImageMeta, encode_image_metadata
 from stddaq_common.names import ipc_address
 from stddaq_common.streams import MetadataPublisher, MetadataSubscriber, StreamError
-
 from tests.common.stream_peers import (
     PROBE_ID,
     bind_and_crash,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
+
 from stddaq_driver.image_ids import image_id_of
 from stddaq_driver.writer_link import events_address, writer_address
 from stddaq_driver.writer_messages import IMAGE_HEADER

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+
 from stddaq_common.metadata import Dtype, ImageMeta
 from stddaq_common.streams import MetadataPublisher
 

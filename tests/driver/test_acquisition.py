@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from stddaq_driver.acquisition import (
     Acquisition,
     AcquisitionPlan,

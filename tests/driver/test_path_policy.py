@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from stddaq_driver.path_policy import PathPolicy, PathRefused, path_syntax_problem
 
 

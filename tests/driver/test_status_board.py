@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+
 from stddaq_driver.state import DaqState, TransitionError
 from stddaq_driver.status_board import AcquisitionSnapshot, Busy, StatusBoard
 

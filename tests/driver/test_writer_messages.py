@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from stddaq_driver.writer_messages import EventError, image_header, json_part, parse_event
 
 

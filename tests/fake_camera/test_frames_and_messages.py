@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from stddaq_common.array10_codec import decode_array10
 from stddaq_common.bsread_codec import BsreadDecoder, decode_value
 from stddaq_common.wire_errors import WireFormatError

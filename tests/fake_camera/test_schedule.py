@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from stddaq_fake_camera.schedule import Faults, SendKind, parse_burst, parse_ids, send_plan
 
 

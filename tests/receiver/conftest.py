@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+
 from stddaq_common.metadata import ImageMeta
 from stddaq_common.names import ipc_address, ipc_path, shm_name
 from stddaq_common.ring import ImageRing

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
 from stddaq_receiver.grayscale import FrameRejected, plan_conversion
 
 H, W = 6, 5

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+
 from stddaq_common.bsread_codec import BsreadEncoder, ChannelSpec
 from stddaq_common.geometry import RingGeometry
 from stddaq_common.metadata import ImageMeta

@@ -6,6 +6,7 @@ import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from stddaq_receiver.reorder import Arrival, ReorderWindow
 
 T = 0.5  # timeout used by the tests

@@ -19,6 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+
 from stddaq_fake_camera.frames import FramePattern
 
 HEIGHT, WIDTH = 48, 64

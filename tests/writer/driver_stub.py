@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import zmq
+
 from stddaq_common.metadata import ImageMeta, encode_image_metadata
 
 DEADLINE_S = 30.0

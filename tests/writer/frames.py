@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from stddaq_common.compression import bitshuffle_lz4_compress
 from stddaq_common.metadata import Compression, ImageMeta, PcoInfo, dtype_of
 

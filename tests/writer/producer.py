@@ -13,7 +13,6 @@ import sys
 from stddaq_common.config import load_config
 from stddaq_common.geometry import image_dtype
 from stddaq_common.ring import ImageRing
-
 from tests.writer.frames import compressed_frame, frame
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+
 from stddaq_common.compression import bitshuffle_lz4_compress
 from stddaq_common.metadata import PcoInfo
 from stddaq_writer.h5_layout import FileSpec, image_columns
 from stddaq_writer.image_file import ImageFile
 from stddaq_writer.master_file import MasterFileError, build_master_file, interleaved_length
-
 from tests.writer.frames import frame
 from tests.writer.readback import h5dump_value
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import h5py
 import pytest
-from stddaq_writer.master_file import build_master_file
 
+from stddaq_writer.master_file import build_master_file
 from tests.writer.conftest import Daq, stop_process
 from tests.writer.frames import frame, meta_of
 from tests.writer.readback import check_file, h5dump_value

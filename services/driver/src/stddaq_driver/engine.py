@@ -19,7 +19,6 @@ from typing import Any
 from stddaq_common.config import DaqConfig
 from stddaq_common.metadata import MetadataError
 from stddaq_common.streams import MetadataSubscriber
-
 from stddaq_driver.acquisition import (
     Acquisition,
     AcquisitionPlan,

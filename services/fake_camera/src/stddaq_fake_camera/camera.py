@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import zmq
-from stddaq_common.byte_views import BufferLike
 
+from stddaq_common.byte_views import BufferLike
 from stddaq_fake_camera.messages import MessageMaker
 from stddaq_fake_camera.schedule import SendKind
 

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+
 from stddaq_common.array10_codec import encode_array10
 from stddaq_common.bsread_codec import BsreadEncoder, ChannelSpec, bsread_type_of
 from stddaq_common.byte_views import BufferLike
 from stddaq_common.compression import bitshuffle_lz4_compress, lz4_compress
-
 from stddaq_fake_camera.frames import FramePattern
 from stddaq_fake_camera.schedule import SendKind
 

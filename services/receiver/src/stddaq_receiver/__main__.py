@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 from stddaq_common.service import run_service
-
 from stddaq_receiver.service import SERVICE_NAME, add_arguments, build
 
 

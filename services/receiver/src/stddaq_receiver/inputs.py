@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
+
 from stddaq_common.array10_codec import decode_array10
 from stddaq_common.bsread_codec import BsreadDecoder, ChannelSpec, bsread_type_of
 from stddaq_common.byte_views import BufferLike

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from stddaq_common.metadata import Compression, Dtype, ImageMeta, Status, dtype_of
 from stddaq_common.stats import Counter, Gauge, Stats
 from stddaq_common.wire_errors import KINDS, WireFormatError
-
 from stddaq_receiver.grayscale import FrameRejected
 from stddaq_receiver.inputs import FrameDecoder
 from stddaq_receiver.reorder import Arrival, ReorderWindow

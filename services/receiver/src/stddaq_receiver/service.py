@@ -24,7 +24,6 @@ from stddaq_common.ring import ImageRing
 from stddaq_common.service import StartupError
 from stddaq_common.stats import Stats
 from stddaq_common.streams import MetadataPublisher
-
 from stddaq_receiver.input_sockets import DEFAULT_RCVHWM, SOCKET_TYPES, InputSockets
 from stddaq_receiver.inputs import INPUT_FORMATS, frame_decoder
 from stddaq_receiver.pipeline import ReceiverCounters, ReceiverPipeline

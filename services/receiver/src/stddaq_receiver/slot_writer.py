@@ -12,11 +12,11 @@ image. A compressed value that turns out corrupt while decompressing leaves its 
 from __future__ import annotations
 
 import numpy as np
+
 from stddaq_common.bsread_codec import decode_value_into
 from stddaq_common.compression import bitshuffle_lz4_header, lz4_uncompressed_size
 from stddaq_common.ring import ImageRing
 from stddaq_common.wire_errors import SIZE, WireFormatError
-
 from stddaq_receiver.grayscale import Conversion, FrameRejected, plan_conversion
 from stddaq_receiver.inputs import IncomingFrame
 

@@ -6,7 +6,6 @@ import sys
 from dataclasses import dataclass, field
 
 from stddaq_common.config import DaqConfig
-
 from stddaq_stack.child import ProcessSpec
 
 

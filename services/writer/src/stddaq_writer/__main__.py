@@ -9,7 +9,6 @@ import sys
 from stddaq_common.config import DaqConfig
 from stddaq_common.service import StartupError, run_service
 from stddaq_common.stats import Stats
-
 from stddaq_writer.chunk_writer import READ_MODES
 from stddaq_writer.disk_reserve import DEFAULT_RESERVE_BYTES
 from stddaq_writer.writer_process import WriterService

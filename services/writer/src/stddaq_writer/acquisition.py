@@ -11,13 +11,12 @@ import errno
 import logging
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from stddaq_common.metadata import ImageMeta
 
+from stddaq_common.metadata import ImageMeta
 from stddaq_writer.chunk_writer import ChunkWriter, Outcome, ReadMode, RingLike
 from stddaq_writer.disk_reserve import DiskReserve
 from stddaq_writer.h5_layout import FileSpec

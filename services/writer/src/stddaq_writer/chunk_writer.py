@@ -28,6 +28,7 @@ from enum import Enum
 from typing import Any, Literal, Protocol
 
 import numpy as np
+
 from stddaq_common.compression import (
     bitshuffle_lz4_compress_into,
     bitshuffle_lz4_decompress_into,
@@ -36,7 +37,6 @@ from stddaq_common.compression import (
 )
 from stddaq_common.metadata import Compression, ImageMeta, numpy_dtype
 from stddaq_common.wire_errors import WireFormatError
-
 from stddaq_writer.image_file import ImageFile
 
 log = logging.getLogger("stddaq.writer")

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import h5py
 import hdf5plugin  # noqa: F401  (registers the bitshuffle filter with h5py)
 import numpy as np
+
 from stddaq_common.metadata import DetectorInfo, EgInfo, GfInfo, JfInfo, PcoInfo
 
 FILE_FORMAT_BOUNDS = ("v110", "v110")

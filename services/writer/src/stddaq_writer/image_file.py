@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from stddaq_common.metadata import DetectorInfo
 
+from stddaq_common.metadata import DetectorInfo
 from stddaq_writer.h5_layout import (
     METADATA_DTYPE,
     STATUS_MISSING,
