@@ -1,0 +1,136 @@
+"""Command line of the live stream, in std_daq's shape.
+
+    stddaq-live-stream CONFIG tcp://127.0.0.1:20000 [-s SUFFIX] [-t array-1.0|bsread]
+
+CONFIG (the DAQ config file) and the common service options come from
+stddaq_common.service; this module adds the live stream's own arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass
+from typing import Literal, cast
+
+from stddaq_common.names import IMAGE_SUFFIX
+
+OutputType = Literal["array-1.0", "bsread"]
+OUTPUT_TYPES: tuple[OutputType, ...] = ("array-1.0", "bsread")
+
+
+DEFAULT_NICE = 10
+"""Live viewing yields the CPU to the acquisition (receiver, writers) when they compete."""
+
+_SUFFIX = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def _suffix(text: str) -> str:
+    if not _SUFFIX.match(text):
+        raise argparse.ArgumentTypeError(f"suffix {text!r} may only hold letters, digits, '_', '.', '-'")
+    return text
+
+
+def _send_hwm(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"{value} is outside 1..100000")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0..10000")
+    return value
+
+
+def _nice(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= 19:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0..19")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the live stream's arguments (after CONFIG) to the service parser."""
+    parser.add_argument(
+        "stream_address", metavar="ADDRESS",
+        help="TCP address the viewers' PUB socket binds, e.g. tcp://127.0.0.1:20000; it must be "
+        "a key of live_stream_configs, which gives the rate mode",
+    )
+    parser.add_argument(
+        "-s", "--source-suffix", "--source_suffix", dest="source_suffix", type=_suffix,
+        default=IMAGE_SUFFIX, metavar="SUFFIX",
+        help="suffix of the buffer to stream: metadata from ipc://<ipc_dir>/<detector>-SUFFIX, images "
+        "from /dev/shm/<detector>-SUFFIX (default: image)",
+    )
+    parser.add_argument(
+        "--metadata-suffix", "--metadata_suffix", dest="metadata_suffix", type=_suffix, default=None,
+        metavar="SUFFIX", help="metadata stream suffix, if it differs from --source-suffix",
+    )
+    parser.add_argument(
+        "--image-suffix", "--image_suffix", dest="image_suffix", type=_suffix, default=None,
+        metavar="SUFFIX", help="image buffer suffix, if it differs from --source-suffix",
+    )
+    parser.add_argument(
+        "-t", "--type", dest="output_type", choices=OUTPUT_TYPES, default="array-1.0",
+        help="message format sent to viewers (default: array-1.0)",
+    )
+    parser.add_argument(
+        "--send-hwm", dest="send_hwm", type=_send_hwm, default=None, metavar="N",
+        help="images queued per viewer before newer ones are dropped for it (default: std_daq's 100, "
+        "fewer for large images so that a stalled viewer holds at most ~64 MiB)",
+    )
+    parser.add_argument(
+        "--send-buffers", dest="send_buffers", type=_count, default=None, metavar="N",
+        help="reusable zero-copy send buffers for large images (default: send_hwm + 4; "
+        "0: copy every image into a new ZeroMQ message)",
+    )
+    parser.add_argument(
+        "--nice", dest="nice", type=_nice, default=DEFAULT_NICE, metavar="N",
+        help=f"lower the live stream's CPU priority by N (default {DEFAULT_NICE}): when CPUs are "
+        "short, the acquisition's services come first; 0 keeps the priority",
+    )
+    parser.add_argument(
+        "--bsread-channel", dest="bsread_channel", default=None, metavar="NAME",
+        help="channel name in bsread mode (default: the image's PCO bsread_name, else <detector>:image)",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LiveStreamOptions:
+    """The live stream's own command-line choices."""
+
+    stream_address: str
+    metadata_suffix: str
+    image_suffix: str
+    output_type: OutputType
+    send_hwm: int | None
+    send_buffers: int | None
+    nice: int
+    bsread_channel: str | None
+
+
+def options_from(args: argparse.Namespace) -> LiveStreamOptions:
+    """The options parsed by a parser that `add_arguments` set up."""
+    source: str = args.source_suffix
+    return LiveStreamOptions(
+        stream_address=args.stream_address,
+        metadata_suffix=args.metadata_suffix or source,
+        image_suffix=args.image_suffix or source,
+        output_type=cast(OutputType, args.output_type),
+        send_hwm=args.send_hwm,
+        send_buffers=args.send_buffers,
+        nice=args.nice,
+        bsread_channel=args.bsread_channel,
+    )

@@ -1,0 +1,101 @@
+"""Building the live stream from the config and the command line, and its entry point."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from stddaq_common.config import DaqConfig
+from stddaq_common.geometry import ring_geometry
+from stddaq_common.names import ipc_address, shm_name
+from stddaq_common.ring import ImageRing
+from stddaq_common.service import run_service
+from stddaq_common.stats import Stats
+from stddaq_common.streams import MetadataSubscriber
+from stddaq_live_stream.cli import LiveStreamOptions, add_arguments, options_from
+from stddaq_live_stream.output_formats import Array10Format, BsreadFormat, OutputFormat
+from stddaq_live_stream.rate_modes import rate_mode_for
+from stddaq_live_stream.ring_source import RingSource
+from stddaq_live_stream.stream_config import stream_config_for
+from stddaq_live_stream.stream_loop import LiveStream
+from stddaq_live_stream.viewer_socket import ViewerSocket
+
+SERVICE_NAME = "live_stream"
+
+STD_DAQ_SEND_HWM = 100
+"""std_daq's live-stream send high-water mark (images per viewer)."""
+
+STALLED_VIEWER_BUDGET_BYTES = 64 * 1024 * 1024
+"""By default a stalled viewer may hold at most about this much of queued images."""
+
+MIN_SEND_HWM = 2
+
+SPARE_SEND_BUFFERS = 4
+"""Send buffers beyond send_hwm: a stalled viewer's queue leaves these for the others."""
+
+log = logging.getLogger("stddaq.live_stream")
+
+
+def default_send_hwm(image_bytes: int) -> int:
+    """std_daq's 100 images per viewer, fewer for images so large that 100 would exceed ~64 MiB."""
+    fitting = STALLED_VIEWER_BUDGET_BYTES // max(image_bytes, 1)
+    return max(MIN_SEND_HWM, min(STD_DAQ_SEND_HWM, fitting))
+
+
+def output_format_for(options: LiveStreamOptions, config: DaqConfig) -> OutputFormat:
+    """The message format `-t` asks for."""
+    if options.output_type == "bsread":
+        return BsreadFormat(options.bsread_channel, f"{config.detector_name}:{options.image_suffix}")
+    return Array10Format()
+
+
+def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> LiveStream:
+    """The live stream described by the config entry of the bind address (StartupError if none)."""
+    options = options_from(args)
+    stream_config = stream_config_for(config, options.stream_address, args.config)
+    mode = rate_mode_for(stream_config)
+    geometry = ring_geometry(config)
+    send_hwm = options.send_hwm or default_send_hwm(geometry.slot_bytes)
+    ring_name = shm_name(config.detector_name, options.image_suffix)
+    stats.tags["stream"] = options.stream_address
+    if options.nice:
+        os.nice(options.nice)
+
+    def attach() -> ImageRing:
+        return ImageRing.for_config(config, create=False, suffix=options.image_suffix)
+
+    viewers = ViewerSocket(options.stream_address, send_hwm=send_hwm)
+    try:
+        metadata = MetadataSubscriber.for_config(config, options.metadata_suffix)
+    except Exception:
+        viewers.close()
+        raise
+    stream = LiveStream(
+        metadata=metadata,
+        ring_source=RingSource(f"ring /dev/shm/{ring_name}", attach),
+        viewers=viewers,
+        mode=mode,
+        output=output_format_for(options, config),
+        stats=stats,
+        slot_bytes=geometry.slot_bytes,
+        send_buffers=send_hwm + SPARE_SEND_BUFFERS if options.send_buffers is None else options.send_buffers,
+    )
+    log.info(
+        "live stream %s: %s, %s messages, images from %s (metadata %s), send_hwm %d, nice %d",
+        options.stream_address, mode.describe(), options.output_type, ring_name,
+        ipc_address(config.detector_name, options.metadata_suffix, config.ipc_dir), send_hwm,
+        options.nice,
+    )
+    return stream
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the live stream as a process; returns the exit status."""
+    return run_service(SERVICE_NAME, build, add_arguments, argv)
+
+
+def console_main() -> None:
+    """Console entry point `stddaq-live-stream`."""
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""The live stream's loop: metadata in, rate mode, image out of the ring, message to viewers.
+
+Per image, in order (each step that stops the image counts it once):
+
+    seen -> skipped_by_mode -> unwatched (no viewer) -> no_ring -> skipped_behind
+         -> late (slot no longer holds it) -> bad_images -> dropped_slow_viewer (every send
+         buffer still queued) -> torn -> dropped_slow_viewer (EAGAIN) | sent
+
+The loop never blocks on a viewer (NOBLOCK sends, small high-water mark) and keeps pace
+with the metadata stream whatever it costs to send: an image whose id is more than half a
+ring behind the newest id in the ring is skipped unread (it is about to be overwritten
+anyway; slot = id % n_slots, so this holds whatever the id step). A stream that cannot send
+everything thus sends the newest images it can, and its metadata queue (at most half a ring
+of messages) never backs up into the acquisition, whose publisher refuses messages for
+everyone when one subscriber's queue is full.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from stddaq_common.metadata import ImageMeta
+from stddaq_common.stats import Counter, Gauge, Stats
+from stddaq_common.streams import MetadataSubscriber
+from stddaq_live_stream.image_copy import ImageCopier, NotCopied
+from stddaq_live_stream.image_layout import layout_of
+from stddaq_live_stream.output_formats import OutputFormat
+from stddaq_live_stream.rate_modes import RateMode
+from stddaq_live_stream.ring_source import RingSource
+from stddaq_live_stream.throttled_log import ThrottledWarning
+from stddaq_live_stream.viewer_socket import ViewerSocket
+
+log = logging.getLogger(__name__)
+
+RECEIVE_TIMEOUT_MS = 100
+"""Longest wait for metadata before the loop looks at stop, viewers and the ring again."""
+
+HOUSEKEEPING_INTERVAL_S = 0.1
+
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCounters:
+    """The live stream's counters, registered in the service's Stats."""
+
+    seen: Counter
+    sent: Counter
+    skipped_by_mode: Counter
+    unwatched: Counter
+    no_ring: Counter
+    skipped_behind: Counter
+    late: Counter
+    torn: Counter
+    bad_images: Counter
+    dropped_slow_viewer: Counter
+    bad_metadata: Counter
+
+    @classmethod
+    def register(cls, stats: Stats) -> StreamCounters:
+        """Register every counter in `stats`."""
+        return cls(
+            seen=stats.counter("images_seen", "image metadata messages received"),
+            sent=stats.counter("images_sent", "images handed to ZeroMQ for the viewers"),
+            skipped_by_mode=stats.counter("skipped_by_mode", "images the rate mode did not select"),
+            unwatched=stats.counter("skipped_no_viewer", "selected images not sent: no viewer subscribed"),
+            no_ring=stats.counter("skipped_no_ring", "selected images not sent: ring not attached yet"),
+            skipped_behind=stats.counter(
+                "skipped_behind", "selected images skipped unread: far behind the newest in the ring"
+            ),
+            late=stats.counter("late_images", "selected images whose slot no longer held them"),
+            torn=stats.counter("torn_images", "images overwritten while being copied (discarded)"),
+            bad_images=stats.counter("bad_images", "images whose metadata or data was not valid"),
+            dropped_slow_viewer=stats.counter(
+                "dropped_slow_viewer",
+                "images not sent: every send buffer queued for viewers, or ZeroMQ refused (EAGAIN)",
+            ),
+            bad_metadata=stats.counter("bad_metadata", "metadata messages that did not decode"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StreamGauges:
+    """The live stream's gauges."""
+
+    viewers: Gauge
+    ring_name_missing: Gauge
+    send_buffers: Gauge
+
+    @classmethod
+    def register(cls, stats: Stats, send_hwm: int) -> StreamGauges:
+        """Register every gauge in `stats` (and the fixed send_hwm)."""
+        stats.gauge("send_hwm", "images queued per viewer before newer ones are dropped", initial=send_hwm)
+        return cls(
+            viewers=stats.gauge("viewers", "subscriptions of connected viewers", initial=0),
+            ring_name_missing=stats.gauge(
+                "ring_name_missing", "the ring's /dev/shm name was unlinked by someone else", initial=False
+            ),
+            send_buffers=stats.gauge("send_buffers", "reusable send buffers allocated", initial=0),
+        )
+
+
+class LiveStream:
+    """One live stream: runs in the calling thread until `stop` is set."""
+
+    def __init__(
+        self,
+        *,
+        metadata: MetadataSubscriber,
+        ring_source: RingSource,
+        viewers: ViewerSocket,
+        mode: RateMode,
+        output: OutputFormat,
+        stats: Stats,
+        slot_bytes: int,
+        send_buffers: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._metadata = metadata
+        self._ring_source = ring_source
+        self._viewers = viewers
+        self._mode = mode
+        self._output = output
+        self._stats = stats
+        self._clock = clock
+        self.counters = StreamCounters.register(stats)
+        self.gauges = StreamGauges.register(stats, viewers.send_hwm)
+        self._copier = ImageCopier(slot_bytes, send_buffers)
+        self._warnings = ThrottledWarning(log)
+        self._next_housekeeping = 0.0
+        self._bad_metadata_seen = 0
+
+    def run(self, stop: threading.Event) -> None:
+        """Stream until `stop` is set."""
+        receive = self._metadata.receive
+        handle = self.handle
+        clock = self._clock
+        while not stop.is_set():
+            meta = receive(RECEIVE_TIMEOUT_MS)
+            now = clock()
+            if meta is not None:
+                self._viewers.poll_subscriptions()
+                handle(meta, now)
+            if now >= self._next_housekeeping:
+                self._housekeeping(now)
+
+    def _housekeeping(self, now: float) -> None:
+        self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
+        self._viewers.poll_subscriptions()
+        self.gauges.viewers.set(self._viewers.subscriptions)
+        self._ring_source.check(now)
+        self.gauges.ring_name_missing.set(self._ring_source.name_missing)
+        bad = self._metadata.bad_messages
+        if bad != self._bad_metadata_seen:
+            self.counters.bad_metadata.inc(bad - self._bad_metadata_seen)
+            self._bad_metadata_seen = bad
+        self.gauges.send_buffers.set(self._copier.pool.size)
+        self._stats.maybe_emit(now)
+
+    def handle(self, meta: ImageMeta, now: float) -> None:
+        """Send one image to the viewers if the mode selects it and it can be read whole."""
+        counters = self.counters
+        counters.seen.value += 1
+        image_id = meta.image_id
+        if not self._mode.selects(image_id, now):
+            counters.skipped_by_mode.value += 1
+            return
+        if not self._viewers.has_viewers:
+            counters.unwatched.value += 1
+            return
+        ring = self._ring_source.get(now)
+        if ring is None:
+            counters.no_ring.value += 1
+            return
+        if ring.last_written_id - image_id > ring.geometry.n_slots // 2:
+            counters.skipped_behind.value += 1
+            return
+        view = ring.view(image_id)
+        if view is None:
+            counters.late.value += 1
+            return
+        try:
+            layout = layout_of(meta, view.nbytes)
+            if layout.compressed and not self._output.sends_compressed:
+                image = self._copier.decompress_out(view, layout.dtype, layout.raw_nbytes)
+            else:
+                image = self._copier.copy_out(view)
+            if image is NotCopied.TORN:
+                counters.torn.value += 1
+                return
+            if image is NotCopied.NO_BUFFER:
+                counters.dropped_slow_viewer.value += 1
+                return
+            parts = self._output.parts(meta, layout, image)
+        except ValueError as error:  # BadImage, WireFormatError: what the metadata or data got wrong
+            counters.bad_images.value += 1
+            self._warnings.warn("bad images", f"image {image_id} not streamed: {error}")
+            return
+        if self._viewers.send(parts):
+            counters.sent.value += 1
+        else:
+            counters.dropped_slow_viewer.value += 1
+
+    def close(self) -> None:
+        """Close the viewers' socket, the metadata subscription and the ring."""
+        self._viewers.close()
+        self._metadata.close()
+        self._ring_source.close()

@@ -1,0 +1,270 @@
+"""Test rig for the live stream: a producer (ring + metadata), the service as a process, viewers.
+
+Every name is unique per test (detector name, ipc directory, TCP port), every process is
+stopped by its PID, and nothing is left in /dev/shm or the ipc directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
+import zmq
+
+from stddaq_common.compression import bitshuffle_lz4_compress
+from stddaq_common.config import DaqConfig, load_config
+from stddaq_common.geometry import ring_geometry
+from stddaq_common.metadata import Compression, Dtype, ImageMeta
+from stddaq_common.names import shm_name
+from stddaq_common.ring import ImageRing
+from stddaq_common.streams import MetadataPublisher
+
+DEADLINE_S = 20.0
+"""Generous bound on any single wait; never part of an assertion about speed."""
+
+_names = itertools.count()
+
+
+def free_tcp_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def expected_image(image_id: int, height: int, width: int) -> npt.NDArray[np.uint16]:
+    """The pixels the producer writes for `image_id` (every pixel depends on the id)."""
+    index = np.arange(height * width, dtype=np.uint64)
+    pixels = (index * np.uint64(2654435761) + np.uint64(image_id) * np.uint64(40503)) & np.uint64(0xFFFF)
+    return pixels.astype(np.uint16).reshape(height, width)
+
+
+@dataclass
+class Setup:
+    """A config file with live streams, in its own short-named ipc directory."""
+
+    config_path: Path
+    config: DaqConfig
+    ipc_dir: str
+    addresses: dict[str, str] = field(default_factory=dict)
+    """Rate-mode label -> stream address."""
+
+
+def make_setup(
+    streams: dict[str, dict[str, Any]], height: int = 64, width: int = 64
+) -> Setup:
+    """A config with one live stream per entry of `streams` (label -> {type, config}), each on a free port."""
+    ipc_dir = tempfile.mkdtemp(prefix="lst", dir="/tmp")
+    name = f"lst{os.getpid()}x{next(_names)}"
+    addresses = {label: f"tcp://127.0.0.1:{free_tcp_port()}" for label in streams}
+    document = {
+        "detector_name": name,
+        "detector_type": "pco",
+        "n_modules": 1,
+        "bit_depth": 16,
+        "image_pixel_height": height,
+        "image_pixel_width": width,
+        "start_udp_port": 0,
+        "module_positions": {},
+        "ipc_dir": ipc_dir,
+        "stats_collection_period": 3600,
+        "live_stream_configs": {addresses[label]: entry for label, entry in streams.items()},
+    }
+    path = Path(ipc_dir) / "daq.json"
+    path.write_text(json.dumps(document))
+    return Setup(path, load_config(path), ipc_dir, addresses)
+
+
+def remove_setup(setup: Setup) -> None:
+    """Remove the config file and the ipc directory."""
+    shutil.rmtree(setup.ipc_dir, ignore_errors=True)
+
+
+class Producer:
+    """The single writer of a ring: writes an image, then publishes its metadata."""
+
+    def __init__(self, setup: Setup, suffix: str = "image", *, compressed: bool = False) -> None:
+        config = setup.config
+        self.height = config.image_pixel_height
+        self.width = config.image_pixel_width
+        self.compressed = compressed
+        self.ring = ImageRing.create(shm_name(config.detector_name, suffix), ring_geometry(config))
+        try:
+            self.publisher = MetadataPublisher.for_config(config, suffix)
+        except Exception:
+            self.ring.close()
+            raise
+
+    def publish(self, image_id: int) -> bool:
+        """Write image `image_id` into its slot and publish its metadata; False if not published."""
+        pixels = expected_image(image_id, self.height, self.width)
+        if self.compressed:
+            data = bitshuffle_lz4_compress(pixels)
+            compression = Compression.H5BITSHUFFLE_LZ4
+        else:
+            data = pixels.tobytes()
+            compression = Compression.NONE
+        self.ring.write(image_id, data)
+        meta = ImageMeta(image_id, self.height, self.width, len(data), Dtype.UINT16, compression=compression)
+        return self.publisher.publish(meta)
+
+    def close(self) -> None:
+        """Close the publisher (removes its socket file) and the ring (unlinks it)."""
+        self.publisher.close()
+        self.ring.close()
+
+
+class LiveStreamProcess:
+    """`python -m stddaq_live_stream CONFIG ADDRESS ...` as a child process."""
+
+    def __init__(self, setup: Setup, address: str, *extra: str) -> None:
+        self.stderr_file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "stddaq_live_stream", str(setup.config_path), address, *extra],
+            stdout=subprocess.PIPE,
+            stderr=self.stderr_file,
+        )
+        self.pid = self.process.pid
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+
+    def _read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line.decode(errors="replace"))
+        self._lines.put("")
+
+    def wait_ready(self) -> str:
+        """The READY line; AssertionError (with stderr) if the process exits or never gets ready."""
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline:
+            try:
+                line = self._lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if line.startswith("READY"):
+                return line
+            if line == "":
+                break
+        raise AssertionError(f"live stream not ready; stderr:\n{self.stderr()}")
+
+    def stderr(self) -> str:
+        """Everything the process wrote to stderr so far."""
+        self.stderr_file.seek(0)
+        return self.stderr_file.read().decode(errors="replace")
+
+    def wait_exit(self) -> int:
+        """The exit status (killed by PID after the deadline)."""
+        try:
+            return self.process.wait(DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            os.kill(self.pid, signal.SIGKILL)
+            self.process.wait()
+            raise AssertionError(f"live stream did not exit; stderr:\n{self.stderr()}") from None
+
+    def terminate(self) -> int:
+        """SIGTERM, then the exit status."""
+        if self.process.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+        return self.wait_exit()
+
+    def rss_anon_kib(self) -> int:
+        """Anonymous resident memory of the process (the ring's shared pages excluded)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+        raise AssertionError("no RssAnon in /proc/PID/status")
+
+    def final_stats(self) -> dict[str, str]:
+        """Fields of the last stats line (line protocol) the process logged."""
+        lines = [line for line in self.stderr().splitlines()
+                 if "live_stream," in line and "images_seen=" in line]
+        assert lines, f"no stats line in stderr:\n{self.stderr()}"
+        fields_text = lines[-1].split("live_stream,", 1)[1].split(" ")[1]
+        return dict(item.split("=", 1) for item in fields_text.split(","))
+
+    def close(self) -> None:
+        """Make sure the process is gone (by PID) and release the stderr file."""
+        if self.process.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self.stderr_file.close()
+
+
+def stat_int(stats: dict[str, str], name: str) -> int:
+    """An integer field of a line-protocol stats line (`12i`)."""
+    return int(stats[name].rstrip("i"))
+
+
+class Viewer:
+    """A SUB socket on a live stream that reads multipart messages."""
+
+    def __init__(self, address: str, *, rcvhwm: int = 1000, rcvbuf: int | None = None) -> None:
+        self.socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.RCVHWM, rcvhwm)
+        if rcvbuf is not None:
+            self.socket.setsockopt(zmq.RCVBUF, rcvbuf)
+        self.socket.setsockopt(zmq.SUBSCRIBE, b"")
+        self.socket.connect(address)
+
+    def receive(self, timeout_ms: int) -> list[bytes] | None:
+        """The next message's parts, or None if none arrived in time."""
+        if not self.socket.poll(timeout_ms):
+            return None
+        return self.socket.recv_multipart(zmq.NOBLOCK)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.socket.close(linger=0)
+
+
+def array10_frame(parts: list[bytes]) -> int:
+    """The `frame` (image id) of an array-1.0 message."""
+    frame: int = json.loads(parts[0])["frame"]
+    return frame
+
+
+def warm_up(producer: Producer, receive_one: Any, warmup_ids: Iterator[int]) -> None:
+    """Publish warm-up images until `receive_one(timeout_ms)` returns something.
+
+    Connections are asynchronous (the live stream's metadata subscription, the viewer's
+    subscription): only a delivered image proves the whole path is up.
+    """
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        producer.publish(next(warmup_ids))
+        if receive_one(100) is not None:
+            return
+    raise AssertionError("no warm-up image reached the viewer")
+
+
+@contextlib.contextmanager
+def running(setup: Setup, address: str, *extra: str) -> Iterator[LiveStreamProcess]:
+    """A ready live stream process, always stopped (SIGTERM, else SIGKILL by PID) afterwards."""
+    stream = LiveStreamProcess(setup, address, *extra)
+    try:
+        stream.wait_ready()
+        yield stream
+    finally:
+        stream.close()

@@ -1,0 +1,102 @@
+"""Command line and the live_stream_configs lookup (no processes)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from stddaq_common.config import DaqConfig, parse_config
+from stddaq_common.service import StartupError, build_parser
+from stddaq_live_stream.cli import add_arguments, options_from
+from stddaq_live_stream.service import default_send_hwm
+from stddaq_live_stream.stream_config import UnknownStreamAddress, stream_config_for
+
+
+def _config(streams: dict[str, object]) -> DaqConfig:
+    return parse_config(
+        {
+            "detector_name": "ls-unit",
+            "detector_type": "pco",
+            "n_modules": 1,
+            "bit_depth": 16,
+            "image_pixel_height": 4,
+            "image_pixel_width": 4,
+            "start_udp_port": 0,
+            "module_positions": {},
+            "live_stream_configs": streams,
+        }
+    )
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    return build_parser("live_stream", add_arguments).parse_args(["cfg.json", *argv])
+
+
+def test_finds_the_entry_of_the_exact_address() -> None:
+    config = _config({"tcp://127.0.0.1:20000": {"type": "batch", "config": [1, 10]}})
+    entry = stream_config_for(config, "tcp://127.0.0.1:20000")
+    assert (entry.type, entry.config) == ("batch", [1, 10])
+
+
+def test_missing_address_lists_the_configured_ones() -> None:
+    config = _config(
+        {
+            "tcp://127.0.0.1:20000": {"type": "forward"},
+            "tcp://0.0.0.0:20001": {"type": "periodic", "config": [1, 5]},
+        }
+    )
+    with pytest.raises(UnknownStreamAddress) as caught:
+        stream_config_for(config, "tcp://127.0.0.1:20002", "cfg.json")
+    message = str(caught.value)
+    assert "tcp://127.0.0.1:20002 is not in live_stream_configs of cfg.json" in message
+    assert "configured addresses: tcp://0.0.0.0:20001, tcp://127.0.0.1:20000" in message
+    assert "\n" not in message
+
+
+def test_same_port_other_host_hints_at_the_exact_match() -> None:
+    config = _config({"tcp://0.0.0.0:20000": {"type": "forward"}})
+    with pytest.raises(UnknownStreamAddress, match=r"did you mean tcp://0\.0\.0\.0:20000\?"):
+        stream_config_for(config, "tcp://127.0.0.1:20000")
+
+
+def test_no_streams_configured_says_how_to_add_one() -> None:
+    with pytest.raises(UnknownStreamAddress, match="no live stream is configured"):
+        stream_config_for(_config({}), "tcp://127.0.0.1:20000")
+
+
+def test_malformed_address_is_a_startup_error() -> None:
+    with pytest.raises(StartupError, match="tcp://host:port"):
+        stream_config_for(_config({}), "ipc:///tmp/x")
+
+
+def test_command_line_defaults_follow_std_daq() -> None:
+    options = options_from(_parse("tcp://127.0.0.1:20000"))
+    assert options.stream_address == "tcp://127.0.0.1:20000"
+    assert (options.metadata_suffix, options.image_suffix) == ("image", "image")
+    assert options.output_type == "array-1.0"
+    assert options.send_hwm is None
+
+
+def test_command_line_suffixes_and_type() -> None:
+    options = options_from(
+        _parse("tcp://127.0.0.1:20000", "-s", "h5bitshuffle-lz4", "-t", "bsread", "--image_suffix", "raw")
+    )
+    assert (options.metadata_suffix, options.image_suffix) == ("h5bitshuffle-lz4", "raw")
+    assert options.output_type == "bsread"
+
+
+@pytest.mark.parametrize(
+    "argv", [["tcp://x:1", "-t", "json"], ["tcp://x:1", "-s", "a/b"], ["tcp://x:1", "--send-hwm", "0"]]
+)
+def test_command_line_rejects_bad_values(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _parse(*argv)
+    assert "error:" in capsys.readouterr().err
+
+
+def test_default_send_hwm_bounds_a_stalled_viewer_to_about_64_mib() -> None:
+    assert default_send_hwm(64 * 64 * 2) == 100
+    assert default_send_hwm(2 * 1024 * 1024) == 32
+    assert default_send_hwm(2016 * 2016 * 2) == 8
+    assert default_send_hwm(512 * 1024 * 1024) == 2
