@@ -17,7 +17,9 @@ from stddaq_common.config_docs import config_markdown
 from stddaq_common.geometry import RingGeometry, image_dtype, ring_geometry
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO.parent / "shared" / "examples" / "gf_tomcat.json"
+SHARED_EXAMPLE = REPO.parent / "shared" / "examples" / "gf_tomcat.json"
+EXAMPLE = REPO / "tests" / "data" / "gf_tomcat.json"
+"""A byte-for-byte copy of the shared std_daq example, so the test runs wherever the repo is."""
 
 MINIMAL: dict[str, Any] = {
     "detector_name": "pco-test",
@@ -52,9 +54,13 @@ def _no_stddaq_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
+def test_our_copy_of_the_upstream_example_is_unchanged() -> None:
+    if not SHARED_EXAMPLE.exists():
+        pytest.skip(f"the shared example {SHARED_EXAMPLE} is not beside the repository")
+    assert EXAMPLE.read_bytes() == SHARED_EXAMPLE.read_bytes()
+
+
 def test_upstream_example_loads_unchanged() -> None:
-    if not EXAMPLE.exists():
-        pytest.skip(f"the shared example {EXAMPLE} is not beside the repository")
     raw = json.loads(EXAMPLE.read_text())
     config = load_config(EXAMPLE)
     for key, value in raw.items():
