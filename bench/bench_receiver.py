@@ -11,7 +11,8 @@ runs "as fast as possible", i.e. at the receiver's sustainable rate). `lost` cou
 the subscriber did not see, in order, with a valid slot.
 
 Ceiling, measured in the same run with the same camera process and the same messages: a
-raw pyzmq sink with 4 PULL connections receiving zero-copy and not touching the data.
+raw pyzmq sink with 4 PULL connections receiving zero-copy and not touching the data, with
+the receiver's glibc malloc settings (else it pays page faults the receiver avoids).
 Rates run from the camera's timestamp of the first frame (the BSREAD global timestamp) to
 the arrival of the last message (sink) or metadata (subscriber), so the receiver's
 reordering start-up hold is included. Receiver CPU per GB reads /proc/<pid>/stat
@@ -39,6 +40,7 @@ from stddaq_common.names import ipc_path, shm_name
 from stddaq_common.ring import ImageRing
 from stddaq_common.streams import MetadataSubscriber
 from stddaq_fake_camera.frames import FramePattern
+from stddaq_receiver.malloc_tuning import MAX_MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES
 
 HEIGHT, WIDTH = 1024, 1024
 FRAME_BYTES = HEIGHT * WIDTH * 2
@@ -48,6 +50,12 @@ CHECK_EVERY = 50
 READY_TIMEOUT_S = 120.0
 QUIET_TIMEOUT_S = 30.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SINK_MALLOC_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(MAX_MMAP_THRESHOLD_BYTES),
+    "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD_BYTES),
+}
+"""The receiver's malloc settings (stddaq_receiver.malloc_tuning), given to the raw sink too,
+so that the ceiling does not pay page faults the receiver avoids."""
 
 _SINK = """
 import json, sys, time, zmq
@@ -112,10 +120,11 @@ def _free_address() -> str:
         return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
 
 
-def _start(args: list[str], stderr: Path) -> subprocess.Popen[str]:
-    """Start `python <args>` and wait for its READY line on stdout."""
+def _start(args: list[str], stderr: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start `python <args>` (with `env` added to ours) and wait for its READY line on stdout."""
     with stderr.open("w") as err:
-        process = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=err, text=True)
+        process = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=err, text=True,
+                                   env={**os.environ, **(env or {})})
     assert process.stdout is not None
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -135,19 +144,23 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _camera(
-    address: str, frames: int, first_id: int, compression: str, workdir: Path
+    address: str, frames: int, first_id: int, compression: str, workdir: Path, period: int = PERIOD
 ) -> subprocess.Popen[str]:
     args = ["-m", "stddaq_fake_camera", "--address", address, "--shape", str(HEIGHT), str(WIDTH),
-            "--rate", "0", "--frames", str(frames), "--first-id", str(first_id), "--period", str(PERIOD),
+            "--rate", "0", "--frames", str(frames), "--first-id", str(first_id), "--period", str(period),
             "--compression", compression]
     return _start(args, workdir / f"camera-{compression}-{first_id}.err")
 
 
-def ceiling(frames: int, compression: str, workdir: Path) -> RunResult:
-    """Raw pyzmq: the same camera into 4 zero-copy PULL sockets that do not touch the data."""
+def ceiling(frames: int, compression: str, workdir: Path, period: int = PERIOD) -> RunResult:
+    """Raw pyzmq: the same camera into 4 zero-copy PULL sockets that do not touch the data.
+
+    `period`: the camera's frame period (the end-to-end benchmark uses the camera's default).
+    """
     address = _free_address()
-    sink = _start(["-c", _SINK, address, str(CONNECTIONS), str(frames)], workdir / "sink.err")
-    camera = _camera(address, frames, 0, compression, workdir)
+    sink_args = ["-c", _SINK, address, str(CONNECTIONS), str(frames)]
+    sink = _start(sink_args, workdir / "sink.err", SINK_MALLOC_ENV)
+    camera = _camera(address, frames, 0, compression, workdir, period)
     assert sink.stdout is not None
     result = json.loads(sink.stdout.readline())
     sink.wait(30)

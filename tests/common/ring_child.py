@@ -9,6 +9,10 @@ Run as `python tests/common/ring_child.py ROLE ...`:
   each frame pixel by pixel, print one JSON line, exit without calling close().
 - `race-writer NAME SLOT_BYTES N_SLOTS`: create, print `READY <pid>`, write ids 0, 1, 2 ...
   as fast as it can until stdin closes, then close and print `WROTE <count>`.
+- `threads-writer NAME SLOT_BYTES N_SLOTS --threads T`: like race-writer, but T threads
+  write at the same time through start_write/finish_write, thread t the ids t, t+T, t+2T ...
+  (N_SLOTS a multiple of T: each thread has its own slots), straight into the slot; prints
+  `WROTE <count>` (all threads) and `BUSY <n>` (SlotBusy refusals: must be 0).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import os
 import select
 import sys
+import threading
 import time
 from typing import Any
 
@@ -26,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stddaq_common.geometry import RingGeometry
-from stddaq_common.ring import ImageRing, RingOwnerExists
+from stddaq_common.ring import ImageRing, RingOwnerExists, SlotBusy
 
 Frame = npt.NDArray[np.uint16]
 
@@ -115,10 +120,43 @@ def race_writer(args: argparse.Namespace) -> None:
     print(f"WROTE {image_id}", flush=True)
 
 
+def threads_writer(args: argparse.Namespace) -> None:
+    """T threads write their own ids (and slots) at the same time until stdin closes."""
+    ring = ImageRing.create(args.name, RingGeometry(args.slot_bytes, args.n_slots))
+    stop = threading.Event()
+    written = [0] * args.threads
+    busy = [0] * args.threads
+
+    def write_loop(thread: int) -> None:
+        image_id = thread
+        while not stop.is_set():
+            try:
+                token = ring.start_write(image_id)
+            except SlotBusy:
+                busy[thread] += 1
+                continue
+            fill_frame(np.frombuffer(token.data, dtype=np.uint16), image_id)  # straight into the slot
+            ring.finish_write(token, args.slot_bytes)
+            written[thread] += 1
+            image_id += args.threads
+
+    threads = [threading.Thread(target=write_loop, args=(t,)) for t in range(args.threads)]
+    for thread in threads:
+        thread.start()
+    print(f"READY {os.getpid()}", flush=True)
+    _hold_until_stdin_closes()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    ring.close()
+    print(f"WROTE {sum(written)}", flush=True)
+    print(f"BUSY {sum(busy)}", flush=True)
+
+
 def main() -> None:
     """Parse the role and run it."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("role", choices=["own", "read", "race-writer"])
+    parser.add_argument("role", choices=["own", "read", "race-writer", "threads-writer"])
     parser.add_argument("name")
     parser.add_argument("slot_bytes", type=int)
     parser.add_argument("n_slots", type=int)
@@ -126,8 +164,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--at", type=float, default=0.0, help="start at this time.time()")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    {"own": own, "read": read, "race-writer": race_writer}[args.role](args)
+    roles = {"own": own, "read": read, "race-writer": race_writer, "threads-writer": threads_writer}
+    roles[args.role](args)
 
 
 if __name__ == "__main__":

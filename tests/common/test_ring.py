@@ -22,7 +22,7 @@ import pytest
 
 from stddaq_common.config import parse_config
 from stddaq_common.geometry import RingGeometry
-from stddaq_common.ring import ImageRing, RingError, RingOwnerExists
+from stddaq_common.ring import ImageRing, RingError, RingOwnerExists, SlotBusy
 from tests.common.ring_child import fill_frame, make_frame
 
 CHILD_SCRIPT = Path(__file__).with_name("ring_child.py")
@@ -533,6 +533,93 @@ def test_zero_copy_write_and_error_paths(ring_name: str) -> None:
             ring.read_into(1, bytearray(100))
         with ImageRing.attach(ring_name) as reader, pytest.raises(RingError, match="read-only"):
             reader.write(3, b"no")
+
+
+def test_several_writes_in_progress_finish_in_any_order(ring_name: str) -> None:
+    """start_write tokens: different slots at once, finished out of order; one write per slot."""
+    with ImageRing.create(ring_name, RingGeometry(4096, 4)) as ring, ImageRing.attach(ring_name) as reader:
+        first, second = ring.start_write(8), ring.start_write(9)
+        assert ring.writes_in_progress == 2
+        for token in (first, second):
+            assert len(token.data) == 4096 and not token.data.readonly
+            np.frombuffer(token.data, dtype=np.uint16)[:] = make_frame(2048, token.image_id)
+        with pytest.raises(SlotBusy, match="slot 0 is still being written with image 8"):
+            ring.start_write(12)  # same slot as 8
+        with pytest.raises(SlotBusy):
+            ring.begin_write(8)  # the single-write API respects tokens too
+        ring.finish_write(second, 4096)  # the later id first
+        assert reader.view(8) is None, "a write in progress is never handed out"
+        view = reader.view(9)
+        assert view is not None and np.array_equal(view.array(np.uint16, (2048,)), make_frame(2048, 9))
+        ring.finish_write(first, 4000)
+        assert reader.read_into(8, bytearray(4096)) == 4000
+        assert ring.writes_in_progress == 0 and ring.counters["writes"] == 2
+        with pytest.raises(RingError, match="not in progress"):
+            ring.finish_write(first, 4096)  # a token is taken back once
+        with pytest.raises(ValueError, match="4097 bytes"):
+            ring.finish_write(ring.start_write(10), 4097)
+        del view
+
+
+def test_an_abandoned_write_is_never_read_and_frees_its_slot(ring_name: str) -> None:
+    with ImageRing.create(ring_name, RingGeometry(4096, 4)) as ring, ImageRing.attach(ring_name) as reader:
+        ring.write(1, make_frame(2048, 1))
+        token = ring.start_write(5)  # slot 1: its old image is gone from now on
+        token.data[:10] = b"half-writt"
+        ring.abandon_write(token)
+        ring.abandon_write(token)  # twice is harmless
+        assert reader.view(1) is None and reader.view(5) is None
+        with pytest.raises(RingError, match="not in progress"):
+            ring.finish_write(token, 4096)
+        ring.write(5, make_frame(2048, 5))  # the slot can be written again
+        out = bytearray(4096)
+        assert reader.read_into(5, out) == 4096
+        assert np.array_equal(np.frombuffer(out, np.uint16), make_frame(2048, 5))
+        # the single-write API abandons its unfinished write when the next one begins
+        ring.begin_write(6)
+        ring.write(7, make_frame(2048, 7))
+        assert reader.view(6) is None and reader.view(7) is not None
+        assert ring.writes_in_progress == 0
+        with ImageRing.attach(ring_name) as other, pytest.raises(RingError, match="read-only"):
+            other.start_write(3)
+
+
+def test_threads_writing_different_slots_at_once_never_hand_out_a_torn_image(
+    ring_name: str, children: list[Child]
+) -> None:
+    """Two writer threads, each rewriting its own 8 MiB slot in a loop (straight into the
+    slot, through start_write/finish_write), while this process reads both slots."""
+    slot_bytes, n_slots = 8 * MIB, 2
+    n_pixels = slot_bytes // 2
+    writer = spawn(children, "threads-writer", ring_name, slot_bytes, n_slots, "--threads", 2)
+    writer.wait_line("READY")
+    ring = ImageRing.attach(ring_name, RingGeometry(slot_bytes, n_slots), timeout=DEADLINE_S)
+    out = np.empty(n_pixels, dtype=np.uint16)
+    expected = np.empty_like(out)
+    ok = {0: 0, 1: 0}
+    wrong = torn = 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (min(ok.values()) < 3 or torn < 1):
+        head = ring.last_written_id
+        for image_id in (head, head + 1, max(head - 1, 0)):  # both threads' latest ids
+            torn_before = ring.counters["torn_reads"]
+            if ring.read_into(image_id, out) is not None:
+                fill_frame(expected, image_id)
+                if np.array_equal(out, expected):
+                    ok[image_id % 2] += 1
+                else:
+                    wrong += 1
+            torn += ring.counters["torn_reads"] - torn_before
+    counters = ring.counters
+    ring.close()
+    assert writer.finish() == 0
+    written = int(writer.wait_line("WROTE").split()[1])
+    busy = int(writer.wait_line("BUSY").split()[1])
+    print(f"ok {ok}, torn {torn}, written {written}, {counters}")
+    assert wrong == 0
+    assert min(ok.values()) >= 3, "both threads' slots were read"
+    assert torn >= 1, "the race never happened"
+    assert busy == 0 and written > 0
 
 
 def test_for_config_names_and_sizes_the_ring_from_the_config(ring_name: str) -> None:

@@ -43,6 +43,19 @@ def test_start_ends_early_when_the_window_is_full() -> None:
     assert released == [0, 1, 2, 3]
 
 
+def test_start_ends_early_when_a_frame_a_window_above_the_lowest_arrives() -> None:
+    """A sequence that starts with ids further apart than the window (the ring would reuse
+    slots): the lowest ones are released (or orphaned) before the far one is written."""
+    window: ReorderWindow[int] = ReorderWindow(size=16, timeout=T)
+    assert _feed(window, 3, 0.0)[1] == []
+    assert window.arrive(5, 0.0) is Arrival.ACCEPTED  # still being written
+    assert window.arrive(21, 0.0) is Arrival.ACCEPTED  # 18 ids above 3: the window moves to 6
+    assert window.next_id == 6 and window.has_released
+    assert window.release(0.0) == [3]
+    assert not window.complete(5, 5)  # orphaned: the window moved past it mid-write
+    assert (window.counters.orphaned, window.counters.missing) == (1, 1)  # 4 never came
+
+
 def test_in_order_frames_leave_at_once() -> None:
     window: ReorderWindow[int] = ReorderWindow(size=16, timeout=T)
     assert _started(window, 0) == [0]

@@ -29,6 +29,7 @@ from stddaq_common.bsread_channels import (
     bsread_type_of,
     parse_channel,
 )
+from stddaq_common.bsread_fast_header import match_main_header
 from stddaq_common.byte_views import BufferLike, byte_view, writable_byte_view
 from stddaq_common.compression import (
     bitshuffle_lz4_compress_view,
@@ -88,9 +89,16 @@ class _CachedHeader:
     channels: tuple[ChannelSpec, ...]
 
 
+_json_decoder = json.JSONDecoder()
+
+
 def _json_object(view: memoryview, what: str) -> dict[str, object]:
+    raw = view.tobytes()
     try:
-        parsed = json.loads(view.tobytes())
+        if raw[:1] == b"{" and raw[1:2] != b"\x00":  # UTF-8 (json.loads would detect it too)
+            parsed = _json_decoder.decode(raw.decode())
+        else:  # anything else as json.loads reads bytes (BOMs, UTF-16/32)
+            parsed = json.loads(raw)
     except (ValueError, RecursionError) as error:
         raise WireFormatError(f"{what} is not valid JSON: {error}", JSON) from None
     if not isinstance(parsed, dict):
@@ -115,6 +123,9 @@ class _MainHeader:
 def _parse_main_header(view: memoryview) -> _MainHeader:
     if len(view) > MAX_MAIN_HEADER_BYTES:
         raise WireFormatError(f"main header has {len(view)} bytes, more than {MAX_MAIN_HEADER_BYTES}", SIZE)
+    fast = match_main_header(view.tobytes())
+    if fast is not None:
+        return _MainHeader(fast[0], (fast[1], fast[2]), fast[3], fast[4])
     header = _json_object(view, "main header")
     if header.get("htype") != MAIN_HTYPE:
         raise WireFormatError(

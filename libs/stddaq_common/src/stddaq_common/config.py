@@ -8,6 +8,7 @@ prefix `STDDAQ_` override the file (`STDDAQ_LOG_LEVEL=debug`; nested values as J
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from pathlib import Path
@@ -28,6 +29,14 @@ DetectorType = Literal[
     "gigafrost", "eiger", "pco", "jungfrau-raw", "jungfrau-converted", "jungfrau", "bsread"
 ]
 LogLevel = Literal["trace", "debug", "info", "warn", "warning", "err", "error", "critical", "off"]
+
+_SETTINGS_INIT_OPTIONS = frozenset(
+    name for name in inspect.signature(BaseSettings.__init__).parameters if name.startswith("_")
+)
+"""pydantic-settings' own init options (`_env_file`, `_cli_parse_args`, ...): never config keys."""
+
+MAX_WRITERS = 256
+"""More writers than this is a typo: the driver binds a socket per writer and lists each."""
 
 _STREAM_ADDRESS = re.compile(r"^tcp://(?P<host>\*|[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})$")
 
@@ -120,7 +129,7 @@ class DaqConfig(BaseSettings):
     use_all_forwarders: bool = False
     sender_sends_full_images: bool = False
     module_sync_queue_size: int = Field(50, ge=1)
-    number_of_writers: int = Field(0, ge=0, description="HDF5 writers; 0 means 1")
+    number_of_writers: int = Field(0, ge=0, le=MAX_WRITERS, description="HDF5 writers; 0 means 1")
     gpfs_block_size: int = Field(16777216, gt=0)
     delay_filter_timeout: float = Field(10, ge=0)
     switch_user_active: bool = False
@@ -143,6 +152,16 @@ class DaqConfig(BaseSettings):
         description="stddaq: InfluxDB /write URL the stats lines are also posted to "
         "(e.g. http://127.0.0.1:8086/write?db=stddaq)",
     )
+
+    def __init__(self, **values: Any) -> None:
+        """Validate `values` (the file's keys). Keys named like pydantic-settings' init
+        options (`_env_file`, `_cli_parse_args`, `_secrets_dir`, ...) are kept as unknown
+        keys and never obeyed: a config file must not make a service read other files,
+        parse its command line or exit."""
+        options = {key: values.pop(key) for key in list(values) if key in _SETTINGS_INIT_OPTIONS}
+        super().__init__(**values)
+        if options and self.__pydantic_extra__ is not None:
+            self.__pydantic_extra__.update(options)
 
     @field_validator("module_positions")
     @classmethod

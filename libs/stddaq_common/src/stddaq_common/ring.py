@@ -2,10 +2,15 @@
 
 Data segment `/dev/shm/<name>`: image `id` at byte offset (id % n_slots) x slot_bytes,
 exactly as std_daq lays it out. Companion segment `/dev/shm/<name>.stddaq`: header and
-per-slot words (see `ring_layout`). One writer (the owner) per ring:
+per-slot words (see `ring_layout`). One writer process (the owner) per ring:
 
     writer: seq -> odd, image_id, copy data, nbytes, seq -> even
     reader: seq (even, non-zero), image_id (== wanted), use data, seq again (unchanged?)
+
+Within the owner, several threads may write different slots at the same time
+(`start_write` hands out a `SlotWrite` token that `finish_write` takes back); a slot
+never has two writes in progress (the second `start_write` raises `SlotBusy`), so every
+slot's seqlock still has a single writer.
 
 Aligned 8-byte loads and stores are atomic on x86-64, and x86 keeps stores in order and
 loads in order, so a reader whose two seq reads agree saw a complete, unchanged image.
@@ -20,6 +25,7 @@ import logging
 import math
 import os
 import platform
+import threading
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import numpy as np
@@ -60,7 +66,7 @@ if TYPE_CHECKING:
     ImageTarget: TypeAlias = WriteableBuffer | npt.NDArray[Any]
     """A writable buffer: bytearray, writable memoryview, numpy array."""
 
-__all__ = ["ImageRing", "RingError", "RingOwnerExists", "SlotView"]
+__all__ = ["ImageRing", "RingError", "RingOwnerExists", "SlotBusy", "SlotView", "SlotWrite"]
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +117,31 @@ class SlotView:
         return f"SlotView(image_id={self.image_id}, nbytes={self.nbytes})"
 
 
+class SlotBusy(RingError):
+    """start_write() on a slot that another write in progress holds."""
+
+
+class SlotWrite:
+    """A write in progress (from `ImageRing.start_write`): fill `data`, then hand it back to
+    `finish_write` (or `abandon_write`). Any thread of the owner may fill and finish it."""
+
+    __slots__ = ("_index", "_seq", "_slot", "data", "image_id")
+
+    def __init__(self, image_id: int, slot: int, index: int, seq: int, data: memoryview) -> None:
+        self.image_id = image_id
+        self.data = data
+        """Writable view of the whole slot (slot_bytes long)."""
+        self._slot = slot
+        self._index = index
+        self._seq = seq
+
+    def __repr__(self) -> str:
+        return f"SlotWrite(image_id={self.image_id}, slot={self._slot})"
+
+
 class ImageRing:
-    """One shared-memory image ring: created by its owner (the single writer), attached
-    read-only by any number of reader processes."""
+    """One shared-memory image ring: created by its owner (the single writer process),
+    attached read-only by any number of reader processes."""
 
     def __init__(self, segments: Segments) -> None:
         """Wrap mapped segments; use `create()`, `attach()` or `for_config()` instead."""
@@ -137,9 +165,11 @@ class ImageRing:
         self._companion = companion
         self._header_words = companion[:HEADER_BYTES].cast("Q")
         self._slot_words = companion[HEADER_BYTES : companion_bytes(self._n_slots)].cast("Q")
-        self._pending_id: int | None = None
-        self._pending_index = 0
-        self._pending_seq = 0
+        self._pending: SlotWrite | None = None
+        """The write begun by the single-write API (begin_write/write), if any."""
+        self._in_progress: dict[int, SlotWrite] = {}
+        """Writes in progress by slot."""
+        self._write_lock = threading.Lock()
         self._writes = 0
         self._reads = 0
         self._torn_reads = 0
@@ -212,23 +242,28 @@ class ImageRing:
         nbytes = src.nbytes
         if nbytes > self._slot_bytes:
             raise self._too_big(image_id, nbytes)
-        offset = self._begin(image_id)
-        self._data[offset : offset + nbytes] = src
-        self._end(image_id, nbytes)
+        token = self._begin_single(image_id)
+        token.data[:nbytes] = src
+        self._end_single(image_id, nbytes)
 
     def begin_write(self, image_id: int) -> memoryview:
-        """Mark the image's slot as being written; return a writable view of the whole slot."""
-        offset = self._begin(image_id)
-        return self._data[offset : offset + self._slot_bytes]
+        """Mark the image's slot as being written; return a writable view of the whole slot.
+
+        The single-write API: a later begin_write (or write) leaves an unfinished one
+        abandoned (its slot stays "being written", so readers never get it).
+        """
+        return self._begin_single(image_id).data
 
     def end_write(self, image_id: int, nbytes: int) -> None:
         """Mark the slot begun with `begin_write(image_id)` complete, holding `nbytes`."""
-        if not 0 <= nbytes <= self._slot_bytes:
-            raise self._too_big(image_id, nbytes)
-        self._end(image_id, nbytes)
+        self._end_single(image_id, nbytes)
 
-    def _begin(self, image_id: int) -> int:
-        """seq -> odd, store the id; returns the slot's byte offset."""
+    def start_write(self, image_id: int) -> SlotWrite:
+        """Begin writing the image's slot; the token's `data` is the writable slot.
+
+        Several writes (of different slots) may be in progress at once, from any threads;
+        SlotBusy if this slot's previous write has not been finished or abandoned.
+        """
         if not self.is_owner:
             raise RingError(f"ring {self.name!r} is attached read-only: only its owner writes")
         if not 0 <= image_id <= MAX_IMAGE_ID:
@@ -236,39 +271,76 @@ class ImageRing:
         slot = image_id % self._n_slots
         index = slot * SLOT_WORDS
         words = self._slot_words
-        seq = words[index]
-        seq += 2 if seq & 1 else 1  # odd; an abandoned write left it odd already
-        words[index] = seq
-        words[index + S_IMAGE_ID] = image_id
-        self._pending_id = image_id
-        self._pending_index = index
-        self._pending_seq = seq
-        return slot * self._slot_bytes
+        with self._write_lock:
+            busy = self._in_progress.get(slot)
+            if busy is not None:
+                raise SlotBusy(
+                    f"ring {self.name!r}: slot {slot} is still being written with image "
+                    f"{busy.image_id}; cannot start image {image_id}"
+                )
+            seq = words[index]
+            seq += 2 if seq & 1 else 1  # odd; an abandoned write left it odd already
+            words[index] = seq
+            words[index + S_IMAGE_ID] = image_id
+            offset = slot * self._slot_bytes
+            token = SlotWrite(image_id, slot, index, seq, self._data[offset : offset + self._slot_bytes])
+            self._in_progress[slot] = token
+        return token
 
-    def _end(self, image_id: int, nbytes: int) -> None:
-        """Store nbytes, seq -> even."""
-        if image_id != self._pending_id:
-            raise RingError(
-                f"ring {self.name!r}: end_write({image_id}) does not match begin_write({self._pending_id})"
-            )
+    def finish_write(self, write: SlotWrite, nbytes: int) -> None:
+        """Mark the token's slot complete, holding `nbytes` (readers may now get it)."""
+        if not 0 <= nbytes <= self._slot_bytes:
+            raise self._too_big(write.image_id, nbytes)
         words = self._slot_words
-        index = self._pending_index
-        words[index + S_NBYTES] = nbytes
-        words[index] = self._pending_seq + 1
-        self._header_words[W_LAST_ID] = image_id
-        self._pending_id = None
-        self._writes += 1
+        index = write._index
+        with self._write_lock:
+            if self._in_progress.get(write._slot) is not write:
+                raise RingError(f"ring {self.name!r}: write of image {write.image_id} is not in progress")
+            words[index + S_NBYTES] = nbytes
+            words[index] = write._seq + 1
+            self._header_words[W_LAST_ID] = write.image_id
+            del self._in_progress[write._slot]
+            self._writes += 1
+
+    def abandon_write(self, write: SlotWrite) -> None:
+        """Give up a write in progress: its slot stays "being written" (never handed out)
+        until the next write of that slot. Does nothing if the write is not in progress."""
+        with self._write_lock:
+            if self._in_progress.get(write._slot) is write:
+                del self._in_progress[write._slot]
+
+    @property
+    def writes_in_progress(self) -> int:
+        """Number of writes started and neither finished nor abandoned."""
+        return len(self._in_progress)
+
+    def _begin_single(self, image_id: int) -> SlotWrite:
+        """start_write for the single-write API (abandoning its unfinished previous write)."""
+        if self._pending is not None:
+            self.abandon_write(self._pending)
+            self._pending = None
+        token = self.start_write(image_id)
+        self._pending = token
+        return token
+
+    def _end_single(self, image_id: int, nbytes: int) -> None:
+        token = self._pending
+        if token is None or token.image_id != image_id:
+            begun = None if token is None else token.image_id
+            raise RingError(f"ring {self.name!r}: end_write({image_id}) does not match begin_write({begun})")
+        self.finish_write(token, nbytes)
+        self._pending = None
 
     def _write_strided(self, image_id: int, array: npt.NDArray[Any]) -> None:
         """write() of a non-contiguous array: numpy copies it straight into the slot."""
         nbytes = array.nbytes
         if nbytes > self._slot_bytes:
             raise self._too_big(image_id, nbytes)
-        offset = self._begin(image_id)
-        target = np.frombuffer(self._data, array.dtype, array.size, offset)
+        token = self._begin_single(image_id)
+        target = np.frombuffer(token.data, array.dtype, array.size)
         np.copyto(target.reshape(array.shape), array)
         del target
-        self._end(image_id, nbytes)
+        self._end_single(image_id, nbytes)
 
     def _too_big(self, image_id: int, nbytes: int) -> ValueError:
         return ValueError(

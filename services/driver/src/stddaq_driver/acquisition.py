@@ -150,6 +150,26 @@ class WriterTracker:
     missing_ids: list[int] = field(default_factory=list)
     last_error: str | None = None
     write_latency_s: float | None = None
+    restarted: bool = False
+    """The writer's process was replaced during the acquisition (its events are ignored)."""
+    flushed: int = 0
+    """Images its file holds for sure (as of its last flush), also if it was killed."""
+
+    def mark_lost(self, reason: str) -> None:
+        """The writer is gone (killed, restarted, unreachable): count only the images its
+        file is sure to hold, and keep the reason."""
+        self.state = "error"
+        self.written = min(self.written, self.flushed)
+        self.last_error = reason
+
+    def restarted_by(self, event: WriterEvent, acquisition_id: int) -> bool:
+        """True if `event` shows that this writer, which had the acquisition's file open,
+        is a new process: a `ready` (sent only at start-up) or a heartbeat without it."""
+        if self.state != "file_created":
+            return False
+        if event.event == "ready":
+            return True
+        return event.event == "heartbeat" and event.acq_id != acquisition_id
 
     def apply(self, event: WriterEvent) -> None:
         """Take the figures of an event of this acquisition (counts are cumulative)."""
@@ -161,6 +181,8 @@ class WriterTracker:
             self.bytes_written = event.bytes_written
         if event.write_latency_s is not None:
             self.write_latency_s = event.write_latency_s
+        if event.flushed is not None:
+            self.flushed = event.flushed
         room = MAX_MISSING_IDS_KEPT - len(self.missing_ids)
         if room > 0 and event.missing_ids:
             self.missing_ids.extend(event.missing_ids[:room])

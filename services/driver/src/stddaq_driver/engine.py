@@ -9,6 +9,7 @@ least every POLL_MS.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -23,10 +24,12 @@ from stddaq_driver.acquisition import (
     Acquisition,
     AcquisitionPlan,
     IdsWentBackwards,
+    WriterTracker,
     images_per_writer,
 )
 from stddaq_driver.driver_stats import EngineCounters
 from stddaq_driver.image_ids import image_id_of
+from stddaq_driver.orphans import Orphans, orphan_reason
 from stddaq_driver.state import DaqState
 from stddaq_driver.status_board import AcquisitionSnapshot, StatusBoard
 from stddaq_driver.writer_link import WriterLink, WriterUnreachable
@@ -126,6 +129,7 @@ class Engine:
         self._subscriber_bad_seen = 0
         self._bad_metadata_log = _RateLimitedLog()
         self._repeated_log = _RateLimitedLog()
+        self._orphans = Orphans()
 
     # --- called from other threads ---
 
@@ -236,6 +240,7 @@ class Engine:
     def _start(self, plan: AcquisitionPlan) -> None:
         dropped = self._discard_queued_images()
         self._acquisition = Acquisition(plan)
+        self._orphans.started.add(plan.acquisition_id)
         self._state = DaqState.STARTED
         self._counters.acquisitions_started.inc()
         log.info(
@@ -311,6 +316,15 @@ class Engine:
 
     def _handle_event(self, event: WriterEvent) -> None:
         acquisition = self._acquisition
+        if acquisition is None:
+            self._handle_orphan(event)
+        else:
+            tracker = acquisition.writers[event.writer]
+            if tracker.restarted:
+                return  # its new process knows nothing of this acquisition
+            if tracker.restarted_by(event, acquisition.plan.acquisition_id):
+                self._writer_restarted(tracker)
+                return
         if acquisition is None or event.acq_id != acquisition.plan.acquisition_id:
             if event.event == "error":
                 log.warning(
@@ -337,6 +351,50 @@ class Engine:
         elif early_close:
             why = f": {event.reason}" if event.reason else ""
             self._fail(f"writer {event.writer} closed its file before it was asked to{why}")
+
+    def _writer_restarted(self, tracker: WriterTracker) -> None:
+        """A writer came back as a new process while it had this acquisition's file open."""
+        tracker.restarted = True
+        tracker.mark_lost(
+            "restarted during the acquisition (it crashed or was killed): its file keeps "
+            f"the {tracker.flushed} image(s) it had flushed"
+        )
+        self._fail(f"writer {tracker.index} {tracker.last_error}")
+
+    def _handle_orphan(self, event: WriterEvent) -> None:
+        """While idle: a writer still holding a file of an acquisition that a previous
+        driver process ran is asked to close it, and the status says so."""
+        acq_id = event.acq_id
+        if acq_id is None:
+            return
+        if self._orphans.needs_close(event):
+            log.error(
+                "writer %d still holds a file of acquisition %d, which an earlier driver "
+                "process ran (the driver restarted): closing it",
+                event.writer, acq_id,
+            )
+            if self._orphans.is_new(acq_id):
+                self._counters.acquisitions_failed.inc()
+            body = {"acq_id": acq_id, "n_images": 0, "reason": orphan_reason(acq_id)}
+            try:
+                self._link.send_close(event.writer, body)
+            except WriterUnreachable as error:
+                log.error("acquisition %d: %s", acq_id, error)
+        elif not self._orphans.took_close(event):
+            return
+        snapshot = self._board.snapshot()
+        if snapshot.state is not DaqState.IDLE or snapshot.acquisition_id > acq_id:
+            return
+        with contextlib.suppress(ValueError):  # a start claimed the board meanwhile
+            self._board.update(
+                replace(
+                    snapshot,
+                    acquisition_id=acq_id,
+                    files=self._orphans.files(acq_id),
+                    outcome="error",
+                    last_error=self._orphans.summary(acq_id),
+                )
+            )
 
     def _master_answered(self, event: WriterEvent) -> None:
         acquisition = self._acquisition
@@ -425,13 +483,19 @@ class Engine:
         for tracker in acquisition.writers:
             if tracker.state in ("closed", "error"):
                 continue
-            body = {"acq_id": acquisition.plan.acquisition_id, "n_images": counts[tracker.index]}
+            body = {
+                "acq_id": acquisition.plan.acquisition_id,
+                "n_images": counts[tracker.index],
+                "reason": f"the acquisition ended in error: {reason}",
+            }
             try:
                 self._link.send_close(tracker.index, body)
             except WriterUnreachable as error:
                 log.error("acquisition %d: %s", acquisition.plan.acquisition_id, error)
-                tracker.state = "error"
-                tracker.last_error = tracker.last_error or str(error)
+                tracker.mark_lost(
+                    f"{tracker.last_error or error}; counted: the {tracker.flushed} image(s) "
+                    "its file holds for sure"
+                )
         self._advance()
 
     def _finish(self) -> None:
@@ -476,11 +540,16 @@ class Engine:
         state = self._state
         if state is DaqState.ERROR:
             if self._deadline is not None and now >= self._deadline:
-                silent = [t.index for t in acquisition.writers if t.state not in ("closed", "error")]
+                silent = [t for t in acquisition.writers if t.state not in ("closed", "error")]
                 log.error(
                     "acquisition %d: writer(s) %s did not confirm closing within %g s",
-                    acquisition.plan.acquisition_id, silent, CLEANUP_TIMEOUT_S,
+                    acquisition.plan.acquisition_id, [t.index for t in silent], CLEANUP_TIMEOUT_S,
                 )
+                for tracker in silent:
+                    tracker.mark_lost(
+                        f"did not confirm closing within {CLEANUP_TIMEOUT_S:g} s; counted: the "
+                        f"{tracker.flushed} image(s) its file holds for sure"
+                    )
                 self._finish()
             return
         if self._deadline is not None and now >= self._deadline:

@@ -41,6 +41,8 @@ class WriterEvent:
     file: str | None = None
     reason: str | None = None
     write_latency_s: float | None = None
+    flushed: int | None = None
+    """Images written as of the writer's last flush (what its file holds even after a crash)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -97,7 +99,7 @@ def parse_event(parts: list[bytes]) -> WriterEvent:
     if latency is not None and (isinstance(latency, bool) or not isinstance(latency, int | float)):
         raise EventError(f"field 'write_latency_s' must be a number, got {latency!r}")
     known = {"writer", "event", "acq_id", "written", "missing", "missing_ids", "bytes", "file",
-             "reason", "write_latency_s"}
+             "reason", "write_latency_s", "flushed"}
     return WriterEvent(
         writer=writer,
         event=kind,
@@ -109,5 +111,6 @@ def parse_event(parts: list[bytes]) -> WriterEvent:
         file=_optional_str(data, "file"),
         reason=_optional_str(data, "reason"),
         write_latency_s=None if latency is None else float(latency),
+        flushed=_optional_int(data, "flushed"),
         extra={key: value for key, value in data.items() if key not in known},
     )

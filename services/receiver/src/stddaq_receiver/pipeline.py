@@ -4,6 +4,10 @@ No sockets here: `handle(parts, now)` takes the parts of one received message an
 `publish(meta) -> bool` is whatever sends metadata (a MetadataPublisher in the service, a
 list in tests). Every bad input is counted under a reason and logged (rate-limited); no
 input can raise out of `handle`.
+
+With a DecodePool, decompressions run in decoder threads: `handle` submits them and
+returns, and `collect(now)` (called by the receive loop, and by `tick` and `close`)
+takes their outcomes and publishes. Without one, every frame is written inside `handle`.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
 
 from stddaq_common.metadata import Compression, Dtype, ImageMeta, Status, dtype_of
+from stddaq_common.ring import SlotBusy
 from stddaq_common.stats import Counter, Gauge, Stats
 from stddaq_common.wire_errors import KINDS, WireFormatError
+from stddaq_receiver.decode_pool import DecodePool
 from stddaq_receiver.grayscale import FrameRejected
-from stddaq_receiver.inputs import FrameDecoder
+from stddaq_receiver.inputs import FrameDecoder, IncomingFrame
 from stddaq_receiver.reorder import Arrival, ReorderWindow
-from stddaq_receiver.slot_writer import SlotWriter
+from stddaq_receiver.slot_writer import SlotJob, SlotWriter
 
 log = logging.getLogger("stddaq.receiver")
 
@@ -27,6 +33,10 @@ REJECT_REASONS = (*KINDS, "shape", "dtype", "internal")
 """Counter suffixes of rejected frames: the wire-format kinds plus the conversion reasons."""
 
 _LOG_INTERVAL_S = 5.0
+_OUTCOME_WAIT_S = 0.05
+"""Longest single wait for a decoder thread's outcome (the wait repeats while needed)."""
+_CLOSE_WAIT_S = 10.0
+"""At close, longest wait for the decoder threads' last outcomes."""
 
 Publish = Callable[[ImageMeta], bool]
 
@@ -104,22 +114,32 @@ class ReceiverPipeline:
         window: ReorderWindow[ImageMeta],
         publish: Publish,
         counters: ReceiverCounters,
+        pool: DecodePool | None = None,
     ) -> None:
         self._decoder = decoder
         self._writer = writer
         self._window = window
         self._publish = publish
         self._counters = counters
+        self._pool = pool
         self._height = writer.height
         self._width = writer.width
         self._dtype_code: Dtype = dtype_of(writer.dtype)
         self._log = _RateLimitedLog()
 
+    @property
+    def in_flight(self) -> int:
+        """Frames in the decoder threads whose outcome has not been collected."""
+        return 0 if self._pool is None else self._pool.in_flight
+
     def handle(self, parts: Sequence[Sized], now: float) -> None:
         """Process one received message (never raises for bad input)."""
         counters = self._counters
         counters.frames_received.value += 1
-        counters.bytes_received.value += sum(len(part) for part in parts)
+        nbytes = 0
+        for part in parts:
+            nbytes += len(part)
+        counters.bytes_received.value += nbytes
         try:
             frame = self._decoder.decode(parts)
         except WireFormatError as error:
@@ -137,43 +157,90 @@ class ReceiverPipeline:
             log.warning("image id jumped back to %d: camera restart, starting a new sequence", image_id)
         if self._window.has_released:  # publish before this write can reuse one of their slots
             self._publish_released(now)
+        pool = self._pool
+        while pool is not None and pool.full:
+            self._take_outcomes(now, _OUTCOME_WAIT_S)
         try:
-            nbytes = self._writer.write(frame)
-        except FrameRejected as rejection:
-            self._window.abandon(image_id)
-            self._reject(rejection.reason, rejection.message, image_id)
+            job = self._start(frame, now)
+        except Exception as error:
+            self._fail(image_id, error)
             return
-        except WireFormatError as error:
-            self._window.abandon(image_id)
-            self._reject(error.kind, error.reason, image_id)
+        if pool is not None and job.parallel:
+            pool.submit(job)
             return
-        except Exception as error:  # a bug must not stop acquisition: count, log, go on
-            self._window.abandon(image_id)
-            log.exception("frame %d could not be written", image_id)
-            self._reject("internal", f"{type(error).__name__}: {error}", image_id)
+        try:
+            written = job.run()
+        except Exception as error:
+            self._fail(image_id, error)
             return
-        counters.image_bytes_written.value += nbytes
-        meta = ImageMeta(
-            image_id, self._height, self._width, nbytes, self._dtype_code,
-            Status.GOOD_IMAGE, Compression.NONE, frame.detail,
-        )
-        self._window.complete(image_id, meta)
-        self._publish_released(now)
+        self._complete(frame, written, now)
+
+    def collect(self, now: float) -> None:
+        """Take the decoder threads' finished frames and publish what is now in order."""
+        if self._pool is not None and self._pool.in_flight:
+            self._take_outcomes(now, 0.0)
 
     def tick(self, now: float, idle: bool) -> None:
         """Publish what timed out in the window and bring the counters up to date.
 
         `idle`: every input queue is drained (the reorder timeout applies).
         """
+        self.collect(now)
         for meta in self._window.release(now, idle):
             self._send(meta)
         self._sync_counters()
 
     def close(self) -> None:
-        """End of the stream: publish every image already written, count the gaps."""
+        """End of the stream: finish the decoder threads' frames, publish every image
+        already written, count the gaps."""
+        pool = self._pool
+        if pool is not None:
+            deadline = time.monotonic() + _CLOSE_WAIT_S
+            while pool.in_flight and time.monotonic() < deadline:
+                self._take_outcomes(time.monotonic(), _OUTCOME_WAIT_S)
+            pool.close()
         for meta in self._window.close():
             self._send(meta)
         self._sync_counters()
+
+    def _start(self, frame: IncomingFrame, now: float) -> SlotJob:
+        """The frame's slot job; a slot still busy in a decoder thread is waited for once."""
+        try:
+            return self._writer.start(frame)
+        except SlotBusy:
+            pool = self._pool
+            while pool is not None and pool.in_flight:
+                self._take_outcomes(now, _OUTCOME_WAIT_S)
+            return self._writer.start(frame)
+
+    def _take_outcomes(self, now: float, timeout: float) -> None:
+        assert self._pool is not None
+        for outcome in self._pool.collect(timeout):
+            if outcome.error is None:
+                self._complete(outcome.job.frame, outcome.nbytes, now)
+            else:
+                self._fail(outcome.job.image_id, outcome.error)
+
+    def _complete(self, frame: IncomingFrame, nbytes: int, now: float) -> None:
+        """The frame's slot is written: its metadata goes out when its turn comes."""
+        self._counters.image_bytes_written.value += nbytes
+        meta = ImageMeta(
+            frame.image_id, self._height, self._width, nbytes, self._dtype_code,
+            Status.GOOD_IMAGE, Compression.NONE, frame.detail,
+        )
+        self._window.complete(frame.image_id, meta)
+        self._publish_released(now)
+
+    def _fail(self, image_id: int, error: BaseException) -> None:
+        """The accepted frame could not be written: skip its id, count the reason."""
+        self._window.abandon(image_id)
+        if isinstance(error, FrameRejected):
+            self._reject(error.reason, error.message, image_id)
+        elif isinstance(error, WireFormatError):
+            self._reject(error.kind, error.reason, image_id)
+        else:  # a bug must not stop acquisition: count, log, go on
+            log.error("frame %d could not be written", image_id, exc_info=error)
+            self._reject("internal", f"{type(error).__name__}: {error}", image_id)
 
     def _publish_released(self, now: float) -> None:
         for meta in self._window.release(now):

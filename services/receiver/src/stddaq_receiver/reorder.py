@@ -12,7 +12,8 @@ count so that a slot waiting for publication is never overwritten):
 
 * Sequence start (first frame, or after a restart): the window does not know the first id,
   so it holds frames until the first one has waited out the timeout (or `size` frames are
-  waiting) and then starts at the lowest id received.
+  waiting, or a frame `size` or more ids above the lowest arrives) and then starts at the
+  lowest id received.
 * An id is released when every lower id has been released, rejected or given up.
 * A missing id is given up (counted in `missing`, each run of them in `gaps`) when a frame
   above it has waited out the timeout, or when a frame `size` or more ids above it
@@ -112,6 +113,8 @@ class ReorderWindow(Generic[Item]):
         self.hard_timeout = max(timeout, hard_timeout if hard_timeout is not None else 5 * timeout)
         self.counters = WindowCounters()
         self._next: int | None = None
+        self._low = 0
+        """At a sequence start (next_id None): the lowest id received so far."""
         self._entries: dict[int, _Entry[Item]] = {}
         self._arrivals: deque[tuple[float, int]] = deque()
         self._ready: list[Item] = []
@@ -153,7 +156,12 @@ class ReorderWindow(Generic[Item]):
             verdict = Arrival.RESTARTED
         self._entries[image_id] = _Entry(_State.IN_FLIGHT)
         self._arrivals.append((now, image_id))
-        if self._next is not None and image_id >= self._next + self.size:
+        if self._next is None:  # sequence start: never span more than `size` ids either
+            self._low = image_id if len(self._entries) == 1 else min(self._low, image_id)
+            if image_id >= self._low + self.size:
+                self._next = self._low
+                self._give_up_below(image_id - self.size + 1)
+        elif image_id >= self._next + self.size:
             self._give_up_below(image_id - self.size + 1)
         return verdict
 

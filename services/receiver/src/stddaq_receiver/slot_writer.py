@@ -7,20 +7,75 @@ checked before touching the slot (shape, pixel type, value size, the size a comp
 value says it decompresses to) is checked first, so a rejected frame never writes half an
 image. A compressed value that turns out corrupt while decompressing leaves its slot marked
 "being written" (readers never get it) and is rejected like the others.
+
+A write comes in two halves: `start(frame)` checks the frame and marks its slot as being
+written (in the receive thread), `SlotJob.run()` fills the slot and completes it. A job
+whose `parallel` is True (a decompression straight into the slot: C code that releases
+the GIL) may run in a decoder thread; the others run where they are started.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from stddaq_common.bsread_codec import decode_value_into
+from stddaq_common.bsread_codec import ChannelSpec, decode_value_into
 from stddaq_common.compression import bitshuffle_lz4_header, lz4_uncompressed_size
-from stddaq_common.ring import ImageRing
+from stddaq_common.ring import ImageRing, SlotWrite
 from stddaq_common.wire_errors import SIZE, WireFormatError
 from stddaq_receiver.grayscale import Conversion, FrameRejected, plan_conversion
 from stddaq_receiver.inputs import IncomingFrame
 
 _MAX_CACHED_PLANS = 64
+
+
+class SlotJob:
+    """One frame's slot, marked "being written": `run()` fills and completes it."""
+
+    __slots__ = ("_channel", "_plan", "_ring", "_scratch", "_token", "frame", "parallel")
+
+    def __init__(
+        self,
+        ring: ImageRing,
+        token: SlotWrite,
+        frame: IncomingFrame,
+        plan: Conversion,
+        scratch: bytearray | None,
+    ) -> None:
+        self._ring = ring
+        self._token = token
+        self._plan = plan
+        self._channel: ChannelSpec | None = frame.channel
+        self._scratch = scratch
+        self.frame = frame
+        self.parallel = frame.channel is not None and plan.is_copy
+        """True when run() is a decompression straight into the slot (any thread may run it)."""
+
+    @property
+    def image_id(self) -> int:
+        """The frame's image id."""
+        return self.frame.image_id
+
+    def run(self) -> int:
+        """Fill the slot, mark it complete; the image's bytes.
+
+        On failure (WireFormatError, FrameRejected or a bug) the slot stays "being
+        written" (never handed out) and the error is raised.
+        """
+        token = self._token
+        try:
+            channel = self._channel
+            if channel is None:
+                nbytes = self._plan.convert_into(self.frame.value, token.data)
+            elif self._scratch is None:
+                nbytes = decode_value_into(channel, self.frame.value, token.data)
+            else:
+                decode_value_into(channel, self.frame.value, self._scratch)
+                nbytes = self._plan.convert_into(self._scratch, token.data)
+            self._ring.finish_write(token, nbytes)
+        except BaseException:
+            self._ring.abandon_write(token)
+            raise
+        return nbytes
 
 
 class SlotWriter:
@@ -51,16 +106,15 @@ class SlotWriter:
             raise plan
         return plan
 
-    def write(self, frame: IncomingFrame) -> int:
-        """Write the frame's image into slot image_id % n_slots; return the image's bytes.
+    def start(self, frame: IncomingFrame) -> SlotJob:
+        """Check the frame and mark its slot (image_id % n_slots) as being written.
 
-        Raises FrameRejected or WireFormatError (the slot is untouched unless a
-        compressed value is corrupt).
+        Raises FrameRejected or WireFormatError with the slot untouched, and the ring's
+        SlotBusy if a job of the same slot has not finished.
         """
         plan = self.plan(frame)
         channel = frame.channel
-        image_id = frame.image_id
-        ring = self.ring
+        scratch = None
         if channel is None:
             if len(frame.value) != plan.in_nbytes:
                 raise FrameRejected(
@@ -68,28 +122,25 @@ class SlotWriter:
                     f"value has {len(frame.value)} bytes, but {frame.dtype} {list(frame.shape)} "
                     f"needs {plan.in_nbytes}",
                 )
-            slot = ring.begin_write(image_id)
-            nbytes = plan.convert_into(frame.value, slot)
-            ring.end_write(image_id, nbytes)
-            return nbytes
-        declared = self._decompressed_size(frame)
-        if declared != plan.in_nbytes:
-            raise WireFormatError(
-                f"channel {channel.name!r} value decompresses to {declared} bytes, but "
-                f"{channel.type} x {list(channel.shape)} needs {plan.in_nbytes}",
-                SIZE,
-            )
-        if plan.is_copy:
-            slot = ring.begin_write(image_id)
-            nbytes = decode_value_into(channel, frame.value, slot)
-            ring.end_write(image_id, nbytes)
-            return nbytes
-        scratch = self._scratch_of(plan.in_nbytes)
-        decode_value_into(channel, frame.value, scratch)
-        slot = ring.begin_write(image_id)
-        nbytes = plan.convert_into(scratch, slot)
-        ring.end_write(image_id, nbytes)
-        return nbytes
+        else:
+            declared = self._decompressed_size(frame)
+            if declared != plan.in_nbytes:
+                raise WireFormatError(
+                    f"channel {channel.name!r} value decompresses to {declared} bytes, but "
+                    f"{channel.type} x {list(channel.shape)} needs {plan.in_nbytes}",
+                    SIZE,
+                )
+            if not plan.is_copy:
+                scratch = self._scratch_of(plan.in_nbytes)
+        return SlotJob(self.ring, self.ring.start_write(frame.image_id), frame, plan, scratch)
+
+    def write(self, frame: IncomingFrame) -> int:
+        """Write the frame's image into slot image_id % n_slots; return the image's bytes.
+
+        Raises FrameRejected or WireFormatError (the slot is untouched unless a
+        compressed value is corrupt).
+        """
+        return self.start(frame).run()
 
     @staticmethod
     def _decompressed_size(frame: IncomingFrame) -> int:

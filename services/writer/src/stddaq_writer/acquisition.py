@@ -18,7 +18,7 @@ import numpy as np
 
 from stddaq_common.metadata import ImageMeta
 from stddaq_writer.chunk_writer import ChunkWriter, Outcome, ReadMode, RingLike
-from stddaq_writer.disk_reserve import DiskReserve
+from stddaq_writer.disk_reserve import DiskReserve, file_size_budget
 from stddaq_writer.h5_layout import FileSpec
 from stddaq_writer.image_file import FileSummary, ImageFile
 from stddaq_writer.protocol import CreateCommand
@@ -98,6 +98,12 @@ class Acquisition:
         self.progress = Progress()
         self.summary: FileSummary | None = None
         self.ring_name_reported = False
+        self.flushed = 0
+        """Images written (status 1) as of the last flush: what the file is sure to hold
+        even if the process is killed."""
+        self.close_failed = False
+        self._budget = file_size_budget(reserve_bytes)
+        self._image_bytes = spec.image_bytes
         self._user = contextlib.ExitStack()
         self._reserve: DiskReserve | None = None
         try:
@@ -136,6 +142,13 @@ class Acquisition:
 
     def write(self, index: int, meta: ImageMeta) -> Outcome:
         """Write one image; AcquisitionError (file closed) if the file cannot take it."""
+        if self._budget is not None and self.file.bytes_written + self._image_bytes > self._budget[0]:
+            self.fail(
+                f"writing {self.path} stopped at index {index}: the file reached the file-size "
+                f"limit (RLIMIT_FSIZE {self._budget[1]} bytes, less the room kept to close the "
+                "file): File too large (EFBIG)"
+            )
+            raise AcquisitionError(self.failure)
         try:
             outcome = self.writer.write_image(index, meta)
         except OSError as error:
@@ -160,6 +173,7 @@ class Acquisition:
         """Make everything so far visible to SWMR readers; AcquisitionError on failure."""
         try:
             self.file.flush()
+            self.flushed = self.writer.counts.written
         except OSError as error:
             self.fail(f"flushing {self.path} failed: {describe_os_error(error)}")
             raise AcquisitionError(self.failure) from None
@@ -186,7 +200,9 @@ class Acquisition:
             self._reserve.release()
         try:
             self.summary = self.file.close(n_images, reason)
-        except OSError as error:
+            self.flushed = self.summary.n_written
+        except (OSError, RuntimeError) as error:  # h5py raises RuntimeError for some failed closes
+            self.close_failed = True
             failed_close = f"closing {self.path} failed: {describe_os_error(error)}"
             self.summary = self.file.summary()
         finally:
@@ -197,6 +213,12 @@ class Acquisition:
             self.failure = self.failure or failed_close
             log.error("acquisition %d: %s", self.acq_id, failed_close)
             raise AcquisitionError(failed_close)
+
+    @property
+    def images_in_file(self) -> int:
+        """Images written that the file holds: all of them, or only those flushed before
+        if closing the file failed (e.g. a file-size limit: HDF5 could not finish it)."""
+        return self.flushed if self.close_failed else self.writer.counts.written
 
     def take_missing_ids(self) -> list[int]:
         """The missing image ids not reported yet (and forget them)."""

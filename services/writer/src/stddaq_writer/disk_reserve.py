@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
+import resource
+
+log = logging.getLogger("stddaq.writer")
 
 DEFAULT_RESERVE_BYTES = 8 * 1024 * 1024
 """Enough for the metadata of millions of chunks and a second of held records."""
@@ -50,11 +54,34 @@ class DiskReserve:
         return self._held
 
     def release(self) -> None:
-        """Delete the reserve file (idempotent)."""
-        if self._held:
-            self._held = False
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+        """Delete the reserve file (idempotent). If its directory no longer allows that (made
+        read-only meanwhile), empty it instead: the room is given back all the same."""
+        if not self._held:
+            return
+        self._held = False
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            log.warning("cannot remove the disk reserve %s (%s): emptied instead", self.path, error.strerror)
+            with contextlib.suppress(OSError):
+                os.truncate(self.path, 0)
+
+
+MIN_CLOSE_MARGIN_BYTES = 1024 * 1024
+"""Least room kept below a file-size limit for HDF5 to close the file."""
+
+
+def file_size_budget(reserve_bytes: int) -> tuple[int, int] | None:
+    """(bytes of images a file may take, the file-size limit) under this process's
+    RLIMIT_FSIZE, keeping the reserve's size (at least 1 MiB) below the limit so that HDF5
+    can still finish the file: a file HDF5 cannot close is left unfinished (and h5py may
+    crash when it frees it). None when there is no limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    return max(0, soft - max(reserve_bytes, MIN_CLOSE_MARGIN_BYTES)), soft
 
 
 def _preallocate(fd: int, nbytes: int) -> None:

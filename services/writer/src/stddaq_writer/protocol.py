@@ -54,10 +54,12 @@ class ImageCommand:
 
 @dataclass(frozen=True, slots=True)
 class CloseCommand:
-    """`close`: finish the file of `acq_id`, which holds `n_images` images."""
+    """`close`: finish the file of `acq_id`, which holds `n_images` images; `reason` (optional)
+    goes into the file's `close_reason`."""
 
     acq_id: int
     n_images: int
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +144,10 @@ def parse_command(parts: Sequence[bytes]) -> Command:
         if len(parts) != 2:
             raise ProtocolError("close: expected [b'close', json]")
         body = _json_object(parts[1], "close")
-        return CloseCommand(_int(body, "acq_id", "close"), _int(body, "n_images", "close"))
+        reason = body.get("reason", "")
+        if not isinstance(reason, str):
+            raise ProtocolError(f"close: 'reason' must be a string, got {reason!r}")
+        return CloseCommand(_int(body, "acq_id", "close"), _int(body, "n_images", "close"), reason)
     if kind == b"master":
         if len(parts) != 2:
             raise ProtocolError("master: expected [b'master', json]")
@@ -187,9 +192,12 @@ def encode_event(
     file: str = "",
     reason: str = "",
     write_latency_s: float | None = None,
+    flushed: int | None = None,
 ) -> bytes:
     """One writer event as its JSON part."""
-    extra = {} if write_latency_s is None else {"write_latency_s": write_latency_s}
+    extra: dict[str, Any] = {} if write_latency_s is None else {"write_latency_s": write_latency_s}
+    if flushed is not None:
+        extra["flushed"] = flushed
     return json.dumps(
         {
             **extra,

@@ -124,10 +124,11 @@ class WriterService:
             summary = acq.summary
             fields.setdefault("acq_id", acq.acq_id)
             fields.setdefault("file", acq.path)
-            fields.setdefault("written", counts.written)
+            fields.setdefault("written", acq.images_in_file)
             fields.setdefault("missing", summary.n_missing if summary else counts.missing)
             fields.setdefault("bytes_written", acq.file.bytes_written)
             fields.setdefault("missing_ids", acq.take_missing_ids())
+            fields.setdefault("flushed", acq.flushed)
         payload = encode_event(self.index, event, **fields)
         try:
             self._events.send(payload, zmq.NOBLOCK)
@@ -347,7 +348,7 @@ class WriterService:
                 reason=f"close for acquisition {command.acq_id}, which has no file here",
             )
             return
-        self._close(acq, command.n_images, "")
+        self._close(acq, command.n_images, command.reason)
         self._acq = None
 
     def _close(self, acq: Acquisition, n_images: int | None, reason: str) -> None:

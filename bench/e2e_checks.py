@@ -1,0 +1,100 @@
+"""What the end-to-end benchmark checks and compares against: the files, and the HDF5 ceiling.
+
+- `check_files`: every image of an acquisition's writer files is read back (raw chunk,
+  no filter) and compared pixel by pixel with the fake camera's frame of its id; the ids
+  that are there and right are counted against the window of ids the camera sent, and the
+  camera's achieved rate comes from the files' BSREAD timestamps.
+- `hdf5_ceiling_seconds`: one process writing the same frames from memory with direct
+  chunk writes into the same layout, on the same disk (what a writer does minus the ring).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import h5py
+import numpy as np
+
+from bench.harness import Stopwatch
+from stddaq_fake_camera.frames import FramePattern
+
+HEIGHT, WIDTH = 1024, 1024
+FILE_BOUNDS = ("v110", "v110")
+
+
+@dataclass(frozen=True, slots=True)
+class FileCheck:
+    """Ids found right in the files of one acquisition, and the camera's pace."""
+
+    good: int
+    """Distinct ids in the window whose image is present and pixel-exact."""
+    wrong: int
+    """Images present (status != 0) that differ from the camera's frame, or lie outside the window."""
+    master_mismatch: int
+    """Ids the master file lists differently from the writer files."""
+    achieved_fps: float
+    """The camera's rate over the window, from the first and last good image's timestamps."""
+
+
+def _pattern() -> FramePattern:
+    return FramePattern((HEIGHT, WIDTH), np.dtype("<u2"))
+
+
+def check_files(
+    files: list[str], master: str | None, detector: str, first_id: int, last_id: int
+) -> FileCheck:
+    """Read back every image of `files` and compare it with the camera's frame of its id."""
+    pattern = _pattern()
+    good: set[int] = set()
+    present: set[int] = set()
+    stamps: dict[int, int] = {}
+    wrong = 0
+    for path in files:
+        with h5py.File(path, "r") as h5:
+            group: Any = h5[detector]
+            records = group["metadata"][:]
+            times = group["timestamp"][:]
+            data = group["data"]
+            pairs = zip(records["image_id"], records["status"], strict=True)
+            for index, (image_id, status) in enumerate(pairs):
+                if status == 0:
+                    continue
+                image_id = int(image_id)
+                present.add(image_id)
+                _mask, chunk = data.id.read_direct_chunk((index, 0, 0))
+                image = np.frombuffer(chunk, "<u2")
+                if first_id <= image_id <= last_id and np.array_equal(image, pattern.frame(image_id).ravel()):
+                    good.add(image_id)
+                    stamps[image_id] = int(times[index])
+                else:
+                    wrong += 1
+    mismatch = 0
+    if master is not None:
+        with h5py.File(master, "r") as h5:
+            records = h5[detector]["metadata"][:]
+            listed = {int(i) for i, s in zip(records["image_id"], records["status"], strict=True) if s}
+        mismatch = len(listed ^ present)
+    achieved = 0.0
+    if len(stamps) >= 2:
+        low, high = min(stamps), max(stamps)
+        span_s = (stamps[high] - stamps[low]) / 1e9
+        achieved = (high - low) / span_s if span_s > 0 else 0.0
+    return FileCheck(len(good), wrong, mismatch, achieved)
+
+
+def hdf5_ceiling_seconds(n: int, path: str) -> float:
+    """Seconds for one process to write n camera frames with direct chunk writes, closed."""
+    pattern = _pattern()
+    frames = [pattern.frame(image_id) for image_id in range(n)]
+    with Stopwatch() as watch, h5py.File(path, "w", libver=FILE_BOUNDS) as h5:
+        data = h5.create_dataset(
+            "D/data", shape=(0, HEIGHT, WIDTH), maxshape=(None, HEIGHT, WIDTH),
+            chunks=(1, HEIGHT, WIDTH), dtype="<u2",
+        )
+        for index, frame in enumerate(frames):
+            data.id.set_extent((index + 1, HEIGHT, WIDTH))
+            data.id.write_direct_chunk((index, 0, 0), frame)
+    os.unlink(path)
+    return watch.seconds

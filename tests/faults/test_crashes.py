@@ -1,0 +1,203 @@
+"""`kill -9` of each service in the middle of an acquisition under `stddaq up`.
+
+One stack for the module (2 writers, a live stream with a checking viewer, a camera at a
+steady rate, one receiver connection). Each test kills one service mid-acquisition and shows: the supervisor
+restarts it; the ring and the other services survive; the files written so far open and
+hold only the camera's exact images; the acquisition ends in a defined state whose reason
+names what happened; the next acquisition works. The last test stops the stack and finds
+nothing left behind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.faults.rig import Camera, Stack, Viewer, check_files, wait_for
+
+pytestmark = pytest.mark.slow
+
+RATE_HZ = 300
+
+
+class Crashes:
+    """The module's stack, camera and viewer."""
+
+    def __init__(self, stack: Stack, camera: Camera, viewer: Viewer) -> None:
+        self.stack = stack
+        self.camera = camera
+        self.viewer = viewer
+        self.runs = 0
+
+    def healthy(self) -> None:
+        """Wait until the driver answers, is idle and hears every writer."""
+
+        def ready() -> bool:
+            try:
+                return self.stack.status()["state"] == "idle" and self.stack.writers_alive()
+            except httpx.HTTPError:
+                return False
+
+        wait_for("the stack idle with every writer alive", ready)
+
+    def crash(self, service: str) -> None:
+        """Kill -9 `service`; the supervisor restarts it and every other service lives on."""
+        before = {name: self.stack.pid_of(name) for name in self.stack.services()}
+        self.stack.crash(service)
+        after = {name: self.stack.pid_of(name) for name in self.stack.services()}
+        assert after[service] != before[service]
+        assert {k: v for k, v in after.items() if k != service} == {
+            k: v for k, v in before.items() if k != service
+        }
+
+    def name(self) -> str:
+        self.runs += 1
+        return f"run{self.runs}"
+
+    def next_acquisition_works(self) -> None:
+        """A fresh acquisition of 100 images is complete and exact."""
+        self.healthy()
+        status = self.stack.record(self.name(), 100)
+        assert (status["outcome"], status["images_written"], status["images_missing"]) == (
+            "file_saved",
+            100,
+            0,
+        )
+        check = self.stack.read_back(status)
+        assert len(check.written_ids) == 100
+        assert check.ids == list(range(check.ids[0], check.ids[0] + 100))
+
+
+@pytest.fixture(scope="module")
+def crashes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crashes]:
+    stack = Stack(tmp_path_factory.mktemp("crashes"), writers=2)
+    camera = viewer = None
+    try:
+        # One receiver connection: after the receiver restarts, the camera sends its backlog
+        # flat out, which with 4 connections trips the receiver's reorder bug (the strict
+        # xfail in test_overload.py) and would fail the acquisition for that reason.
+        stack.up("-n", "1")
+        camera = stack.camera("--rate", str(RATE_HZ))
+        viewer = Viewer(str(stack.live_address), stack.pattern)
+        yield Crashes(stack, camera, viewer)
+    finally:
+        if viewer is not None:
+            viewer.close()
+        if camera is not None:
+            camera.stop()
+        stack.cleanup()
+
+
+def test_writer_killed_mid_acquisition(crashes: Crashes) -> None:
+    stack = crashes.stack
+    crashes.healthy()
+    started = stack.start(crashes.name())
+    stack.wait_written(3 * RATE_HZ)  # a few seconds: the writers have flushed their files
+    crashes.crash("writer-1")
+    status = stack.wait_end(started["acquisition_id"])
+    assert status["outcome"] == "error"
+    assert "writer 1" in status["last_error"]
+    lost = status["writers"][1]
+    assert lost["state"] == "error" and lost["last_error"]
+    assert status["writers"][0]["state"] == "closed"
+    # Writer 0 closed its file normally; writer 1's file keeps what it had flushed.
+    kept = check_files([status["files"][0]], stack.detector, stack.pattern)
+    assert len(kept.written_ids) == status["writers"][0]["images_written"] > 0
+    crashed = check_files([status["files"][1]], stack.detector, stack.pattern, zeros_when_missing=False)
+    assert len(crashed.written_ids) >= lost["images_written"] > 0
+    assert status["images_written"] == sum(w["images_written"] for w in status["writers"])
+    print(
+        f"FIGURES writer killed: {status['images_dealt']} dealt; writer 0 file {len(kept.written_ids)}; "
+        f"writer 1 counted {lost['images_written']} (flushed), its file holds {len(crashed.written_ids)}"
+    )
+    crashes.next_acquisition_works()
+
+
+def test_receiver_killed_mid_acquisition(crashes: Crashes) -> None:
+    stack = crashes.stack
+    crashes.healthy()
+    started = stack.start(crashes.name())
+    before = stack.wait_written(RATE_HZ)["images_written"]
+    ring = os.stat(f"/dev/shm/{stack.detector}-image")
+    crashes.crash("receiver")
+    kept = os.stat(f"/dev/shm/{stack.detector}-image")
+    assert (kept.st_dev, kept.st_ino) == (ring.st_dev, ring.st_ino)  # the same ring, taken over
+    stack.wait_written(before + RATE_HZ)  # the new receiver took over the ring in place
+    stack.stop()
+    status = stack.wait_end(started["acquisition_id"])
+    assert status["outcome"] == "file_saved" and status["last_error"] is None
+    # Frames inside the killed receiver are ids never published (id_gaps). When it is back,
+    # the camera sends its backlog flat out, which may overrun the writers: those images
+    # are recorded missing (status 0). Every dealt image is in the files, counted exactly.
+    check = stack.read_back(status)
+    assert len(check.ids) == status["images_dealt"]
+    assert all(b > a for a, b in itertools.pairwise(check.ids))
+    assert check.ids[-1] - check.ids[0] + 1 - len(check.ids) == status["id_gaps"]
+    assert len(check.missing_ids) == status["images_not_written"]
+    assert sorted(check.missing_ids)[:1000] == status["missing_ids"]
+    assert (
+        len(check.written_ids) == status["images_written"] == status["images_dealt"] - len(check.missing_ids)
+    )
+    assert status["images_missing"] == status["id_gaps"] + status["images_not_written"]
+    print(
+        f"FIGURES receiver killed: {status['id_gaps']} ids never published, "
+        f"{status['images_not_written']} overrun after the restart, {status['images_written']} written"
+    )
+    crashes.next_acquisition_works()
+
+
+def test_driver_killed_mid_acquisition(crashes: Crashes) -> None:
+    stack = crashes.stack
+    crashes.healthy()
+    started = stack.start(crashes.name())
+    acquisition_id = started["acquisition_id"]
+    stack.wait_written(3 * RATE_HZ)
+    crashes.crash("driver")
+
+    def orphan_closed() -> dict[str, object] | None:
+        try:
+            status = stack.status()
+        except httpx.HTTPError:
+            return None
+        done = status["acquisition_id"] == acquisition_id and len(status["files"]) == 2
+        return status if done else None
+
+    # The new driver finds the writers still holding the files and has them closed.
+    status = wait_for("the new driver closed the files of the old acquisition", orphan_closed)
+    assert status["state"] == "idle" and status["outcome"] == "error"
+    assert f"driver restarted during acquisition {acquisition_id}" in str(status["last_error"])
+    check = check_files(list(started["files"]), stack.detector, stack.pattern)
+    assert len(check.written_ids) > 0 and all("driver restarted" in r for r in check.close_reasons)
+    print(f"FIGURES driver killed: files closed by the new driver hold {len(check.written_ids)} images")
+    crashes.next_acquisition_works()
+    assert stack.status()["acquisition_id"] == acquisition_id + 1
+
+
+def test_live_stream_killed_mid_acquisition(crashes: Crashes) -> None:
+    stack = crashes.stack
+    crashes.healthy()
+    started = stack.start(crashes.name(), n_image=4 * RATE_HZ)
+    stack.wait_written(RATE_HZ)
+    crashes.crash("live-0")
+    seen = crashes.viewer.report.good
+    wait_for(
+        "the viewer receiving from the restarted live stream", lambda: crashes.viewer.report.good > seen + 50
+    )
+    status = stack.wait_end(started["acquisition_id"])
+    assert (status["outcome"], status["images_written"], status["images_missing"]) == (
+        "file_saved",
+        4 * RATE_HZ,
+        0,
+    )
+    assert len(stack.read_back(status).written_ids) == 4 * RATE_HZ
+
+
+def test_after_the_crashes_nothing_was_streamed_wrong_and_the_stack_stops_clean(crashes: Crashes) -> None:
+    report = crashes.viewer.report
+    assert report.good > 0 and report.wrong == [] and report.undecodable == 0
+    crashes.camera.stop()
+    crashes.stack.assert_stops_clean()
