@@ -103,7 +103,7 @@ deploy-check: setup
 # The whole stack under `stddaq up` for SOAK_SECONDS (default 10 minutes) at half its
 # capacity (SOAK_RATE images/s to choose), acquisitions started and stopped in a loop;
 # reports lost frames (must be 0), memory of every service at start and end (must be flat)
-# and CPU. scripts/soak.py, docs/reliability.md; a 30 s version runs in `make test`.
+# and CPU. scripts/soak.py, docs/reliability.md; a 25 s version runs in `make test`.
 SOAK_SECONDS ?= 600
 SOAK_RATE ?= 0
 .PHONY: soak
