@@ -1,7 +1,7 @@
 """`kill -9` of each service in the middle of an acquisition under `stddaq up`.
 
 One stack for the module (2 writers, a live stream with a checking viewer, a camera at a
-steady rate, one receiver connection). Each test kills one service mid-acquisition and shows: the supervisor
+steady rate). Each test kills one service mid-acquisition and shows: the supervisor
 restarts it; the ring and the other services survive; the files written so far open and
 hold only the camera's exact images; the acquisition ends in a defined state whose reason
 names what happened; the next acquisition works. The last test stops the stack and finds
@@ -77,10 +77,7 @@ def crashes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crashes]:
     stack = Stack(tmp_path_factory.mktemp("crashes"), writers=2)
     camera = viewer = None
     try:
-        # One receiver connection: after the receiver restarts, the camera sends its backlog
-        # flat out, which with 4 connections trips the receiver's reorder bug (the strict
-        # xfail in test_overload.py) and would fail the acquisition for that reason.
-        stack.up("-n", "1")
+        stack.up()
         camera = stack.camera("--rate", str(RATE_HZ))
         viewer = Viewer(str(stack.live_address), stack.pattern)
         yield Crashes(stack, camera, viewer)

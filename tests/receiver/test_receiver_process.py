@@ -78,6 +78,24 @@ def test_four_connections_give_every_frame_in_order_pixel_exact(daq: Daq) -> Non
     subscriber.close()
 
 
+def test_a_camera_faster_than_the_receiver_loses_nothing_over_four_connections(daq: Daq) -> None:
+    """Small frames as fast as the camera can: the 4 connections' queues drift apart by more
+    than the reorder window; the connections that run ahead wait, no frame is dropped."""
+    frames = 30_000
+    address = free_tcp_address()
+    daq.start_receiver(address, "-n", "4")
+    ring, subscriber = daq.attach()
+    daq.start_camera(address, "--frames", str(frames))
+    metas = collect(subscriber, frames, deadline_s=180)
+    assert _ids(metas) == list(range(frames))
+    stats = _stop_all(daq)
+    assert stats["frames_published"] == stats["frames_received"] == frames
+    assert stats["late_frames"] == stats["restarts"] == stats["missing_ids"] == 0
+    _check_images(ring, metas[-200:], FramePattern((HEIGHT, WIDTH), np.dtype("<u2")))
+    ring.close()
+    subscriber.close()
+
+
 @pytest.mark.parametrize(
     ("camera_args", "camera_dtype"),
     [

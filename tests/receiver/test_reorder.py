@@ -56,6 +56,18 @@ def test_start_ends_early_when_a_frame_a_window_above_the_lowest_arrives() -> No
     assert (window.counters.orphaned, window.counters.missing) == (1, 1)  # 4 never came
 
 
+def test_beyond_and_restarts_at_tell_what_an_id_would_do() -> None:
+    window: ReorderWindow[int] = ReorderWindow(size=16, timeout=T)
+    assert not window.beyond(10**6)  # nothing received: nothing to give up
+    window.arrive(40, 0.0)
+    assert not window.beyond(55) and window.beyond(56)  # the lowest received (40) + 16
+    assert not window.restarts_at(0)  # no sequence yet
+    window.complete(40, 40)
+    window.release(T, idle=True)  # next expected: 41
+    assert not window.beyond(56) and window.beyond(57)
+    assert not window.restarts_at(25) and window.restarts_at(24)
+
+
 def test_in_order_frames_leave_at_once() -> None:
     window: ReorderWindow[int] = ReorderWindow(size=16, timeout=T)
     assert _started(window, 0) == [0]

@@ -2,8 +2,10 @@
 
 The camera binds a PUSH socket; ZeroMQ deals its messages round-robin over the N
 connections, so together they carry one stream, out of order across connections. One
-thread polls all N sockets (`zmq.Poller`) and drains each ready socket a few messages at a
-time with non-blocking zero-copy receives: the payload bytes are never copied here.
+thread polls the N sockets (`zmq.Poller`) and takes one message from each ready socket per
+round with non-blocking zero-copy receives: the payload bytes are never copied here.
+`pause(indices)` leaves sockets out of the polling (the receiver holds their next frame
+back) until they are no longer listed.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class InputSockets:
         self.address = address
         self._context = context or zmq.Context.instance()
         self._sockets: list[zmq.Socket[bytes]] = []
+        self._index: dict[zmq.Socket[bytes], int] = {}
+        self._paused: frozenset[int] = frozenset()
         self._poller = zmq.Poller()
         kind = zmq.PULL if socket_type == "pull" else zmq.SUB
         try:
@@ -53,6 +57,7 @@ class InputSockets:
                 if kind == zmq.SUB:
                     sock.setsockopt(zmq.SUBSCRIBE, b"")
                 sock.connect(address)
+                self._index[sock] = len(self._sockets) - 1
                 self._poller.register(sock, zmq.POLLIN)
         except zmq.ZMQError as error:
             self.close()
@@ -64,16 +69,26 @@ class InputSockets:
         return len(self._sockets)
 
     def ready(self, timeout_ms: int) -> list[zmq.Socket[bytes]]:
-        """The sockets that have a message, waiting up to `timeout_ms` (0: just look)."""
+        """The sockets (not paused) that have a message, waiting up to `timeout_ms` (0: just look)."""
         return [sock for sock, _event in self._poller.poll(timeout_ms)]
 
-    @staticmethod
-    def one_from_each(ready: list[zmq.Socket[bytes]]) -> Iterator[list[zmq.Frame]]:
-        """One message (zero-copy frames) from each ready socket, in connection order.
+    def pause(self, indices: frozenset[int]) -> None:
+        """Poll only the sockets whose index is not in `indices` (the others keep their queue)."""
+        if indices == self._paused:
+            return
+        for index in self._paused - indices:
+            self._poller.register(self._sockets[index], zmq.POLLIN)
+        for index in indices - self._paused:
+            self._poller.unregister(self._sockets[index])
+        self._paused = indices
+
+    def one_from_each(self, ready: list[zmq.Socket[bytes]]) -> Iterator[tuple[int, list[zmq.Frame]]]:
+        """(connection index, message as zero-copy frames) from each ready socket, in order.
 
         Taking one message per connection per round keeps the connections in step, so
         frames leave the queues in about the order the camera dealt them.
         """
+        index_of = self._index
         for sock in ready:
             try:
                 first = sock.recv(zmq.NOBLOCK, copy=False)
@@ -85,7 +100,7 @@ class InputSockets:
                 part = sock.recv(0, copy=False)
                 parts.append(part)
                 more = part.more
-            yield parts
+            yield index_of[sock], parts
 
     def close(self) -> None:
         """Close every socket (LINGER 0). Safe to call twice."""

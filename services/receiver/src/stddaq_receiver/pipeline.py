@@ -8,6 +8,11 @@ input can raise out of `handle`.
 With a DecodePool, decompressions run in decoder threads: `handle` submits them and
 returns, and `collect(now)` (called by the receive loop, and by `tick` and `close`)
 takes their outcomes and publishes. Without one, every frame is written inside `handle`.
+
+With several connections (`sources`), a frame a whole reorder window ahead of open ids is
+parked (module `parking`) and its connection listed in `parked_sources`, which the
+receive loop stops reading; `resume(now, idle)` lets parked frames in when their turn
+comes.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from stddaq_common.wire_errors import KINDS, WireFormatError
 from stddaq_receiver.decode_pool import DecodePool
 from stddaq_receiver.grayscale import FrameRejected
 from stddaq_receiver.inputs import FrameDecoder, IncomingFrame
+from stddaq_receiver.parking import ParkingLot
 from stddaq_receiver.reorder import Arrival, ReorderWindow
 from stddaq_receiver.slot_writer import SlotJob, SlotWriter
 
@@ -115,8 +121,10 @@ class ReceiverPipeline:
         publish: Publish,
         counters: ReceiverCounters,
         pool: DecodePool | None = None,
+        sources: int = 1,
     ) -> None:
         self._decoder = decoder
+        self._parking = ParkingLot(sources)
         self._writer = writer
         self._window = window
         self._publish = publish
@@ -132,8 +140,13 @@ class ReceiverPipeline:
         """Frames in the decoder threads whose outcome has not been collected."""
         return 0 if self._pool is None else self._pool.in_flight
 
-    def handle(self, parts: Sequence[Sized], now: float) -> None:
-        """Process one received message (never raises for bad input)."""
+    @property
+    def parked_sources(self) -> frozenset[int]:
+        """Connections whose next frame waits for the reorder window: do not read them."""
+        return self._parking.parked_sources
+
+    def handle(self, parts: Sequence[Sized], now: float, source: int = 0) -> None:
+        """Process one message received on connection `source` (never raises for bad input)."""
         counters = self._counters
         counters.frames_received.value += 1
         nbytes = 0
@@ -145,6 +158,39 @@ class ReceiverPipeline:
         except WireFormatError as error:
             self._reject(error.kind, error.reason, None)
             return
+        parking = self._parking
+        window = self._window
+        if parking.sources > 1 and window.beyond(frame.image_id):
+            if parking.may_park():  # another connection may still bring the ids below it
+                parking.park(source, frame, now)
+                return
+            parking.park(source, frame, now)
+            self._let_in_all(now)  # every connection is ahead: the ids below are missing
+            return
+        if len(parking) and window.restarts_at(frame.image_id):
+            self._let_in_all(now)  # the parked frames were sent before the restart
+        self._accept(frame, now)
+
+    def resume(self, now: float, idle: bool) -> None:
+        """Let in the parked frames whose turn has come, lowest id first; one that waited
+        the reorder timeout while the other connections were idle (`idle`), or the hard
+        timeout, is let in anyway (the ids below it are then given up)."""
+        parking = self._parking
+        window = self._window
+        while (parked := parking.lowest()) is not None:
+            waited = now - parked.since
+            if window.beyond(parked.frame.image_id) and not (
+                waited >= window.hard_timeout or (idle and waited >= window.timeout)
+            ):
+                return
+            self._accept(parking.take(parked), now)
+
+    def _let_in_all(self, now: float) -> None:
+        for frame in self._parking.take_all():
+            self._accept(frame, now)
+
+    def _accept(self, frame: IncomingFrame, now: float) -> None:
+        """Sequence a decoded frame, write its slot (or hand it to a decoder thread), publish."""
         image_id = frame.image_id
         verdict = self._window.arrive(image_id, now)
         if not verdict.accepted:
@@ -186,13 +232,15 @@ class ReceiverPipeline:
         `idle`: every input queue is drained (the reorder timeout applies).
         """
         self.collect(now)
+        self.resume(now, idle)
         for meta in self._window.release(now, idle):
             self._send(meta)
         self._sync_counters()
 
     def close(self) -> None:
-        """End of the stream: finish the decoder threads' frames, publish every image
-        already written, count the gaps."""
+        """End of the stream: let in the parked frames, finish the decoder threads' frames,
+        publish every image already written, count the gaps."""
+        self._let_in_all(time.monotonic())
         pool = self._pool
         if pool is not None:
             deadline = time.monotonic() + _CLOSE_WAIT_S

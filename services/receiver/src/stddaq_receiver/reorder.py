@@ -136,6 +136,21 @@ class ReorderWindow(Generic[Item]):
         """Frames received (or being written) and not yet released."""
         return len(self._entries)
 
+    def beyond(self, image_id: int) -> bool:
+        """True if accepting `image_id` would give up open ids: it lies `size` or more above
+        the lowest id not yet released (at a sequence start: the lowest id received)."""
+        low = self._next
+        if low is None:
+            if not self._entries:
+                return False
+            low = self._low
+        return image_id >= low + self.size
+
+    def restarts_at(self, image_id: int) -> bool:
+        """True if `image_id` would be taken for a camera restart (more than `size` below the
+        next expected id)."""
+        return self._next is not None and self._next - image_id > self.size
+
     def arrive(self, image_id: int, now: float) -> Arrival:
         """Register a frame that just arrived and say whether to write it."""
         if image_id in self._entries or image_id in self._orphans:

@@ -134,10 +134,15 @@ class ReceiverService:
         while not stop.is_set():
             ready = sockets.ready(timeout_ms)
             now = clock()
-            for parts in sockets.one_from_each(ready):
-                pipeline.handle(parts, now)
+            for source, parts in sockets.one_from_each(ready):
+                pipeline.handle(parts, now, source)
             if pipeline.in_flight:
                 pipeline.collect(now)
+            parked = pipeline.parked_sources
+            if parked:
+                pipeline.resume(now, idle=not ready)
+                parked = pipeline.parked_sources
+            sockets.pause(parked)
             # after a look that found nothing, wait in the next poll instead of spinning
             # (briefly while decoder threads hold frames: their outcomes are published after it)
             idle_wait_ms = IN_FLIGHT_POLL_MS if pipeline.in_flight else POLL_TIMEOUT_MS
@@ -201,7 +206,7 @@ def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> Receiver
     decoder = frame_decoder(args.input_format, height, width, dtype, config.detector_type)
     pool = DecodePool(args.decode_threads) if args.decode_threads else None
     pipeline = ReceiverPipeline(decoder, SlotWriter(ring, height, width, dtype), window,
-                                publisher.publish, counters, pool)
+                                publisher.publish, counters, pool, sources=connections)
     log.info(
         "receiving %s from %s over %d %s connection(s) into %s (%d slots of %d bytes), "
         "metadata on %s",

@@ -201,10 +201,7 @@ class ImageFile:
             first_error = first_error or error
         self.closed = True
         if first_error is not None:
-            try:
-                raise first_error
-            finally:  # no frame <-> exception cycle: the cyclic GC must never free HDF5 objects
-                first_error = None  # of a file that failed to close (it segfaults in h5py)
+            raise first_error
         return self.summary()
 
     def summary(self) -> FileSummary:
