@@ -6,7 +6,6 @@ driver and the writers (`python -m stddaq_writer CONFIG --index k`) are subproce
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import os
 import shutil
@@ -39,7 +38,6 @@ from tests.driver.harness import (
 HEIGHT, WIDTH = 32, 48
 
 stddaq_writer_protocol = pytest.importorskip("stddaq_writer.protocol")
-WRITER_BUILDS_MASTER = "master" in inspect.getsource(stddaq_writer_protocol)
 
 
 def frame(image_id: int) -> np.ndarray:
@@ -175,7 +173,6 @@ def test_a_directory_that_cannot_be_made_is_an_error_and_the_next_acquisition_wo
             np.testing.assert_array_equal(data[position], frame(image_id))
 
 
-@pytest.mark.skipif(not WRITER_BUILDS_MASTER, reason="the writer does not handle `master` yet")
 def test_three_real_writers_and_the_master_file() -> None:
     system, base = _start_system(3)
     try:

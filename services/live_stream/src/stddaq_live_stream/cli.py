@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, cast
 
+from stddaq_common.arg_types import int_in_range
 from stddaq_common.names import IMAGE_SUFFIX
 
 OutputType = Literal["array-1.0", "bsread"]
@@ -31,14 +32,7 @@ def _suffix(text: str) -> str:
     return text
 
 
-def _send_hwm(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 100_000:
-        raise argparse.ArgumentTypeError(f"{value} is outside 1..100000")
-    return value
+_send_hwm = int_in_range(1, 100_000)
 
 
 def _count(text: str) -> int:

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 
+from stddaq_common.arg_types import int_in_range, positive_float
 from stddaq_common.config import DaqConfig
 from stddaq_common.geometry import image_dtype
 from stddaq_common.metadata import ImageMeta
@@ -52,34 +53,9 @@ TICK_S = 0.05
 """How often the reorder timeouts, the counters and the stats are looked at."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} must be > 0")
-    return value
+_positive_int = int_in_range(1)
+_non_negative_int = int_in_range(0)
+_positive_float = positive_float
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
