@@ -88,11 +88,20 @@ class FakeWriter:
                         self._handle(parts)
                     last_sent = time.monotonic()
                 if time.monotonic() - last_sent > 0.3:
-                    self._send("heartbeat", acq_id=None)
+                    self._send("heartbeat", acq_id=self._open_acquisition())
                     last_sent = time.monotonic()
         finally:
             self._commands.close(0)
             self._events.close(0)
+
+    def _open_acquisition(self) -> int | None:
+        """The acquisition whose file is open here (a heartbeat names it, as the real
+        writer's does: a heartbeat without it tells the driver this writer restarted)."""
+        with self._lock:
+            for acq in self.acquisitions.values():
+                if acq.close is None and not acq.failed:
+                    return acq.acq_id
+        return None
 
     def _handle(self, parts: list[bytes]) -> None:
         kind = parts[0]
