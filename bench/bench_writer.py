@@ -10,7 +10,9 @@ misses images (counted in `lost`). A run is timed from the first image sent to t
 
 Ceilings, measured in the same run on the same frames and disk (/tmp):
 - raw: one process writing the frames from memory with direct chunk writes into the
-  same layout (set_extent + write_direct_chunk per frame, close);
+  same layout (set_extent + write_direct_chunk per frame, close), through the page cache;
+- disk: one process writing the frames with O_DIRECT, no HDF5 (bench/disk_ceiling.py):
+  the bound of the writer's own O_DIRECT path (its default `--io direct`);
 - compressed: bitshuffle+LZ4 compression speed of the same frames in one thread
   (stddaq_common.compression, what the writer uses), and one process compressing and
   writing them with direct chunk writes.
@@ -35,6 +37,7 @@ import hdf5plugin  # noqa: F401  (registers filter 32008)
 import numpy as np
 import zmq
 
+from bench.disk_ceiling import aligned_copies, direct_write_seconds
 from bench.harness import BenchRecord, Stopwatch, rate, record
 from stddaq_common.compression import bitshuffle_lz4_compress_into, bitshuffle_lz4_max_size
 from stddaq_common.config import parse_config
@@ -48,6 +51,7 @@ FRAME_BYTES = HEIGHT * WIDTH * 2
 N_DISTINCT = 16
 WINDOW = 256
 REPO = Path(__file__).resolve().parents[1]
+DISK_CEILING = "1 process O_DIRECT writes, no HDF5 (same frames, same disk)"
 
 
 def make_frames() -> list[np.ndarray[Any, Any]]:
@@ -219,10 +223,13 @@ def run(quick: bool) -> list[BenchRecord]:
         keep("compress", compression_speed(frames, n))
         ceiling_path = str(workdir / "ceiling.h5")
         pipeline = driver
+        aligned = aligned_copies(frames)
 
         def measure(name: str) -> tuple[float, int]:
             if name == "ceiling_raw":
                 return ceiling_raw(frames, n, ceiling_path), 0
+            if name == "ceiling_disk":
+                return direct_write_seconds(aligned, n, str(workdir / "disk.bin")), 0
             if name == "ceiling_bslz4":
                 return ceiling_compressed_write(frames, n, ceiling_path), 0
             writer, compression = {"view": (0, "none"), "copy": (1, "none")}.get(
@@ -230,7 +237,7 @@ def run(quick: bool) -> list[BenchRecord]:
             )
             return pipeline.acquisition(writer, n, compression)
 
-        runs = ["ceiling_raw", "view", "copy", "ceiling_bslz4", "bslz4"]
+        runs = ["ceiling_raw", "view", "ceiling_disk", "copy", "ceiling_bslz4", "bslz4"]
         for repetition in range(repeats):  # rotate the order: no kind always runs first
             shift = repetition % len(runs)
             for name in runs[shift:] + runs[:shift]:
@@ -254,6 +261,8 @@ def run(quick: bool) -> list[BenchRecord]:
                fps("ceiling_raw"), lost["view"]),
         record("writer raw (view mode) GB/s", gbps("view"), "GB/s", ceiling,
                gbps("ceiling_raw"), lost["view"]),
+        record("writer raw (view mode) GB/s", gbps("view"), "GB/s", DISK_CEILING,
+               gbps("ceiling_disk"), lost["view"]),
         record("writer raw (copy mode) GB/s", gbps("copy"), "GB/s", ceiling,
                gbps("ceiling_raw"), lost["copy"]),
         record("writer bitshuffle-lz4 frames/s", fps("bslz4"), "frames/s",

@@ -5,7 +5,8 @@
   that are there and right are counted against the window of ids the camera sent, and the
   camera's achieved rate comes from the files' BSREAD timestamps.
 - `hdf5_ceiling_seconds`: one process writing the same frames from memory with direct
-  chunk writes into the same layout, on the same disk (what a writer does minus the ring).
+  chunk writes into the same layout, on the same disk (what a writer does minus the ring);
+- `disk_ceiling_seconds`: the same frames written with O_DIRECT by one process, no HDF5.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from bench.disk_ceiling import aligned_copies, direct_write_seconds
 from bench.harness import Stopwatch
 from stddaq_fake_camera.frames import FramePattern
 
@@ -98,3 +100,14 @@ def hdf5_ceiling_seconds(n: int, path: str) -> float:
             data.id.write_direct_chunk((index, 0, 0), frame)
     os.unlink(path)
     return watch.seconds
+
+
+def disk_ceiling_seconds(n: int, path: str) -> float:
+    """Seconds for one process to write n camera frames with O_DIRECT (no HDF5)."""
+    pattern = _pattern()
+    buffers = aligned_copies([pattern.frame(image_id) for image_id in range(min(n, 64))])
+    try:
+        return direct_write_seconds(buffers, n, path)
+    finally:
+        for buffer in buffers:
+            buffer.close()

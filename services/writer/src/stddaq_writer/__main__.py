@@ -10,6 +10,7 @@ from stddaq_common.config import DaqConfig
 from stddaq_common.service import StartupError, run_service
 from stddaq_common.stats import Stats
 from stddaq_writer.chunk_writer import READ_MODES
+from stddaq_writer.direct_io import IO_MODES
 from stddaq_writer.disk_reserve import DEFAULT_RESERVE_BYTES
 from stddaq_writer.writer_process import WriterService
 
@@ -23,6 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="view",
         help="view: write chunks straight from the ring slot, re-checked after the write "
         "(default); copy: copy the slot out first",
+    )
+    parser.add_argument(
+        "--io",
+        choices=IO_MODES,
+        default="direct",
+        help="direct: uncompressed images go to the disk with O_DIRECT, past the page cache "
+        "(default; buffered where the file system refuses it); buffered: through the page cache",
     )
     parser.add_argument(
         "--disk-reserve-mb",
@@ -51,6 +59,7 @@ def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> WriterSe
         args.index,
         stats,
         read_mode=args.read_mode,
+        io_mode=args.io,
         reserve_bytes=int(args.disk_reserve_mb * 2**20),
         ring_suffix=args.ring_suffix,
         ring_timeout=args.ring_timeout,

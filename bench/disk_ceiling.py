@@ -1,0 +1,44 @@
+"""The disk's own ceiling: one process writing frames with O_DIRECT, no HDF5, no page cache.
+
+The writer sends uncompressed images to the disk with O_DIRECT (services/writer
+direct_io.py), so what bounds it is the disk, not HDF5's direct chunk write into the page
+cache (which a short run measures at memory speed, and which costs several ms of CPU per
+2 MiB chunk once the page cache has to take new pages). This is that bound: the same
+frames, copied once into page-aligned buffers before the clock starts, written back to
+back with `pwrite()` into a new file on the same disk, then the file closed and removed.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from typing import Any
+
+import numpy as np
+
+from bench.harness import Stopwatch
+
+
+def aligned_copies(frames: list[np.ndarray[Any, Any]]) -> list[mmap.mmap]:
+    """Page-aligned copies of the frames (O_DIRECT needs aligned buffers)."""
+    copies = []
+    for frame in frames:
+        buffer = mmap.mmap(-1, frame.nbytes)
+        buffer[:] = frame.tobytes()
+        copies.append(buffer)
+    return copies
+
+
+def direct_write_seconds(buffers: list[mmap.mmap], n: int, path: str) -> float:
+    """Seconds for one process to write n frames (cycling `buffers`) with O_DIRECT."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o644)
+    try:
+        with Stopwatch() as watch:
+            offset = 0
+            for index in range(n):
+                buffer = buffers[index % len(buffers)]
+                offset += os.pwrite(fd, buffer, offset)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return watch.seconds
