@@ -5,7 +5,9 @@ real files, read back with h5py and h5dump)."""
 from __future__ import annotations
 
 import errno
+import mmap
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,13 @@ def ring(monkeypatch: pytest.MonkeyPatch) -> Iterator[ImageRing]:
 def create(tmp_path: Path, direct_io: bool = True) -> ImageFile:
     spec = FileSpec("CAM", "pco", H, W, np.dtype("<u2"), "none", image_columns("pco"))
     return ImageFile.create(str(tmp_path / "f0.h5"), spec, direct_io=direct_io)
+
+
+def aligned(image: np.ndarray[Any, Any]) -> mmap.mmap:
+    """A page-aligned copy of an image (what a ring slot is)."""
+    buffer = mmap.mmap(-1, image.nbytes)
+    buffer[:] = image.tobytes()
+    return buffer
 
 
 def read_all(path: str) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
@@ -138,3 +147,40 @@ def test_small_images_are_not_worth_o_direct(tmp_path: Path) -> None:
     image_file = ImageFile.create(str(tmp_path / "s.h5"), spec, direct_io=True)
     assert not image_file.direct_io
     image_file.close(0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts a tmpfs)")
+def test_a_full_disk_is_an_os_error_and_the_images_before_it_stay(tmp_path: Path) -> None:
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {result.stderr.strip()}")
+    try:
+        reserve = mount_point / "reserve"
+        reserve.write_bytes(b"\1" * 512 * 1024)  # room to close the file, given back at the end
+        image_file = create(mount_point)
+        if not image_file.direct_io:
+            image_file.close(0)
+            pytest.skip("this kernel's tmpfs refuses O_DIRECT (before Linux 6.6)")
+        written = 0
+        with pytest.raises(OSError) as failure:
+            for index in range(100):  # 12.5 MiB of images into 4 MiB
+                image_file.write_chunk(index, aligned(frame(index, H, W)))
+                image_file.record_written(index, index, 1, None)
+                written += 1
+        assert failure.value.errno == errno.ENOSPC
+        assert image_file._direct is not None and image_file._direct.fallback_writes == 0
+        assert 10 < written < 32
+        reserve.unlink()
+        image_file.close(written)
+        data, records = read_all(image_file.path)
+        # the image whose write failed is in the file as missing: status 0 and zeros
+        assert records["status"].tolist() == [1] * written + [0]
+        for index in range(written):
+            np.testing.assert_array_equal(data[index], frame(index, H, W))
+        assert not data[written].any()
+    finally:
+        if subprocess.run(["umount", str(mount_point)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount_point)], check=False)

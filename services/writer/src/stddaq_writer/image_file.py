@@ -13,6 +13,7 @@ attribute is -1; after it, `data`, `metadata` and the columns all have `n_images
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from dataclasses import dataclass
 from typing import Any
@@ -145,10 +146,21 @@ class ImageFile:
         """Store one image's chunk bytes (raw, or filter-32008 bytes) at `index` as they are."""
         if index >= self._extent:
             self._grow_to(index + 1, index)
-        direct = self._direct
-        if direct is None or not direct.write(self._chunk_offset(index), chunk):
+        if self._direct is None or not self._write_direct(index, chunk):
             self._data_id.write_direct_chunk((index, 0, 0), chunk)
         self.bytes_written += memoryview(chunk).nbytes
+
+    def _write_direct(self, index: int, chunk: Any) -> bool:
+        """O_DIRECT write of one chunk; a failed one (full disk) is zeroed before the error
+        is raised, so the image recorded missing does not keep part of its bytes."""
+        assert self._direct is not None
+        offset = self._chunk_offset(index)
+        try:
+            return self._direct.write(offset, chunk)
+        except OSError:
+            with contextlib.suppress(OSError):
+                self._direct.zero(offset)
+            raise
 
     def _chunk_offset(self, index: int) -> int:
         return int(self._data_id.get_chunk_info_by_coord((index, 0, 0)).byte_offset)
