@@ -10,8 +10,8 @@ from stddaq_common.config import DaqConfig
 from stddaq_common.service import StartupError, run_service
 from stddaq_common.stats import Stats
 from stddaq_writer.chunk_writer import READ_MODES
-from stddaq_writer.direct_io import IO_MODES
 from stddaq_writer.disk_reserve import DEFAULT_RESERVE_BYTES
+from stddaq_writer.write_behind import DEFAULT_WINDOW_BYTES
 from stddaq_writer.writer_process import WriterService
 
 
@@ -26,11 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default); copy: copy the slot out first",
     )
     parser.add_argument(
-        "--io",
-        choices=IO_MODES,
-        default="direct",
-        help="direct: uncompressed images go to the disk with O_DIRECT, past the page cache "
-        "(default; buffered where the file system refuses it); buffered: through the page cache",
+        "--write-behind-mb",
+        type=float,
+        default=DEFAULT_WINDOW_BYTES / 2**20,
+        help="every this many MB written, start writing them back to disk and drop the "
+        "previous ones from the page cache (0: leave the page cache to the kernel)",
     )
     parser.add_argument(
         "--disk-reserve-mb",
@@ -59,7 +59,7 @@ def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> WriterSe
         args.index,
         stats,
         read_mode=args.read_mode,
-        io_mode=args.io,
+        write_behind_bytes=int(args.write_behind_mb * 2**20),
         reserve_bytes=int(args.disk_reserve_mb * 2**20),
         ring_suffix=args.ring_suffix,
         ring_timeout=args.ring_timeout,

@@ -87,7 +87,7 @@ class Acquisition:
         *,
         owner: FileOwner | None,
         read_mode: ReadMode,
-        direct_io: bool = False,
+        write_behind_bytes: int = 0,
         reserve_bytes: int,
         daq_config: dict[str, Any],
     ) -> None:
@@ -122,7 +122,7 @@ class Acquisition:
                 },
                 params=command.params,
                 daq_config=daq_config,
-                direct_io=direct_io,
+                write_behind_bytes=write_behind_bytes,
             )
         except (AcquisitionError, UserSwitchError) as error:
             self._undo()
@@ -130,8 +130,6 @@ class Acquisition:
         except OSError as error:
             self._undo()
             raise AcquisitionError(f"cannot create {self.path}: {describe_os_error(error)}") from None
-        log.info("acquisition %d: writing %s (%s)", self.acq_id, self.path,
-                 "O_DIRECT" if self.file.direct_io else "through the page cache")
         self.writer = ChunkWriter(ring, self.file, read_mode)
 
     def _undo(self) -> None:

@@ -23,7 +23,6 @@ metadata that does not fit the file) is recorded with status 0 (missing) and cou
 from __future__ import annotations
 
 import logging
-import mmap
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal, Protocol
@@ -124,9 +123,8 @@ class ChunkWriter:
         self._rejections_logged = 0
 
     def _raw(self) -> np.ndarray[Any, Any]:
-        if self._raw_buffer is None:  # page-aligned (an anonymous mmap): O_DIRECT can write it
-            nbytes = self._shape[0] * self._shape[1] * self._dtype.itemsize
-            self._raw_buffer = np.frombuffer(mmap.mmap(-1, nbytes), self._dtype).reshape(self._shape)
+        if self._raw_buffer is None:
+            self._raw_buffer = np.empty(self._shape, self._dtype)
         return self._raw_buffer
 
     def _packed(self) -> np.ndarray[Any, Any]:

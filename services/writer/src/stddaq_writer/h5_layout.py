@@ -27,7 +27,6 @@ import hdf5plugin  # noqa: F401  (registers the bitshuffle filter with h5py)
 import numpy as np
 
 from stddaq_common.metadata import DetectorInfo, EgInfo, GfInfo, JfInfo, PcoInfo
-from stddaq_writer.direct_io import ALIGNMENT, DirectChunkWriter, direct_io_possible
 
 FILE_FORMAT_BOUNDS = ("v110", "v110")
 """libver of every file: 'latest' (HDF5 2.0 formats) would be unreadable by HDF5 1.10."""
@@ -146,8 +145,6 @@ class ImageFileHandles:
     data: Any
     metadata: Any
     columns: list[Any]
-    direct: DirectChunkWriter | None = None
-    """O_DIRECT writer of the image chunks (None: they go through HDF5)."""
 
 
 def _json_attr(value: Any) -> str:
@@ -170,16 +167,8 @@ def create_image_file(
     attributes: dict[str, Any] | None = None,
     params: dict[str, Any] | None = None,
     daq_config: dict[str, Any] | None = None,
-    direct_io: bool = False,
 ) -> ImageFileHandles:
     """Create a new writer file (fails if it exists), its datasets and attributes.
-
-    With `direct_io`, when the images are uncompressed, large enough and the file system
-    takes O_DIRECT, `handles.direct` is an O_DIRECT writer of the file: the file aligns
-    every image chunk to `ALIGNMENT` bytes and growing `data` allocates the new chunks at
-    once, without writing fill values, so their file offsets are known before the image is
-    written (see direct_io). Such a chunk holds what the disk held until it is written:
-    the caller must write every one (zeros for a missing image, `zero_chunk`).
 
     The file is left open in SWMR-write mode: a reader may open it with
     `h5py.File(path, "r", swmr=True)` and follow it with `dataset.refresh()`.
@@ -188,25 +177,12 @@ def create_image_file(
     """
     if spec.compression not in COMPRESSIONS:
         raise ValueError(f"unknown compression {spec.compression!r}, expected one of {COMPRESSIONS}")
-    direct_io = direct_io and spec.compression == "none" and direct_io_possible(spec.image_bytes)
-    alignment = {}
-    if direct_io:
-        alignment = {"alignment_threshold": spec.image_bytes, "alignment_interval": ALIGNMENT}
-    h5file = h5py.File(path, "w-", libver=FILE_FORMAT_BOUNDS, **alignment)
-    direct: DirectChunkWriter | None = None
+    h5file = h5py.File(path, "w-", libver=FILE_FORMAT_BOUNDS)
     try:
-        if direct_io:
-            direct = DirectChunkWriter.open(path, spec.image_bytes)
-        handles = _create_layout(
-            h5file, spec, attributes or {}, params or {}, daq_config or {}, direct is not None
-        )
+        return _create_layout(h5file, spec, attributes or {}, params or {}, daq_config or {})
     except BaseException:
-        if direct is not None:
-            direct.close()
         h5file.close()
         raise
-    handles.direct = direct
-    return handles
 
 
 def _create_layout(
@@ -215,16 +191,11 @@ def _create_layout(
     attributes: dict[str, Any],
     params: dict[str, Any],
     daq_config: dict[str, Any],
-    early_allocation: bool,
 ) -> ImageFileHandles:
     shape = (0, spec.height, spec.width)
     filter_args: dict[str, Any] = {}
     if spec.compression == "bitshuffle_lz4":
         filter_args = {"compression": BITSHUFFLE_FILTER_ID, "compression_opts": BITSHUFFLE_LZ4_OPTIONS}
-    if early_allocation:
-        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-        filter_args = {"dcpl": dcpl, "fill_time": "never"}
     h5file.attrs["default"] = spec.detector_name
     group = h5file.create_group(spec.detector_name)
     data = group.create_dataset(

@@ -1,19 +1,16 @@
 """One open writer file: image chunks by direct chunk write, per-image records, close.
 
 Per image the hot path is one `H5Dwrite_chunk` (plus a `set_extent` when the image
-extends the dataset, ~3 us), or, in files created with `direct_io` (uncompressed images,
-see direct_io), a `set_extent` that allocates the chunk, `H5Dget_chunk_info_by_coord` for
-its offset and one O_DIRECT `pwrite()` of the image there. Per-image records
-(`metadata` and the detector columns) are collected in numpy arrays and written in
-contiguous runs at `flush()`, which the writer calls about once a second and at close; a
-SWMR reader therefore sees `data` grow image by image and `metadata` at most about a
-second behind. Until `close()` the `n_images`
+extends the dataset, ~3 us); every few dozen MB the written data is pushed out of the page
+cache (write_behind). Per-image records (`metadata` and the detector columns) are
+collected in numpy arrays and written in contiguous runs at `flush()`, which the writer
+calls about once a second and at close; a SWMR reader therefore sees `data` grow image by
+image and `metadata` at most about a second behind. Until `close()` the `n_images`
 attribute is -1; after it, `data`, `metadata` and the columns all have `n_images` entries.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +25,7 @@ from stddaq_writer.h5_layout import (
     ImageFileHandles,
     create_image_file,
 )
+from stddaq_writer.write_behind import WriteBehind
 
 PENDING_RECORDS = 1024
 """Records held before they are written even without a flush."""
@@ -88,12 +86,14 @@ class PendingRecords:
 class ImageFile:
     """A writer file being written: create it, write chunks and records, close it."""
 
-    def __init__(self, handles: ImageFileHandles, spec: FileSpec, path: str) -> None:
+    def __init__(
+        self, handles: ImageFileHandles, spec: FileSpec, path: str, write_behind_bytes: int = 0
+    ) -> None:
         self.path = path
         self.spec = spec
         self._handles = handles
         self._data_id = handles.data.id
-        self._direct = handles.direct
+        self._behind = WriteBehind(path, write_behind_bytes) if write_behind_bytes > 0 else None
         self._extent = 0
         self._pending = PendingRecords(len(spec.columns))
         self._zero_image = np.zeros((spec.height, spec.width), spec.dtype)
@@ -111,73 +111,43 @@ class ImageFile:
         attributes: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         daq_config: dict[str, Any] | None = None,
-        direct_io: bool = False,
+        write_behind_bytes: int = 0,
     ) -> ImageFile:
-        """Create the file (see h5_layout.create_image_file) and return it open."""
+        """Create the file (see h5_layout.create_image_file) and return it open; with
+        `write_behind_bytes` > 0 its data leaves the page cache behind the writes."""
         handles = create_image_file(
-            path, spec, attributes=attributes, params=params, daq_config=daq_config,
-            direct_io=direct_io,
+            path, spec, attributes=attributes, params=params, daq_config=daq_config
         )
-        return cls(handles, spec, path)
-
-    @property
-    def direct_io(self) -> bool:
-        """True when image chunks are written with O_DIRECT."""
-        return self._direct is not None
+        try:
+            return cls(handles, spec, path, write_behind_bytes)
+        except OSError:
+            handles.file.close()
+            raise
 
     @property
     def extent(self) -> int:
         """Current length of the `data` dataset (highest index written + 1)."""
         return self._extent
 
-    def _grow_to(self, length: int, writing: int = -1) -> None:
-        """Extend `data` to `length` images; with direct I/O (chunks allocated at once, not
-        filled) zero every new chunk but the one at `writing`, which is about to be written."""
-        old = self._extent
-        if length > old:
+    def _grow_to(self, length: int) -> None:
+        if length > self._extent:
             self._data_id.set_extent((length, self.spec.height, self.spec.width))
             self._extent = length
-            if self._direct is not None:
-                for index in range(old, length):
-                    if index != writing:
-                        self._zero(index)
 
     def write_chunk(self, index: int, chunk: Any) -> None:
         """Store one image's chunk bytes (raw, or filter-32008 bytes) at `index` as they are."""
         if index >= self._extent:
-            self._grow_to(index + 1, index)
-        if self._direct is None or not self._write_direct(index, chunk):
-            self._data_id.write_direct_chunk((index, 0, 0), chunk)
-        self.bytes_written += memoryview(chunk).nbytes
-
-    def _write_direct(self, index: int, chunk: Any) -> bool:
-        """O_DIRECT write of one chunk; a failed one (full disk) is zeroed before the error
-        is raised, so the image recorded missing does not keep part of its bytes."""
-        assert self._direct is not None
-        offset = self._chunk_offset(index)
-        try:
-            return self._direct.write(offset, chunk)
-        except OSError:
-            with contextlib.suppress(OSError):
-                self._direct.zero(offset)
-            raise
-
-    def _chunk_offset(self, index: int) -> int:
-        return int(self._data_id.get_chunk_info_by_coord((index, 0, 0)).byte_offset)
-
-    def _zero(self, index: int) -> None:
-        assert self._direct is not None
-        if not self._direct.zero(self._chunk_offset(index)):
-            self._handles.data[index] = self._zero_image
+            self._grow_to(index + 1)
+        self._data_id.write_direct_chunk((index, 0, 0), chunk)
+        nbytes = memoryview(chunk).nbytes
+        self.bytes_written += nbytes
+        if self._behind is not None:
+            self._behind.wrote(nbytes)
 
     def clear_chunk(self, index: int) -> None:
-        """Overwrite the chunk at `index` with zeros (the fill value)."""
-        if index >= self._extent:
-            self._grow_to(index + 1)  # zeroes it when direct
-        elif self._direct is not None:
-            self._zero(index)
-        else:
-            self._handles.data[index] = self._zero_image
+        """Overwrite the chunk at `index` with zeros (the fill value) through the filters."""
+        self._grow_to(index + 1)
+        self._handles.data[index] = self._zero_image
 
     def record_written(
         self, index: int, image_id: int, status: int, detail: DetectorInfo | None
@@ -239,11 +209,8 @@ class ImageFile:
             group.attrs["close_reason"] = reason
         except BaseException as error:  # closing must happen whatever failed
             first_error = error
-        try:
-            if self._direct is not None:
-                self._direct.close()
-        except BaseException as error:
-            first_error = first_error or error
+        if self._behind is not None:
+            self._behind.close()
         try:
             self._handles.file.close()
         except BaseException as error:

@@ -27,7 +27,6 @@ from stddaq_common.ring import ImageRing, RingError
 from stddaq_common.stats import Stats
 from stddaq_writer.acquisition import Acquisition, AcquisitionError, check_new_file
 from stddaq_writer.chunk_writer import Outcome, ReadMode
-from stddaq_writer.direct_io import IoMode
 from stddaq_writer.h5_layout import FileSpec, image_columns
 from stddaq_writer.master_file import MasterFileError, build_master_file
 from stddaq_writer.protocol import (
@@ -41,6 +40,7 @@ from stddaq_writer.protocol import (
     parse_command,
 )
 from stddaq_writer.uid import UserSwitchError, acting_as, needs_switch, resolve_owner
+from stddaq_writer.write_behind import DEFAULT_WINDOW_BYTES
 
 log = logging.getLogger("stddaq.writer")
 
@@ -74,7 +74,7 @@ class WriterService:
         stats: Stats,
         *,
         read_mode: ReadMode = "view",
-        io_mode: IoMode = "direct",
+        write_behind_bytes: int = DEFAULT_WINDOW_BYTES,
         reserve_bytes: int = 8 * 1024 * 1024,
         ring_suffix: str = "image",
         ring_timeout: float = 5.0,
@@ -83,7 +83,7 @@ class WriterService:
         self.config = config
         self.index = index
         self._read_mode: ReadMode = read_mode
-        self._io_mode: IoMode = io_mode
+        self._write_behind_bytes = write_behind_bytes
         self._reserve_bytes = reserve_bytes
         self._ring_suffix = ring_suffix
         self._ring_timeout = ring_timeout
@@ -304,7 +304,7 @@ class WriterService:
             ring,
             owner=owner,
             read_mode=self._read_mode,
-            direct_io=self._io_mode == "direct",
+            write_behind_bytes=self._write_behind_bytes,
             reserve_bytes=self._reserve_bytes,
             daq_config=command.config or self.config.model_dump(mode="json"),
         )
