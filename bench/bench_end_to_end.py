@@ -36,7 +36,7 @@ Ceilings, measured in the same run, before and after the steps (best kept):
 - HDF5: one process writing the same frames from memory with direct chunk writes (same
   layout, same disk, file closed; warmed up first), through the page cache;
 - disk: one process writing the same frames with O_DIRECT, no HDF5 (bench/disk_ceiling.py):
-  the bound of the writers' own O_DIRECT path.
+  what the disk takes when no page cache is in the way.
 Both write the same number of frames as one step: in full mode (4 GB) the page cache
 must take new pages as in the steps; quick mode's 0.8 GB fit into memory it already has,
 so its HDF5 ceiling is a burst at memory speed no sustained stream can reach.

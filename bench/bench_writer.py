@@ -12,7 +12,7 @@ Ceilings, measured in the same run on the same frames and disk (/tmp):
 - raw: one process writing the frames from memory with direct chunk writes into the
   same layout (set_extent + write_direct_chunk per frame, close), through the page cache;
 - disk: one process writing the frames with O_DIRECT, no HDF5 (bench/disk_ceiling.py):
-  the bound of the writer's own O_DIRECT path (its default `--io direct`);
+  what the disk takes when no page cache is in the way;
 - compressed: bitshuffle+LZ4 compression speed of the same frames in one thread
   (stddaq_common.compression, what the writer uses), and one process compressing and
   writing them with direct chunk writes.

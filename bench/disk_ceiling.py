@@ -1,11 +1,11 @@
 """The disk's own ceiling: one process writing frames with O_DIRECT, no HDF5, no page cache.
 
-The writer sends uncompressed images to the disk with O_DIRECT (services/writer
-direct_io.py), so what bounds it is the disk, not HDF5's direct chunk write into the page
-cache (which a short run measures at memory speed, and which costs several ms of CPU per
-2 MiB chunk once the page cache has to take new pages). This is that bound: the same
-frames, copied once into page-aligned buffers before the clock starts, written back to
-back with `pwrite()` into a new file on the same disk, then the file closed and removed.
+HDF5's direct chunk write into the page cache runs at memory speed while free memory
+lasts (a short run) and then at the speed the kernel can find, fill and write back pages
+(several ms of CPU per 2 MiB chunk on these machines). This is the device's own figure
+beside it: the same frames, copied once into page-aligned buffers before the clock starts,
+written back to back with `pwrite()` on an O_DIRECT descriptor of a new file on the same
+disk, then the file closed and removed.
 """
 
 from __future__ import annotations
