@@ -11,6 +11,8 @@ misses images (counted in `lost`). A run is timed from the first image sent to t
 Ceilings, measured in the same run on the same frames and disk (/tmp):
 - raw: one process writing the frames from memory with direct chunk writes into the
   same layout (set_extent + write_direct_chunk per frame, close), through the page cache;
+- raw with write-behind: the same, pushing the data out of the page cache every 32 MB as
+  the writer does (services/writer write_behind.py);
 - disk: one process writing the frames with O_DIRECT, no HDF5 (bench/disk_ceiling.py):
   what the disk takes when no page cache is in the way;
 - compressed: bitshuffle+LZ4 compression speed of the same frames in one thread
@@ -45,6 +47,7 @@ from stddaq_common.geometry import ring_geometry
 from stddaq_common.metadata import Dtype, ImageMeta, PcoInfo, encode_image_metadata
 from stddaq_common.names import shm_name
 from stddaq_common.ring import ImageRing
+from stddaq_writer.write_behind import WriteBehind
 
 HEIGHT, WIDTH = 1024, 1024
 FRAME_BYTES = HEIGHT * WIDTH * 2
@@ -60,16 +63,22 @@ def make_frames() -> list[np.ndarray[Any, Any]]:
     return [rng.poisson(100, (HEIGHT, WIDTH)).astype("<u2") for _ in range(N_DISTINCT)]
 
 
-def ceiling_raw(frames: list[np.ndarray[Any, Any]], n: int, path: str) -> float:
-    """Seconds for one process to write n frames with direct chunk writes (same layout)."""
+def ceiling_raw(frames: list[np.ndarray[Any, Any]], n: int, path: str, write_behind: bool = False) -> float:
+    """Seconds for one process to write n frames with direct chunk writes (same layout);
+    with `write_behind`, pushing them out of the page cache as the writer does."""
     with Stopwatch() as watch, h5py.File(path, "w", libver=("v110", "v110")) as h5:
         data = h5.create_dataset(
             "D/data", shape=(0, HEIGHT, WIDTH), maxshape=(None, HEIGHT, WIDTH),
             chunks=(1, HEIGHT, WIDTH), dtype="<u2",
         )
+        behind = WriteBehind(path) if write_behind else None
         for i in range(n):
             data.id.set_extent((i + 1, HEIGHT, WIDTH))
             data.id.write_direct_chunk((i, 0, 0), frames[i % N_DISTINCT])
+            if behind is not None:
+                behind.wrote(FRAME_BYTES)
+        if behind is not None:
+            behind.close()
     os.unlink(path)
     return watch.seconds
 
@@ -228,6 +237,8 @@ def run(quick: bool) -> list[BenchRecord]:
         def measure(name: str) -> tuple[float, int]:
             if name == "ceiling_raw":
                 return ceiling_raw(frames, n, ceiling_path), 0
+            if name == "ceiling_behind":
+                return ceiling_raw(frames, n, ceiling_path, write_behind=True), 0
             if name == "ceiling_disk":
                 return direct_write_seconds(aligned, n, str(workdir / "disk.bin")), 0
             if name == "ceiling_bslz4":
@@ -237,7 +248,7 @@ def run(quick: bool) -> list[BenchRecord]:
             )
             return pipeline.acquisition(writer, n, compression)
 
-        runs = ["ceiling_raw", "view", "ceiling_disk", "copy", "ceiling_bslz4", "bslz4"]
+        runs = ["ceiling_raw", "view", "ceiling_behind", "ceiling_disk", "copy", "ceiling_bslz4", "bslz4"]
         for repetition in range(repeats):  # rotate the order: no kind always runs first
             shift = repetition % len(runs)
             for name in runs[shift:] + runs[:shift]:
@@ -261,6 +272,9 @@ def run(quick: bool) -> list[BenchRecord]:
                fps("ceiling_raw"), lost["view"]),
         record("writer raw (view mode) GB/s", gbps("view"), "GB/s", ceiling,
                gbps("ceiling_raw"), lost["view"]),
+        record("writer raw (view mode) GB/s", gbps("view"), "GB/s",
+               "1 process direct chunk writes + write-behind (same frames, same disk)",
+               gbps("ceiling_behind"), lost["view"]),
         record("writer raw (view mode) GB/s", gbps("view"), "GB/s", DISK_CEILING,
                gbps("ceiling_disk"), lost["view"]),
         record("writer raw (copy mode) GB/s", gbps("copy"), "GB/s", ceiling,

@@ -6,6 +6,7 @@
   camera's achieved rate comes from the files' BSREAD timestamps.
 - `hdf5_ceiling_seconds`: one process writing the same frames from memory with direct
   chunk writes into the same layout, on the same disk (what a writer does minus the ring);
+  also with write-behind (what the writers do to the page cache);
 - `disk_ceiling_seconds`: the same frames written with O_DIRECT by one process, no HDF5.
 """
 
@@ -21,6 +22,7 @@ import numpy as np
 from bench.disk_ceiling import aligned_copies, direct_write_seconds
 from bench.harness import Stopwatch
 from stddaq_fake_camera.frames import FramePattern
+from stddaq_writer.write_behind import WriteBehind
 
 HEIGHT, WIDTH = 1024, 1024
 FILE_BOUNDS = ("v110", "v110")
@@ -86,8 +88,10 @@ def check_files(
     return FileCheck(len(good), wrong, mismatch, achieved)
 
 
-def hdf5_ceiling_seconds(n: int, path: str) -> float:
-    """Seconds for one process to write n camera frames with direct chunk writes, closed."""
+def hdf5_ceiling_seconds(n: int, path: str, write_behind: bool = False) -> float:
+    """Seconds for one process to write n camera frames with direct chunk writes, closed;
+    with `write_behind`, pushing them out of the page cache as the writers do
+    (stddaq_writer.write_behind, its default window)."""
     pattern = _pattern()
     frames = [pattern.frame(image_id) for image_id in range(n)]
     with Stopwatch() as watch, h5py.File(path, "w", libver=FILE_BOUNDS) as h5:
@@ -95,9 +99,14 @@ def hdf5_ceiling_seconds(n: int, path: str) -> float:
             "D/data", shape=(0, HEIGHT, WIDTH), maxshape=(None, HEIGHT, WIDTH),
             chunks=(1, HEIGHT, WIDTH), dtype="<u2",
         )
+        behind = WriteBehind(path) if write_behind else None
         for index, frame in enumerate(frames):
             data.id.set_extent((index + 1, HEIGHT, WIDTH))
             data.id.write_direct_chunk((index, 0, 0), frame)
+            if behind is not None:
+                behind.wrote(frame.nbytes)
+        if behind is not None:
+            behind.close()
     os.unlink(path)
     return watch.seconds
 
