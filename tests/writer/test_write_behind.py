@@ -68,3 +68,10 @@ def test_a_file_system_that_refuses_the_hints_gets_plain_writes(tmp_path: Path) 
     behind.wrote(4096)
     assert not behind.enabled and behind.steps == 0
     behind.wrote(4096)  # and stay off, without raising
+
+
+def test_a_file_it_cannot_open_gets_plain_writes(tmp_path: Path) -> None:
+    behind = WriteBehind(str(tmp_path / "does-not-exist"), 1024)
+    assert not behind.enabled
+    behind.wrote(4096)  # no error, nothing done
+    behind.close()

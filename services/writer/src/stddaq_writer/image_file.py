@@ -118,11 +118,7 @@ class ImageFile:
         handles = create_image_file(
             path, spec, attributes=attributes, params=params, daq_config=daq_config
         )
-        try:
-            return cls(handles, spec, path, write_behind_bytes)
-        except OSError:
-            handles.file.close()
-            raise
+        return cls(handles, spec, path, write_behind_bytes)
 
     @property
     def extent(self) -> int:

@@ -54,13 +54,19 @@ class WriteBehind:
     def __init__(self, path: str, window_bytes: int = DEFAULT_WINDOW_BYTES) -> None:
         self.path = path
         self.window_bytes = window_bytes
-        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.enabled = window_bytes > 0
+        self._fd = -1
+        if self.enabled:
+            try:
+                self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as error:  # a hint only: never a reason to fail the file
+                self.enabled = False
+                log.info("%s: write-behind off (%s): plain buffered writes", path, error.strerror)
         self._pending = 0
         self._written_back_to = 0
         """End of the range whose writeback was started at the last step."""
         self._dropped_to = 0
         self.steps = 0
-        self.enabled = window_bytes > 0
 
     def wrote(self, nbytes: int) -> None:
         """Account `nbytes` just written; every `window_bytes` take one write-behind step."""
