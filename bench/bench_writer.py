@@ -47,7 +47,7 @@ from stddaq_common.geometry import ring_geometry
 from stddaq_common.metadata import Dtype, ImageMeta, PcoInfo, encode_image_metadata
 from stddaq_common.names import shm_name
 from stddaq_common.ring import ImageRing
-from stddaq_writer.write_behind import WriteBehind
+from stddaq_writer.write_behind import DEFAULT_WINDOW_BYTES, WriteBehind
 
 HEIGHT, WIDTH = 1024, 1024
 FRAME_BYTES = HEIGHT * WIDTH * 2
@@ -71,14 +71,12 @@ def ceiling_raw(frames: list[np.ndarray[Any, Any]], n: int, path: str, write_beh
             "D/data", shape=(0, HEIGHT, WIDTH), maxshape=(None, HEIGHT, WIDTH),
             chunks=(1, HEIGHT, WIDTH), dtype="<u2",
         )
-        behind = WriteBehind(path) if write_behind else None
+        behind = WriteBehind(path, DEFAULT_WINDOW_BYTES if write_behind else 0)
         for i in range(n):
             data.id.set_extent((i + 1, HEIGHT, WIDTH))
             data.id.write_direct_chunk((i, 0, 0), frames[i % N_DISTINCT])
-            if behind is not None:
-                behind.wrote(FRAME_BYTES)
-        if behind is not None:
-            behind.close()
+            behind.wrote(FRAME_BYTES)
+        behind.close()
     os.unlink(path)
     return watch.seconds
 

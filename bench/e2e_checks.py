@@ -22,7 +22,7 @@ import numpy as np
 from bench.disk_ceiling import aligned_copies, direct_write_seconds
 from bench.harness import Stopwatch
 from stddaq_fake_camera.frames import FramePattern
-from stddaq_writer.write_behind import WriteBehind
+from stddaq_writer.write_behind import DEFAULT_WINDOW_BYTES, WriteBehind
 
 HEIGHT, WIDTH = 1024, 1024
 FILE_BOUNDS = ("v110", "v110")
@@ -99,14 +99,12 @@ def hdf5_ceiling_seconds(n: int, path: str, write_behind: bool = False) -> float
             "D/data", shape=(0, HEIGHT, WIDTH), maxshape=(None, HEIGHT, WIDTH),
             chunks=(1, HEIGHT, WIDTH), dtype="<u2",
         )
-        behind = WriteBehind(path) if write_behind else None
+        behind = WriteBehind(path, DEFAULT_WINDOW_BYTES if write_behind else 0)
         for index, frame in enumerate(frames):
             data.id.set_extent((index + 1, HEIGHT, WIDTH))
             data.id.write_direct_chunk((index, 0, 0), frame)
-            if behind is not None:
-                behind.wrote(frame.nbytes)
-        if behind is not None:
-            behind.close()
+            behind.wrote(frame.nbytes)
+        behind.close()
     os.unlink(path)
     return watch.seconds
 

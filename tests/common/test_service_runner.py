@@ -19,19 +19,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.common.configs import pco_config
+
 EXAMPLE = Path(__file__).with_name("example_service.py")
 DEADLINE_S = 60.0
 
-GOOD_CONFIG: dict[str, Any] = {
-    "detector_name": "runner-test",
-    "detector_type": "pco",
-    "n_modules": 1,
-    "bit_depth": 16,
-    "image_pixel_height": 64,
-    "image_pixel_width": 64,
-    "start_udp_port": 0,
-    "module_positions": {},
-}
+GOOD_CONFIG: dict[str, Any] = pco_config("runner-test")
 
 
 def write_config(directory: Path, **changes: Any) -> Path:

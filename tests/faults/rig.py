@@ -34,6 +34,7 @@ import zmq
 
 from stddaq_common.array10_codec import decode_array10
 from stddaq_fake_camera.frames import FramePattern
+from tests.common.configs import pco_config
 
 PYTHON = sys.executable
 STDDAQ = [PYTHON, "-m", "stddaq_common.cli"]
@@ -280,21 +281,14 @@ class Stack:
         self.data.mkdir(parents=True, exist_ok=True)
         self.rest_port, self.ws_port, self.camera_port = free_port(), free_port(), free_port()
         self.live_address = f"tcp://127.0.0.1:{free_port()}" if live_stream else None
-        document: dict[str, Any] = {
-            "detector_name": self.detector,
-            "detector_type": "pco",
-            "n_modules": 1,
-            "bit_depth": 16,
-            "image_pixel_height": height,
-            "image_pixel_width": width,
-            "start_udp_port": 0,
-            "module_positions": {},
-            "number_of_writers": writers,
-            "ipc_dir": str(self.ipc_dir),
-            "stats_collection_period": 1,
-            "live_stream_configs": {self.live_address: {"type": "forward"}} if self.live_address else {},
+        document = pco_config(
+            self.detector, height, width,
+            number_of_writers=writers,
+            ipc_dir=str(self.ipc_dir),
+            stats_collection_period=1,
+            live_stream_configs={self.live_address: {"type": "forward"}} if self.live_address else {},
             **(config or {}),
-        }
+        )
         self.writers = writers
         self.config_path = base / "daq.json"
         self.config_path.write_text(json.dumps(document))
@@ -465,6 +459,17 @@ class Stack:
             return all(w["alive"] for w in self.status()["writers"])
         except (httpx.HTTPError, KeyError):
             return False
+
+    def wait_idle(self) -> None:
+        """Wait until the driver answers, is idle and hears every writer."""
+
+        def ready() -> bool:
+            try:
+                return self.status()["state"] == "idle" and self.writers_alive()
+            except httpx.HTTPError:
+                return False
+
+        wait_for("the stack idle with every writer alive", ready)
 
     def start(self, name: str, **request: Any) -> dict[str, Any]:
         """POST /start into data/<name>; the answer (AssertionError if refused)."""

@@ -26,6 +26,7 @@ from schemathesis import GenerationMode
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from tests.common.configs import pco_config
 from tests.faults.rig import PYTHON, free_port, stop_pid, wait_for
 
 EXAMPLES = int(os.environ.get("STDDAQ_API_FUZZ_EXAMPLES", "100"))
@@ -58,17 +59,7 @@ def driver() -> Iterator[Driver]:
     base = Path(tempfile.mkdtemp(prefix="flt-api-", dir="/tmp"))
     root = base / "data"
     root.mkdir()
-    config = {
-        "detector_name": f"api-{uuid.uuid4().hex[:8]}",
-        "detector_type": "pco",
-        "n_modules": 1,
-        "bit_depth": 16,
-        "image_pixel_height": 64,
-        "image_pixel_width": 64,
-        "start_udp_port": 0,
-        "module_positions": {},
-        "ipc_dir": str(base),
-    }
+    config = pco_config(f"api-{uuid.uuid4().hex[:8]}", ipc_dir=str(base))
     config_path = base / "daq.json"
     config_path.write_text(json.dumps(config))
     rest_port, ws_port = free_port(), free_port()

@@ -11,7 +11,6 @@ import random
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 import zmq
 
@@ -42,13 +41,7 @@ class CameraFaults:
         return first
 
     def idle(self) -> None:
-        def ready() -> bool:
-            try:
-                return self.stack.status()["state"] == "idle" and self.stack.writers_alive()
-            except httpx.HTTPError:
-                return False
-
-        wait_for("the stack idle with every writer alive", ready)
+        self.stack.wait_idle()
 
     def receiver(self) -> dict[str, float]:
         """The receiver's counters from its newest stats line (logged every second)."""

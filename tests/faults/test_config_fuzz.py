@@ -14,22 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stddaq_common.config import ConfigError, DaqConfig, load_config, parse_config
+from tests.common.configs import pco_config
 
 EXAMPLES = int(os.environ.get("STDDAQ_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(
     max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
 )
 
-VALID: dict[str, Any] = {
-    "detector_name": "fuzz",
-    "detector_type": "pco",
-    "n_modules": 1,
-    "bit_depth": 16,
-    "image_pixel_height": 64,
-    "image_pixel_width": 64,
-    "start_udp_port": 0,
-    "module_positions": {},
-}
+VALID: dict[str, Any] = pco_config("fuzz")
 
 FIELDS = sorted(DaqConfig.model_fields)
 RESERVED = [

@@ -35,14 +35,7 @@ class Crashes:
 
     def healthy(self) -> None:
         """Wait until the driver answers, is idle and hears every writer."""
-
-        def ready() -> bool:
-            try:
-                return self.stack.status()["state"] == "idle" and self.stack.writers_alive()
-            except httpx.HTTPError:
-                return False
-
-        wait_for("the stack idle with every writer alive", ready)
+        self.stack.wait_idle()
 
     def crash(self, service: str) -> None:
         """Kill -9 `service`; the supervisor restarts it and every other service lives on."""

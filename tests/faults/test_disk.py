@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import pwd
 import re
 import resource
 import shutil
@@ -18,10 +17,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.faults.rig import Camera, Stack, check_files, wait_for
+from tests.common.configs import unused_uid
+from tests.faults.rig import Camera, Stack, check_files
 
 pytestmark = [
     pytest.mark.slow,
@@ -39,13 +38,7 @@ class Disk:
         self.camera = camera
 
     def idle(self) -> None:
-        def ready() -> bool:
-            try:
-                return self.stack.status()["state"] == "idle" and self.stack.writers_alive()
-            except httpx.HTTPError:
-                return False
-
-        wait_for("the stack idle with every writer alive", ready)
+        self.stack.wait_idle()
 
     def next_acquisition_works(self, name: str) -> None:
         self.idle()
@@ -155,22 +148,12 @@ def test_file_size_limit_reached_mid_acquisition(disk: Disk) -> None:
     disk.next_acquisition_works("after-size-limit")
 
 
-def _unused_uid() -> int:
-    uid = 4321
-    while True:
-        try:
-            pwd.getpwuid(uid)
-        except KeyError:
-            return uid
-        uid += 1
-
-
 def test_directory_made_read_only_mid_acquisition(disk: Disk) -> None:
     """The files are written as a user; their directory becomes read-only while they are
     written: the open files are finished, the master file cannot be made (error, reason)."""
     stack = disk.stack
     disk.idle()
-    uid = _unused_uid()
+    uid = unused_uid()
     directory = stack.data / "read-only"
     directory.mkdir()
     os.chown(directory, uid, uid)

@@ -35,6 +35,7 @@ from stddaq_common.metadata import Compression, Dtype, ImageMeta
 from stddaq_common.names import shm_name
 from stddaq_common.ring import ImageRing
 from stddaq_common.streams import MetadataPublisher
+from tests.common.configs import pco_config
 
 DEADLINE_S = 20.0
 """Generous bound on any single wait; never part of an assertion about speed."""
@@ -75,19 +76,12 @@ def make_setup(
     ipc_dir = tempfile.mkdtemp(prefix="lst", dir="/tmp")
     name = f"lst{os.getpid()}x{next(_names)}"
     addresses = {label: f"tcp://127.0.0.1:{free_tcp_port()}" for label in streams}
-    document = {
-        "detector_name": name,
-        "detector_type": "pco",
-        "n_modules": 1,
-        "bit_depth": 16,
-        "image_pixel_height": height,
-        "image_pixel_width": width,
-        "start_udp_port": 0,
-        "module_positions": {},
-        "ipc_dir": ipc_dir,
-        "stats_collection_period": 3600,
-        "live_stream_configs": {addresses[label]: entry for label, entry in streams.items()},
-    }
+    document = pco_config(
+        name, height, width,
+        ipc_dir=ipc_dir,
+        stats_collection_period=3600,
+        live_stream_configs={addresses[label]: entry for label, entry in streams.items()},
+    )
     path = Path(ipc_dir) / "daq.json"
     path.write_text(json.dumps(document))
     return Setup(path, load_config(path), ipc_dir, addresses)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.common.configs import pco_config
 from tests.writer.driver_stub import DriverStub
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,19 +63,12 @@ class Daq:
         self.n_writers = n_writers
         self.ipc_dir = str(base / "ipc")
         os.makedirs(self.ipc_dir)
-        self.config = {
-            "detector_name": self.detector,
-            "detector_type": "pco",
-            "n_modules": 1,
-            "bit_depth": 16,
-            "image_pixel_height": height,
-            "image_pixel_width": width,
-            "start_udp_port": 0,
-            "module_positions": {},
-            "number_of_writers": n_writers,
-            "ipc_dir": self.ipc_dir,
-            "stats_collection_period": 60,
-        }
+        self.config = pco_config(
+            self.detector, height, width,
+            number_of_writers=n_writers,
+            ipc_dir=self.ipc_dir,
+            stats_collection_period=60,
+        )
         self.config_path = base / "daq.json"
         self.config_path.write_text(json.dumps(self.config))
         self.writers: list[subprocess.Popen[str]] = []

@@ -44,7 +44,7 @@ def write_file(path: str, write_behind_bytes: int) -> tuple[ImageFile, int]:
 def test_written_images_leave_the_page_cache_and_the_file_is_exact(tmp_path: Path) -> None:
     plain, plain_cached = write_file(str(tmp_path / "plain.h5"), 0)
     behind, behind_cached = write_file(str(tmp_path / "behind.h5"), WINDOW)
-    steps = behind._behind.steps if behind._behind is not None else 0
+    steps = behind._behind.steps
     plain.close(N_IMAGES)
     behind.close(N_IMAGES)
     data_bytes = N_IMAGES * H * W * 2

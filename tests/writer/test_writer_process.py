@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ import h5py
 import pytest
 
 from stddaq_writer.master_file import build_master_file
+from tests.common.configs import unused_uid
 from tests.writer.conftest import Daq, stop_process
 from tests.writer.frames import frame, meta_of
 from tests.writer.readback import check_file, h5dump_value
@@ -156,16 +156,6 @@ def test_stop_during_an_acquisition_leaves_a_valid_closed_file(own_daq: Daq, tmp
     assert attrs["n_images"] == written and "writer stopped" in attrs["close_reason"]
 
 
-def _unused_uid() -> int:
-    uid = 4321
-    while True:
-        try:
-            pwd.getpwuid(uid)
-        except KeyError:
-            return uid
-        uid += 1
-
-
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mount, user switch)")
 
 
@@ -221,7 +211,7 @@ def test_full_disk_is_an_error_the_file_stays_valid_and_the_next_acquisition_wor
 
 @needs_root
 def test_files_are_written_as_the_requested_uid(daq1: Daq, acq_id: int, shared_tmp: Path) -> None:
-    uid = _unused_uid()
+    uid = unused_uid()
     user_dir = shared_tmp / "user"
     user_dir.mkdir()
     os.chown(user_dir, uid, uid)

@@ -35,26 +35,6 @@ def _suffix(text: str) -> str:
 _send_hwm = int_in_range(1, 100_000)
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= value <= 10_000:
-        raise argparse.ArgumentTypeError(f"{value} is outside 0..10000")
-    return value
-
-
-def _nice(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= value <= 19:
-        raise argparse.ArgumentTypeError(f"{value} is outside 0..19")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the live stream's arguments (after CONFIG) to the service parser."""
     parser.add_argument(
@@ -86,12 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "fewer for large images so that a stalled viewer holds at most ~64 MiB)",
     )
     parser.add_argument(
-        "--send-buffers", dest="send_buffers", type=_count, default=None, metavar="N",
+        "--send-buffers", dest="send_buffers", type=int_in_range(0, 10_000), default=None, metavar="N",
         help="reusable zero-copy send buffers for large images (default: send_hwm + 4; "
         "0: copy every image into a new ZeroMQ message)",
     )
     parser.add_argument(
-        "--nice", dest="nice", type=_nice, default=DEFAULT_NICE, metavar="N",
+        "--nice", dest="nice", type=int_in_range(0, 19), default=DEFAULT_NICE, metavar="N",
         help=f"lower the live stream's CPU priority by N (default {DEFAULT_NICE}): when CPUs are "
         "short, the acquisition's services come first; 0 keeps the priority",
     )

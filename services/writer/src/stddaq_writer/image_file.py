@@ -93,7 +93,7 @@ class ImageFile:
         self.spec = spec
         self._handles = handles
         self._data_id = handles.data.id
-        self._behind = WriteBehind(path, write_behind_bytes) if write_behind_bytes > 0 else None
+        self._behind = WriteBehind(path, write_behind_bytes)
         self._extent = 0
         self._pending = PendingRecords(len(spec.columns))
         self._zero_image = np.zeros((spec.height, spec.width), spec.dtype)
@@ -137,8 +137,7 @@ class ImageFile:
         self._data_id.write_direct_chunk((index, 0, 0), chunk)
         nbytes = memoryview(chunk).nbytes
         self.bytes_written += nbytes
-        if self._behind is not None:
-            self._behind.wrote(nbytes)
+        self._behind.wrote(nbytes)
 
     def clear_chunk(self, index: int) -> None:
         """Overwrite the chunk at `index` with zeros (the fill value) through the filters."""
@@ -205,8 +204,7 @@ class ImageFile:
             group.attrs["close_reason"] = reason
         except BaseException as error:  # closing must happen whatever failed
             first_error = error
-        if self._behind is not None:
-            self._behind.close()
+        self._behind.close()
         try:
             self._handles.file.close()
         except BaseException as error:

@@ -49,7 +49,8 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
 
 
 class WriteBehind:
-    """Keeps one file's written data from piling up in the page cache."""
+    """Keeps one file's written data from piling up in the page cache (off when
+    `window_bytes` is 0)."""
 
     def __init__(self, path: str, window_bytes: int = DEFAULT_WINDOW_BYTES) -> None:
         self.path = path
