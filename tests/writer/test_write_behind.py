@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -75,3 +76,11 @@ def test_a_file_it_cannot_open_gets_plain_writes(tmp_path: Path) -> None:
     assert not behind.enabled
     behind.wrote(4096)  # no error, nothing done
     behind.close()
+
+
+def test_a_negative_window_is_refused_at_startup_naming_the_option() -> None:
+    config = Path(__file__).parents[1] / "data" / "gf_tomcat.json"
+    result = subprocess.run([sys.executable, "-m", "stddaq_writer", str(config), "--write-behind-mb", "-1"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "--write-behind-mb: -1 is outside 0..1048576" in result.stderr

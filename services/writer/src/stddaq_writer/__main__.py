@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 
+from stddaq_common.arg_types import int_in_range
 from stddaq_common.config import DaqConfig
 from stddaq_common.service import StartupError, run_service
 from stddaq_common.stats import Stats
@@ -27,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--write-behind-mb",
-        type=float,
-        default=DEFAULT_WINDOW_BYTES / 2**20,
+        type=int_in_range(0, 1 << 20),
+        default=DEFAULT_WINDOW_BYTES // 2**20,
         help="every this many MB written, start writing them back to disk and drop the "
         "previous ones from the page cache (0: leave the page cache to the kernel)",
     )
