@@ -18,7 +18,7 @@ help:
 	@echo "make demo       run the demo (main job)"
 	@echo "make test       lint + the whole test suite (sets everything up first)"
 	@echo "make bench      all benchmarks (BENCH_QUICK=1 for the short mode)"
-	@echo "make lint       ruff + mypy on libs/ and services/"
+	@echo "make lint       ruff + mypy on libs/ and services/ + import-linter contracts"
 	@echo "make proto      regenerate the protobuf code from protos/"
 	@echo "make docs       regenerate docs/config-schema.json, docs/config.md, docs/openapi.json"
 	@echo "make images     build the service images (BASE_IMAGE=..., docs/deployment.md)"
@@ -49,6 +49,7 @@ docs: setup
 lint: setup
 	$(VENV)/bin/ruff check libs services tests bench scripts
 	$(VENV)/bin/mypy libs/stddaq_common/src $(wildcard services/*/src)
+	$(VENV)/bin/lint-imports --no-cache
 
 test: setup system-deps lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -4,7 +4,7 @@ Frame: 1024x1024 uint16 (2 MiB), Poisson(100) noise, as a camera sends it. GB/s 
 uncompressed image bytes. The slot is a pre-faulted shared mapping (shmem, like the
 /dev/shm ring). Ceilings: the `bitshuffle` package decompressing the same blocks into a
 new array, with its default OpenMP threads (what any caller gets) and with one thread
-(what stddaq's codec uses, see stddaq_common._bshuf_native), the better of the two; and
+(what stddaq's codec uses, see stddaq_common.wire._bshuf_native), the better of the two; and
 `lz4.block.decompress` into new bytes. Also recorded: the alternative pipeline, the
 library's new array copied into the slot.
 """
@@ -22,8 +22,8 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.harness import BenchRecord, record
-from stddaq_common.bsread_codec import BsreadDecoder, BsreadEncoder, ChannelSpec, decode_value_into
-from stddaq_common.compression import default_block_elements
+from stddaq_common.wire.bsread import BsreadDecoder, BsreadEncoder, ChannelSpec, decode_value_into
+from stddaq_common.wire.compression import default_block_elements
 
 HEIGHT = WIDTH = 1024
 

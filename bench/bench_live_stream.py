@@ -44,11 +44,11 @@ import numpy as np
 import zmq
 
 from bench.harness import BenchRecord, rate, record
-from stddaq_common.array10_codec import encode_array10_header
-from stddaq_common.config import load_config
-from stddaq_common.metadata import Dtype, ImageMeta
-from stddaq_common.ring import ImageRing
-from stddaq_common.streams import MetadataPublisher, MetadataSubscriber
+from stddaq_common.bus.metadata import Dtype, ImageMeta
+from stddaq_common.bus.metadata_stream import MetadataPublisher, MetadataSubscriber
+from stddaq_common.config.model import load_config
+from stddaq_common.ring.image_ring import ImageRing
+from stddaq_common.wire.array10 import encode_array10_header
 
 HEIGHT, WIDTH = 1024, 1024
 FRAME_BYTES = HEIGHT * WIDTH * 2

@@ -29,14 +29,14 @@ import zmq
 
 from bench.harness import BenchRecord, Stopwatch, best_of, rate, record
 from stddaq_common._proto import std_daq_protocol_pb2 as pb  # ceiling only: the raw codec
-from stddaq_common.metadata import (
+from stddaq_common.bus.metadata import (
     Dtype,
     ImageMeta,
     PcoInfo,
     decode_image_metadata,
     encode_image_metadata,
 )
-from stddaq_common.streams import DEFAULT_HWM, MetadataPublisher, MetadataSubscriber
+from stddaq_common.bus.metadata_stream import DEFAULT_HWM, MetadataPublisher, MetadataSubscriber
 
 SAMPLE = ImageMeta(
     image_id=123_456_789,
@@ -52,7 +52,7 @@ RAW_PROBE = b"probe"
 _END_WAIT_MS = 3000
 """A subscriber that sees nothing for this long stops counting (the rest is lost)."""
 
-# Modes: how the subscriber receives. "decoded" and "bytes" use stddaq_common.streams.
+# Modes: how the subscriber receives. "decoded" and "bytes" use stddaq_common.bus.metadata_stream.
 DECODED, BYTES, RAW = "decoded", "bytes", "raw"
 
 

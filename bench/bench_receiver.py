@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.harness import BenchRecord, record
+from stddaq_common.bus.metadata_stream import MetadataSubscriber
 from stddaq_common.names import ipc_path, shm_name
-from stddaq_common.ring import ImageRing
-from stddaq_common.streams import MetadataSubscriber
+from stddaq_common.ring.image_ring import ImageRing
 from stddaq_fake_camera.frames import FramePattern
 from stddaq_receiver.malloc_tuning import MAX_MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES
 

@@ -19,8 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.harness import BenchRecord, Stopwatch, rate, record
-from stddaq_common.geometry import RingGeometry
-from stddaq_common.ring import ImageRing
+from stddaq_common.ring.geometry import RingGeometry
+from stddaq_common.ring.image_ring import ImageRing
 
 FRAME_SHAPE = (1024, 1024)
 FRAME_BYTES = FRAME_SHAPE[0] * FRAME_SHAPE[1] * 2

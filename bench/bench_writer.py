@@ -16,7 +16,7 @@ Ceilings, measured in the same run on the same frames and disk (/tmp):
 - disk: one process writing the frames with O_DIRECT, no HDF5 (bench/disk_ceiling.py):
   what the disk takes when no page cache is in the way;
 - compressed: bitshuffle+LZ4 compression speed of the same frames in one thread
-  (stddaq_common.compression, what the writer uses), and one process compressing and
+  (stddaq_common.wire.compression, what the writer uses), and one process compressing and
   writing them with direct chunk writes.
 Runs alternate (ceiling, pipeline, ...) and the best of each is kept: the disk is noisy.
 """
@@ -41,12 +41,12 @@ import zmq
 
 from bench.disk_ceiling import aligned_copies, direct_write_seconds
 from bench.harness import BenchRecord, Stopwatch, rate, record
-from stddaq_common.compression import bitshuffle_lz4_compress_into, bitshuffle_lz4_max_size
-from stddaq_common.config import parse_config
-from stddaq_common.geometry import ring_geometry
-from stddaq_common.metadata import Dtype, ImageMeta, PcoInfo, encode_image_metadata
+from stddaq_common.bus.metadata import Dtype, ImageMeta, PcoInfo, encode_image_metadata
+from stddaq_common.config.model import parse_config
 from stddaq_common.names import shm_name
-from stddaq_common.ring import ImageRing
+from stddaq_common.ring.geometry import ring_geometry
+from stddaq_common.ring.image_ring import ImageRing
+from stddaq_common.wire.compression import bitshuffle_lz4_compress_into, bitshuffle_lz4_max_size
 from stddaq_writer.write_behind import DEFAULT_WINDOW_BYTES, WriteBehind
 
 HEIGHT, WIDTH = 1024, 1024

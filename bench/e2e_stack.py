@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bench.bench_receiver import SINK_MALLOC_ENV
-from stddaq_common.config import DaqConfig, load_config
+from stddaq_common.config.model import DaqConfig, load_config
 from stddaq_stack.child import Child, ProcessSpec
 from stddaq_stack.leftovers import remove_leftovers
 from stddaq_stack.proc_stats import cpu_seconds

@@ -21,7 +21,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from stddaq_common.config import load_config
+from stddaq_common.config.model import load_config
 from stddaq_fake_camera.frames import FramePattern
 from stddaq_stack.cli import shutdown
 from stddaq_stack.progress import watch

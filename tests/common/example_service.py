@@ -11,9 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-from stddaq_common.config import DaqConfig
-from stddaq_common.service import StartupError, main_for
-from stddaq_common.stats import Stats
+from stddaq_common.config.model import DaqConfig
+from stddaq_common.runtime.runner import StartupError, main_for
+from stddaq_common.runtime.stats import Stats
 
 
 class ExampleService:

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from stddaq_common.geometry import RingGeometry
-from stddaq_common.ring import ImageRing, RingOwnerExists, SlotBusy
+from stddaq_common.ring.geometry import RingGeometry
+from stddaq_common.ring.image_ring import ImageRing, RingOwnerExists, SlotBusy
 
 Frame = npt.NDArray[np.uint16]
 

@@ -10,7 +10,7 @@ import os
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 
-from stddaq_common.metadata import (
+from stddaq_common.bus.metadata import (
     Compression,
     DetectorInfo,
     Dtype,
@@ -21,7 +21,7 @@ from stddaq_common.metadata import (
     PcoInfo,
     Status,
 )
-from stddaq_common.streams import MetadataPublisher
+from stddaq_common.bus.metadata_stream import MetadataPublisher
 
 PROBE_ID = 0
 """image_id of the probe messages sent until the subscriber is known to be connected."""

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stddaq_common.array10_codec import (
+from stddaq_common.wire.array10 import (
     ARRAY10_TYPES,
     Array10Header,
     decode_array10,
@@ -16,7 +16,7 @@ from stddaq_common.array10_codec import (
     encode_array10,
     encode_array10_header,
 )
-from stddaq_common.wire_errors import HEADER, JSON, PARTS, SIZE, WireFormatError
+from stddaq_common.wire.errors import HEADER, JSON, PARTS, SIZE, WireFormatError
 
 
 def test_header_bytes_are_exactly_upstreams() -> None:

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import zmq
 
-from stddaq_common.bsread_channels import ChannelSpec, bsread_type_of, parse_channel
-from stddaq_common.bsread_codec import (
+from stddaq_common.wire.bsread import (
     BsreadDecoder,
     BsreadEncoder,
     decode_value,
     decode_value_into,
 )
-from stddaq_common.compression import bitshuffle_lz4_compress, lz4_compress
-from stddaq_common.wire_errors import (
+from stddaq_common.wire.bsread_channels import ChannelSpec, bsread_type_of, parse_channel
+from stddaq_common.wire.compression import bitshuffle_lz4_compress, lz4_compress
+from stddaq_common.wire.errors import (
     COMPRESSION,
     HASH,
     HEADER,

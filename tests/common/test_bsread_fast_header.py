@@ -15,9 +15,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stddaq_common.bsread_codec import BsreadEncoder, ChannelSpec, _parse_main_header
-from stddaq_common.bsread_fast_header import match_main_header
-from stddaq_common.wire_errors import WireFormatError
+from stddaq_common.wire.bsread import BsreadEncoder, ChannelSpec, _parse_main_header
+from stddaq_common.wire.bsread_fast_header import match_main_header
+from stddaq_common.wire.errors import WireFormatError
 
 EXAMPLES = int(os.environ.get("STDDAQ_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow],

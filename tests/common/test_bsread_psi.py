@@ -15,7 +15,7 @@ import pytest
 import zmq
 from bsread import PULL, Sender, Source
 
-from stddaq_common.bsread_codec import (
+from stddaq_common.wire.bsread import (
     BsreadDecoder,
     BsreadEncoder,
     BsreadMessage,

@@ -18,16 +18,16 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stddaq_common.array10_codec import decode_array10
-from stddaq_common.bsread_codec import (
+from stddaq_common.wire.array10 import decode_array10
+from stddaq_common.wire.bsread import (
     BsreadDecoder,
     BsreadEncoder,
     ChannelSpec,
     decode_value,
     decode_value_into,
 )
-from stddaq_common.compression import bitshuffle_lz4_decompress_into, lz4_decompress_into
-from stddaq_common.wire_errors import KINDS, WireFormatError
+from stddaq_common.wire.compression import bitshuffle_lz4_decompress_into, lz4_decompress_into
+from stddaq_common.wire.errors import KINDS, WireFormatError
 
 H, W = 8, 24
 MAX_BYTES = 1 << 20

@@ -15,8 +15,8 @@ import pytest
 from bsread.data.compression import LZ4 as PsiLz4
 from bsread.data.compression import BitshuffleLZ4 as PsiBitshuffle
 
-from stddaq_common import _bshuf_native, compression
-from stddaq_common.compression import (
+from stddaq_common.wire import _bshuf_native, compression
+from stddaq_common.wire.compression import (
     bitshuffle_lz4_compress,
     bitshuffle_lz4_compress_into,
     bitshuffle_lz4_compress_view,
@@ -30,7 +30,7 @@ from stddaq_common.compression import (
     lz4_decompress_into,
     lz4_max_size,
 )
-from stddaq_common.wire_errors import COMPRESSION, SIZE, WireFormatError
+from stddaq_common.wire.errors import COMPRESSION, SIZE, WireFormatError
 
 DTYPES = ["u1", "<u2", ">u2", "<i4", "<u8", "<f2", "<f4", ">f8", "?"]
 SIZES = [0, 1, 7, 8, 9, 100, 4096, 4096 * 3 + 13, 70001]

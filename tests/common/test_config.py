@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from stddaq_common.cli import main as stddaq_main
-from stddaq_common.config import ConfigError, DaqConfig, config_json_schema, load_config
-from stddaq_common.config_docs import config_markdown
-from stddaq_common.geometry import RingGeometry, image_dtype, ring_geometry
+from stddaq_common.config.docs import config_markdown
+from stddaq_common.config.model import ConfigError, DaqConfig, config_json_schema, load_config
+from stddaq_common.ring.geometry import RingGeometry, image_dtype, ring_geometry
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_EXAMPLE = REPO.parent / "shared" / "examples" / "gf_tomcat.json"

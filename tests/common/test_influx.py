@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from stddaq_common.counters import Counter
-from stddaq_common.influx import InfluxPoster
-from stddaq_common.stats import Stats
+from stddaq_common.runtime.counters import Counter
+from stddaq_common.runtime.influx import InfluxPoster
+from stddaq_common.runtime.stats import Stats
 
 INFLUXD = shutil.which("influxd")
 pytestmark = pytest.mark.skipif(INFLUXD is None, reason="influxd not installed")

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import pytest
 
-from stddaq_common.logs import log_level, setup_logging
+from stddaq_common.runtime.logs import log_level, setup_logging
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stddaq_common.stats import Stats
+from stddaq_common.runtime.stats import Stats
 
 
 def scrape(port: int) -> str:

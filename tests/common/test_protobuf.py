@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stddaq_common._proto import std_daq_protocol_pb2 as generated
-from stddaq_common.metadata import (
+from stddaq_common.bus.metadata import (
     Compression,
     DetectorInfo,
     Dtype,

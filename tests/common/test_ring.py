@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stddaq_common.config import parse_config
-from stddaq_common.geometry import RingGeometry
-from stddaq_common.ring import ImageRing, RingError, RingOwnerExists, SlotBusy
+from stddaq_common.config.model import parse_config
+from stddaq_common.ring.geometry import RingGeometry
+from stddaq_common.ring.image_ring import ImageRing, RingError, RingOwnerExists, SlotBusy
 from tests.common.ring_child import fill_frame, make_frame
 
 CHILD_SCRIPT = Path(__file__).with_name("ring_child.py")

@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stddaq_common.counters import Counter, Gauge
-from stddaq_common.line_protocol import (
+from stddaq_common.runtime.counters import Counter, Gauge
+from stddaq_common.runtime.line_protocol import (
     escape_key,
     escape_measurement,
     format_field_value,
     format_line,
 )
-from stddaq_common.stats import STATS_LOGGER, Stats
+from stddaq_common.runtime.stats import STATS_LOGGER, Stats
 
 T0 = 1000.0  # a monotonic time the tests choose, so rates are exact
 

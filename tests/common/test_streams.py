@@ -15,11 +15,11 @@ from multiprocessing.process import BaseProcess
 import pytest
 import zmq
 
-from stddaq_common import streams
-from stddaq_common.config import parse_config
-from stddaq_common.metadata import Dtype, ImageMeta, encode_image_metadata
+from stddaq_common.bus import metadata_stream as streams
+from stddaq_common.bus.metadata import Dtype, ImageMeta, encode_image_metadata
+from stddaq_common.bus.metadata_stream import MetadataPublisher, MetadataSubscriber, StreamError
+from stddaq_common.config.model import parse_config
 from stddaq_common.names import ipc_address
-from stddaq_common.streams import MetadataPublisher, MetadataSubscriber, StreamError
 from tests.common.stream_peers import (
     PROBE_ID,
     bind_and_crash,
@@ -139,13 +139,13 @@ def test_garbage_is_counted_and_skipped(
     good = ImageMeta(42, 10, 20, 400, Dtype.UINT16)
     with MetadataPublisher(address) as publisher, MetadataSubscriber(address) as subscriber:
         connect(publisher, subscriber)
-        caplog.set_level(logging.WARNING, logger="stddaq_common.streams")
+        caplog.set_level(logging.WARNING, logger="stddaq_common.bus.metadata_stream")
         for _ in range(5):
             assert publisher.publish_bytes(garbage)
         assert publisher.publish(good)
         assert next_real(subscriber) == good
         assert subscriber.bad_messages == 5
-    warnings = [r.getMessage() for r in caplog.records if r.name == "stddaq_common.streams"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "stddaq_common.bus.metadata_stream"]
     assert len(warnings) == 1, "bad messages must be logged rate-limited"
     assert address in warnings[0] and garbage[:16].hex() in warnings[0]
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stddaq_common.config import load_config
+from stddaq_common.config.model import load_config
 from tests.deploy.tools import DEMO_INVENTORY, REPO, compose_binary, run, tool, tool_env
 
 RING_READERS = ("writer-0", "writer-1", "live-stream-0")

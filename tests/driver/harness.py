@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from stddaq_common.metadata import Dtype, ImageMeta
-from stddaq_common.streams import MetadataPublisher
+from stddaq_common.bus.metadata import Dtype, ImageMeta
+from stddaq_common.bus.metadata_stream import MetadataPublisher
 
 DEADLINE_S = 30.0
 """Generous deadline for anything a test waits for (never a timing assertion)."""

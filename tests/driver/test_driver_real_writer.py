@@ -21,10 +21,10 @@ import hdf5plugin  # noqa: F401  (registers the bitshuffle filter for reading)
 import numpy as np
 import pytest
 
-from stddaq_common.config import load_config
-from stddaq_common.geometry import ring_geometry
+from stddaq_common.config.model import load_config
 from stddaq_common.names import shm_name
-from stddaq_common.ring import ImageRing
+from stddaq_common.ring.geometry import ring_geometry
+from stddaq_common.ring.image_ring import ImageRing
 from tests.driver.harness import (
     DEADLINE_S,
     DriverProcess,

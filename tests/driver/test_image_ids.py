@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stddaq_common.metadata import (
+from stddaq_common.bus.metadata import (
     Dtype,
     GfInfo,
     ImageMeta,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stddaq_common.array10_codec import decode_array10
-from stddaq_common.bsread_codec import BsreadDecoder, decode_value
-from stddaq_common.wire_errors import WireFormatError
+from stddaq_common.wire.array10 import decode_array10
+from stddaq_common.wire.bsread import BsreadDecoder, decode_value
+from stddaq_common.wire.errors import WireFormatError
 from stddaq_fake_camera.frames import FramePattern, expected_frame
 from stddaq_fake_camera.messages import MessageMaker
 from stddaq_fake_camera.schedule import SendKind

@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 import zmq
 
-from stddaq_common.array10_codec import decode_array10
+from stddaq_common.wire.array10 import decode_array10
 from stddaq_fake_camera.frames import FramePattern
 from tests.common.configs import pco_config
 

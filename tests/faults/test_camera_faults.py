@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import zmq
 
-from stddaq_common.bsread_codec import BsreadEncoder, ChannelSpec
+from stddaq_common.wire.bsread import BsreadEncoder, ChannelSpec
 from tests.faults.rig import Stack, wait_for
 
 pytestmark = pytest.mark.slow

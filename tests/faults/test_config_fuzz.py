@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stddaq_common.config import ConfigError, DaqConfig, load_config, parse_config
+from stddaq_common.config.model import ConfigError, DaqConfig, load_config, parse_config
 from tests.common.configs import pco_config
 
 EXAMPLES = int(os.environ.get("STDDAQ_FUZZ_EXAMPLES", "150"))

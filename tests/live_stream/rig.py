@@ -28,13 +28,13 @@ import numpy as np
 import numpy.typing as npt
 import zmq
 
-from stddaq_common.compression import bitshuffle_lz4_compress
-from stddaq_common.config import DaqConfig, load_config
-from stddaq_common.geometry import ring_geometry
-from stddaq_common.metadata import Compression, Dtype, ImageMeta
+from stddaq_common.bus.metadata import Compression, Dtype, ImageMeta
+from stddaq_common.bus.metadata_stream import MetadataPublisher
+from stddaq_common.config.model import DaqConfig, load_config
 from stddaq_common.names import shm_name
-from stddaq_common.ring import ImageRing
-from stddaq_common.streams import MetadataPublisher
+from stddaq_common.ring.geometry import ring_geometry
+from stddaq_common.ring.image_ring import ImageRing
+from stddaq_common.wire.compression import bitshuffle_lz4_compress
 from tests.common.configs import pco_config
 
 DEADLINE_S = 20.0

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import zmq
 
-from stddaq_common.compression import bitshuffle_lz4_compress
-from stddaq_common.geometry import RingGeometry
-from stddaq_common.ring import ImageRing
-from stddaq_common.wire_errors import WireFormatError
+from stddaq_common.ring.geometry import RingGeometry
+from stddaq_common.ring.image_ring import ImageRing
+from stddaq_common.wire.compression import bitshuffle_lz4_compress
+from stddaq_common.wire.errors import WireFormatError
 from stddaq_live_stream.image_copy import SMALL_IMAGE_BYTES, ImageCopier, NotCopied
 
 SLOT_BYTES = 256 * 1024

@@ -17,8 +17,8 @@ import pytest
 from bsread import SUB
 from bsread.source import Source
 
-from stddaq_common.metadata import Compression, Dtype, ImageMeta
-from stddaq_common.streams import MetadataSubscriber
+from stddaq_common.bus.metadata import Compression, Dtype, ImageMeta
+from stddaq_common.bus.metadata_stream import MetadataSubscriber
 from tests.live_stream.rig import (
     DEADLINE_S,
     LiveStreamProcess,

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import zmq
 
-from stddaq_common.bsread_codec import BsreadDecoder, decode_value
-from stddaq_common.compression import bitshuffle_lz4_compress
-from stddaq_common.metadata import Compression, Dtype, ImageMeta, PcoInfo
+from stddaq_common.bus.metadata import Compression, Dtype, ImageMeta, PcoInfo
+from stddaq_common.wire.bsread import BsreadDecoder, decode_value
+from stddaq_common.wire.compression import bitshuffle_lz4_compress
 from stddaq_live_stream.image_layout import layout_of
 from stddaq_live_stream.output_formats import Array10Format, BsreadFormat
 

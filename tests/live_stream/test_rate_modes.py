@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stddaq_common.config import LiveStreamConfig
+from stddaq_common.config.model import LiveStreamConfig
 from stddaq_live_stream.rate_modes import (
     BatchMode,
     ForwardMode,

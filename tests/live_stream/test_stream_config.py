@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from stddaq_common.config import DaqConfig, parse_config
-from stddaq_common.service import StartupError, build_parser
+from stddaq_common.config.model import DaqConfig, parse_config
+from stddaq_common.runtime.runner import StartupError, build_parser
 from stddaq_live_stream.cli import add_arguments, options_from
 from stddaq_live_stream.service import default_send_hwm
 from stddaq_live_stream.stream_config import UnknownStreamAddress, stream_config_for

@@ -19,10 +19,10 @@ from typing import IO, Any
 
 import pytest
 
-from stddaq_common.metadata import ImageMeta
+from stddaq_common.bus.metadata import ImageMeta
+from stddaq_common.bus.metadata_stream import MetadataSubscriber
 from stddaq_common.names import ipc_address, ipc_path, shm_name
-from stddaq_common.ring import ImageRing
-from stddaq_common.streams import MetadataSubscriber
+from stddaq_common.ring.image_ring import ImageRing
 
 PYTHON = sys.executable
 READY_TIMEOUT_S = 60.0

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from stddaq_common.bsread_codec import BsreadEncoder, ChannelSpec
-from stddaq_common.geometry import RingGeometry
-from stddaq_common.metadata import ImageMeta
-from stddaq_common.ring import ImageRing
-from stddaq_common.stats import Stats
+from stddaq_common.bus.metadata import ImageMeta
+from stddaq_common.ring.geometry import RingGeometry
+from stddaq_common.ring.image_ring import ImageRing
+from stddaq_common.runtime.stats import Stats
+from stddaq_common.wire.bsread import BsreadEncoder, ChannelSpec
 from stddaq_fake_camera.frames import FramePattern
 from stddaq_fake_camera.messages import MessageMaker
 from stddaq_fake_camera.schedule import SendKind

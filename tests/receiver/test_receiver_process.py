@@ -8,8 +8,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from stddaq_common.metadata import Compression, Dtype, ImageMeta, PcoInfo, Status
-from stddaq_common.ring import ImageRing
+from stddaq_common.bus.metadata import Compression, Dtype, ImageMeta, PcoInfo, Status
+from stddaq_common.ring.image_ring import ImageRing
 from stddaq_fake_camera.frames import FramePattern
 from tests.receiver.conftest import (
     HEIGHT,

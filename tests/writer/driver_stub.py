@@ -9,7 +9,7 @@ from typing import Any
 
 import zmq
 
-from stddaq_common.metadata import ImageMeta, encode_image_metadata
+from stddaq_common.bus.metadata import ImageMeta, encode_image_metadata
 
 DEADLINE_S = 30.0
 

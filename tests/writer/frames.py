@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from stddaq_common.compression import bitshuffle_lz4_compress
-from stddaq_common.metadata import Compression, ImageMeta, PcoInfo, dtype_of
+from stddaq_common.bus.metadata import Compression, ImageMeta, PcoInfo, dtype_of
+from stddaq_common.wire.compression import bitshuffle_lz4_compress
 
 TIMESTAMP_SEC = 1_700_000_000
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import signal
 import sys
 
-from stddaq_common.config import load_config
-from stddaq_common.geometry import image_dtype
-from stddaq_common.ring import ImageRing
+from stddaq_common.config.model import load_config
+from stddaq_common.ring.geometry import image_dtype
+from stddaq_common.ring.image_ring import ImageRing
 from tests.writer.frames import compressed_frame, frame
 
 

@@ -12,9 +12,9 @@ import h5py
 import numpy as np
 import pytest
 
-from stddaq_common.geometry import RingGeometry
-from stddaq_common.metadata import Dtype
-from stddaq_common.ring import ImageRing, SlotView
+from stddaq_common.bus.metadata import Dtype
+from stddaq_common.ring.geometry import RingGeometry
+from stddaq_common.ring.image_ring import ImageRing, SlotView
 from stddaq_writer.chunk_writer import ChunkWriter, Outcome
 from stddaq_writer.h5_layout import FileSpec, image_columns
 from stddaq_writer.image_file import ImageFile

@@ -13,8 +13,8 @@ import h5py
 import numpy as np
 import pytest
 
-from stddaq_common.compression import bitshuffle_lz4_compress
-from stddaq_common.metadata import EgInfo, GfInfo, JfInfo, PcoInfo
+from stddaq_common.bus.metadata import EgInfo, GfInfo, JfInfo, PcoInfo
+from stddaq_common.wire.compression import bitshuffle_lz4_compress
 from stddaq_writer.h5_layout import BITSHUFFLE_FILTER_ID, FileSpec, image_columns
 from stddaq_writer.image_file import ImageFile
 from tests.writer.frames import frame

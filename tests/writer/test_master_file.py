@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from stddaq_common.compression import bitshuffle_lz4_compress
-from stddaq_common.metadata import PcoInfo
+from stddaq_common.bus.metadata import PcoInfo
+from stddaq_common.wire.compression import bitshuffle_lz4_compress
 from stddaq_writer.h5_layout import FileSpec, image_columns
 from stddaq_writer.image_file import ImageFile
 from stddaq_writer.master_file import MasterFileError, build_master_file, interleaved_length

@@ -12,9 +12,9 @@ import json
 import sys
 from importlib.metadata import entry_points
 
-from stddaq_common.config import ConfigError, config_json_schema, load_config
-from stddaq_common.config_docs import config_markdown
-from stddaq_common.geometry import ring_geometry
+from stddaq_common.config.docs import config_markdown
+from stddaq_common.config.model import ConfigError, config_json_schema, load_config
+from stddaq_common.ring.geometry import ring_geometry
 
 
 def _validate(files: list[str], quiet: bool) -> int:

@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from stddaq_common.config import DaqConfig, format_validation_error
-from stddaq_common.stats import Stats
+from stddaq_common.config.model import DaqConfig, format_validation_error
+from stddaq_common.runtime.stats import Stats
 from stddaq_driver.acquisition import AcquisitionPlan, master_file, writer_file
 from stddaq_driver.driver_stats import WebCounters
 from stddaq_driver.engine import Engine, ReconfigureCommand, StartCommand, StopCommand

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stddaq_common.stats import Counter, Gauge, Stats
+from stddaq_common.runtime.stats import Counter, Gauge, Stats
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from stddaq_common.config import DaqConfig
-from stddaq_common.metadata import MetadataError
-from stddaq_common.streams import MetadataSubscriber
+from stddaq_common.bus.metadata import MetadataError
+from stddaq_common.bus.metadata_stream import MetadataSubscriber
+from stddaq_common.config.model import DaqConfig
 from stddaq_driver.acquisition import (
     Acquisition,
     AcquisitionPlan,

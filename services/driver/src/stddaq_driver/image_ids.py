@@ -7,7 +7,7 @@ normally comes first; anything else falls back to the full decoder of stddaq_com
 
 from __future__ import annotations
 
-from stddaq_common.metadata import MetadataError, decode_image_metadata
+from stddaq_common.bus.metadata import MetadataError, decode_image_metadata
 
 _IMAGE_ID_TAG = 0x08
 _MAX_VARINT_BYTES = 10

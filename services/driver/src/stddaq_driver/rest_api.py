@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from stddaq_common.config import DaqConfig
+from stddaq_common.config.model import DaqConfig
 from stddaq_driver import __version__
 from stddaq_driver.auth import TokenAuth
 from stddaq_driver.control import DriverControl, Refused

@@ -12,9 +12,9 @@ import logging
 import os
 import threading
 
-from stddaq_common.config import DaqConfig
-from stddaq_common.service import StartupError
-from stddaq_common.stats import Stats
+from stddaq_common.config.model import DaqConfig
+from stddaq_common.runtime.runner import StartupError
+from stddaq_common.runtime.stats import Stats
 from stddaq_driver.auth import TokenAuth
 from stddaq_driver.control import DriverControl
 from stddaq_driver.driver_stats import engine_counters, web_counters

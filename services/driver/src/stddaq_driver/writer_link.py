@@ -16,8 +16,8 @@ from typing import Any
 
 import zmq
 
+from stddaq_common.bus.metadata_stream import ipc_file_of
 from stddaq_common.names import ipc_address
-from stddaq_common.streams import ipc_file_of
 from stddaq_driver.writer_messages import (
     KIND_CLOSE,
     KIND_CREATE,

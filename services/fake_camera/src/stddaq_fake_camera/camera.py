@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from stddaq_common.byte_views import BufferLike
+from stddaq_common.wire.byte_views import BufferLike
 from stddaq_fake_camera.messages import MessageMaker
 from stddaq_fake_camera.schedule import SendKind
 

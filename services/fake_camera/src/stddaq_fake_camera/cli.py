@@ -19,7 +19,7 @@ from types import FrameType
 
 import numpy as np
 
-from stddaq_common.logs import setup_logging
+from stddaq_common.runtime.logs import setup_logging
 from stddaq_fake_camera.camera import FakeCamera, StopFlag
 from stddaq_fake_camera.frames import DEFAULT_PERIOD, FramePattern
 from stddaq_fake_camera.messages import COMPRESSIONS, MessageMaker

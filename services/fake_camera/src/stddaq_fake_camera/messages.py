@@ -14,10 +14,10 @@ from typing import Literal
 
 import numpy as np
 
-from stddaq_common.array10_codec import encode_array10
-from stddaq_common.bsread_codec import BsreadEncoder, ChannelSpec, bsread_type_of
-from stddaq_common.byte_views import BufferLike
-from stddaq_common.compression import bitshuffle_lz4_compress, lz4_compress
+from stddaq_common.wire.array10 import encode_array10
+from stddaq_common.wire.bsread import BsreadEncoder, ChannelSpec, bsread_type_of
+from stddaq_common.wire.byte_views import BufferLike
+from stddaq_common.wire.compression import bitshuffle_lz4_compress, lz4_compress
 from stddaq_fake_camera.frames import FramePattern
 from stddaq_fake_camera.schedule import SendKind
 

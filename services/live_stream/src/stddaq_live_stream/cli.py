@@ -3,7 +3,7 @@
     stddaq-live-stream CONFIG tcp://127.0.0.1:20000 [-s SUFFIX] [-t array-1.0|bsread]
 
 CONFIG (the DAQ config file) and the common service options come from
-stddaq_common.service; this module adds the live stream's own arguments.
+stddaq_common.runtime.runner; this module adds the live stream's own arguments.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from stddaq_common.arg_types import int_in_range
 from stddaq_common.names import IMAGE_SUFFIX
+from stddaq_common.runtime.arg_types import int_in_range
 
 OutputType = Literal["array-1.0", "bsread"]
 OUTPUT_TYPES: tuple[OutputType, ...] = ("array-1.0", "bsread")

@@ -31,8 +31,8 @@ import numpy as np
 import numpy.typing as npt
 import zmq
 
-from stddaq_common.compression import bitshuffle_lz4_decompress_into
-from stddaq_common.ring import SlotView
+from stddaq_common.ring.image_ring import SlotView
+from stddaq_common.wire.compression import bitshuffle_lz4_decompress_into
 
 SMALL_IMAGE_BYTES = 64 * 1024
 """Images smaller than this are copied into a new ZeroMQ message rather than a pool buffer."""

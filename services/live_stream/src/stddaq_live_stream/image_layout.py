@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stddaq_common.metadata import Compression, Dtype, ImageMeta, numpy_dtype
+from stddaq_common.bus.metadata import Compression, Dtype, ImageMeta, numpy_dtype
 
 
 class BadImage(ValueError):

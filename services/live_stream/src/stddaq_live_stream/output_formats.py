@@ -18,10 +18,10 @@ from typing import Protocol
 
 import zmq
 
-from stddaq_common.array10_codec import encode_array10_header
-from stddaq_common.bsread_codec import BsreadEncoder, ChannelSpec, bsread_type_of
-from stddaq_common.byte_views import byte_view
-from stddaq_common.metadata import ImageMeta, PcoInfo
+from stddaq_common.bus.metadata import ImageMeta, PcoInfo
+from stddaq_common.wire.array10 import encode_array10_header
+from stddaq_common.wire.bsread import BsreadEncoder, ChannelSpec, bsread_type_of
+from stddaq_common.wire.byte_views import byte_view
 from stddaq_live_stream.image_layout import ImageLayout
 from stddaq_live_stream.viewer_socket import Part
 

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from stddaq_common.config import LiveStreamConfig
+from stddaq_common.config.model import LiveStreamConfig
 
 
 class RateMode(Protocol):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from stddaq_common.ring import ImageRing, RingError
+from stddaq_common.ring.image_ring import ImageRing, RingError
 
 log = logging.getLogger(__name__)
 

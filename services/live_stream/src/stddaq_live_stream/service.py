@@ -7,13 +7,13 @@ import logging
 import os
 import sys
 
-from stddaq_common.config import DaqConfig
-from stddaq_common.geometry import ring_geometry
+from stddaq_common.bus.metadata_stream import MetadataSubscriber
+from stddaq_common.config.model import DaqConfig
 from stddaq_common.names import ipc_address, shm_name
-from stddaq_common.ring import ImageRing
-from stddaq_common.service import run_service
-from stddaq_common.stats import Stats
-from stddaq_common.streams import MetadataSubscriber
+from stddaq_common.ring.geometry import ring_geometry
+from stddaq_common.ring.image_ring import ImageRing
+from stddaq_common.runtime.runner import run_service
+from stddaq_common.runtime.stats import Stats
 from stddaq_live_stream.cli import LiveStreamOptions, add_arguments, options_from
 from stddaq_live_stream.output_formats import Array10Format, BsreadFormat, OutputFormat
 from stddaq_live_stream.rate_modes import rate_mode_for

@@ -6,8 +6,8 @@ that names the address, the config file, and the addresses that are configured.
 
 from __future__ import annotations
 
-from stddaq_common.config import DaqConfig, LiveStreamConfig, check_stream_address
-from stddaq_common.service import StartupError
+from stddaq_common.config.model import DaqConfig, LiveStreamConfig, check_stream_address
+from stddaq_common.runtime.runner import StartupError
 
 
 class UnknownStreamAddress(StartupError):

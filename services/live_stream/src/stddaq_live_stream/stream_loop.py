@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from stddaq_common.metadata import ImageMeta
-from stddaq_common.stats import Counter, Gauge, Stats
-from stddaq_common.streams import MetadataSubscriber
+from stddaq_common.bus.metadata import ImageMeta
+from stddaq_common.bus.metadata_stream import MetadataSubscriber
+from stddaq_common.runtime.stats import Counter, Gauge, Stats
 from stddaq_live_stream.image_copy import ImageCopier, NotCopied
 from stddaq_live_stream.image_layout import layout_of
 from stddaq_live_stream.output_formats import OutputFormat

@@ -18,7 +18,7 @@ from typing import cast
 
 import zmq
 
-from stddaq_common.service import StartupError
+from stddaq_common.runtime.runner import StartupError
 
 SUBSCRIBE = 1
 UNSUBSCRIBE = 0

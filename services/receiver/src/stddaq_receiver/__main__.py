@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from stddaq_common.service import run_service
+from stddaq_common.runtime.runner import run_service
 from stddaq_receiver.service import SERVICE_NAME, add_arguments, build
 
 

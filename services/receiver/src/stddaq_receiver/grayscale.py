@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 from typing_extensions import Buffer
 
-from stddaq_common.byte_views import byte_view, writable_byte_view
+from stddaq_common.wire.byte_views import byte_view, writable_byte_view
 
 LUMINANCE_WEIGHTS = (0.299, 0.587, 0.114)
 """ITU-R BT.601 luma weights of R, G and B."""

@@ -14,11 +14,11 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from stddaq_common.array10_codec import decode_array10
-from stddaq_common.bsread_codec import BsreadDecoder, ChannelSpec, bsread_type_of
-from stddaq_common.byte_views import BufferLike
-from stddaq_common.metadata import PcoInfo
-from stddaq_common.wire_errors import HEADER, MISSING, WireFormatError
+from stddaq_common.bus.metadata import PcoInfo
+from stddaq_common.wire.array10 import decode_array10
+from stddaq_common.wire.bsread import BsreadDecoder, ChannelSpec, bsread_type_of
+from stddaq_common.wire.byte_views import BufferLike
+from stddaq_common.wire.errors import HEADER, MISSING, WireFormatError
 
 InputFormat = Literal["bsread", "array-1.0"]
 INPUT_FORMATS: tuple[InputFormat, ...] = ("bsread", "array-1.0")

@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
 
-from stddaq_common.metadata import Compression, Dtype, ImageMeta, Status, dtype_of
-from stddaq_common.ring import SlotBusy
-from stddaq_common.stats import Counter, Gauge, Stats
-from stddaq_common.wire_errors import KINDS, WireFormatError
+from stddaq_common.bus.metadata import Compression, Dtype, ImageMeta, Status, dtype_of
+from stddaq_common.ring.image_ring import SlotBusy
+from stddaq_common.runtime.stats import Counter, Gauge, Stats
+from stddaq_common.wire.errors import KINDS, WireFormatError
 from stddaq_receiver.decode_pool import DecodePool
 from stddaq_receiver.grayscale import FrameRejected
 from stddaq_receiver.inputs import FrameDecoder, IncomingFrame

@@ -18,14 +18,14 @@ import logging
 import threading
 import time
 
-from stddaq_common.arg_types import int_in_range, positive_float
-from stddaq_common.config import DaqConfig
-from stddaq_common.geometry import image_dtype
-from stddaq_common.metadata import ImageMeta
-from stddaq_common.ring import ImageRing
-from stddaq_common.service import StartupError
-from stddaq_common.stats import Stats
-from stddaq_common.streams import MetadataPublisher
+from stddaq_common.bus.metadata import ImageMeta
+from stddaq_common.bus.metadata_stream import MetadataPublisher
+from stddaq_common.config.model import DaqConfig
+from stddaq_common.ring.geometry import image_dtype
+from stddaq_common.ring.image_ring import ImageRing
+from stddaq_common.runtime.arg_types import int_in_range, positive_float
+from stddaq_common.runtime.runner import StartupError
+from stddaq_common.runtime.stats import Stats
 from stddaq_receiver.decode_pool import DecodePool
 from stddaq_receiver.input_sockets import DEFAULT_RCVHWM, SOCKET_TYPES, InputSockets
 from stddaq_receiver.inputs import INPUT_FORMATS, frame_decoder

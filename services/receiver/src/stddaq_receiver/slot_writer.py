@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from stddaq_common.bsread_codec import ChannelSpec, decode_value_into
-from stddaq_common.compression import bitshuffle_lz4_header, lz4_uncompressed_size
-from stddaq_common.ring import ImageRing, SlotWrite
-from stddaq_common.wire_errors import SIZE, WireFormatError
+from stddaq_common.ring.image_ring import ImageRing, SlotWrite
+from stddaq_common.wire.bsread import ChannelSpec, decode_value_into
+from stddaq_common.wire.compression import bitshuffle_lz4_header, lz4_uncompressed_size
+from stddaq_common.wire.errors import SIZE, WireFormatError
 from stddaq_receiver.grayscale import Conversion, FrameRejected, plan_conversion
 from stddaq_receiver.inputs import IncomingFrame
 

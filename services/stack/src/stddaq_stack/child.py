@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 READY_PREFIX = "READY "
-"""The line every stddaq service prints once when it is ready (stddaq_common.service)."""
+"""The line every stddaq service prints once when it is ready (stddaq_common.runtime.runner)."""
 
 
 @dataclass(frozen=True)

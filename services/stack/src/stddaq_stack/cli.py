@@ -11,7 +11,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-from stddaq_common.config import ConfigError, DaqConfig, load_config
+from stddaq_common.config.model import ConfigError, DaqConfig, load_config
 from stddaq_stack.leftovers import remove_leftovers
 from stddaq_stack.progress import progress_line, watch
 from stddaq_stack.rest_client import DriverClient, DriverError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import glob
 import os
 
-from stddaq_common.config import DaqConfig
+from stddaq_common.config.model import DaqConfig
 
 
 def leftover_paths(config: DaqConfig, shm_dir: str = "/dev/shm") -> list[str]:

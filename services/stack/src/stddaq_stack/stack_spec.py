@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from stddaq_common.config import DaqConfig
+from stddaq_common.config.model import DaqConfig
 from stddaq_stack.child import ProcessSpec
 
 

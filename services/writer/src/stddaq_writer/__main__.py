@@ -6,10 +6,10 @@ import argparse
 import signal
 import sys
 
-from stddaq_common.arg_types import int_in_range
-from stddaq_common.config import DaqConfig
-from stddaq_common.service import StartupError, run_service
-from stddaq_common.stats import Stats
+from stddaq_common.config.model import DaqConfig
+from stddaq_common.runtime.arg_types import int_in_range
+from stddaq_common.runtime.runner import StartupError, run_service
+from stddaq_common.runtime.stats import Stats
 from stddaq_writer.chunk_writer import READ_MODES
 from stddaq_writer.disk_reserve import DEFAULT_RESERVE_BYTES
 from stddaq_writer.write_behind import DEFAULT_WINDOW_BYTES

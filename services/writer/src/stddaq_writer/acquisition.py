@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from stddaq_common.metadata import ImageMeta
+from stddaq_common.bus.metadata import ImageMeta
 from stddaq_writer.chunk_writer import ChunkWriter, Outcome, ReadMode, RingLike
 from stddaq_writer.disk_reserve import DiskReserve, file_size_budget
 from stddaq_writer.h5_layout import FileSpec

@@ -29,14 +29,14 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from stddaq_common.compression import (
+from stddaq_common.bus.metadata import Compression, ImageMeta, numpy_dtype
+from stddaq_common.wire.compression import (
     bitshuffle_lz4_compress_into,
     bitshuffle_lz4_decompress_into,
     bitshuffle_lz4_header,
     bitshuffle_lz4_max_size,
 )
-from stddaq_common.metadata import Compression, ImageMeta, numpy_dtype
-from stddaq_common.wire_errors import WireFormatError
+from stddaq_common.wire.errors import WireFormatError
 from stddaq_writer.image_file import ImageFile
 
 log = logging.getLogger("stddaq.writer")
@@ -46,7 +46,7 @@ READ_MODES: tuple[ReadMode, ...] = ("view", "copy")
 
 
 class SlotLike(Protocol):
-    """What the writer uses of stddaq_common.ring.SlotView."""
+    """What the writer uses of stddaq_common.ring.image_ring.SlotView."""
 
     data: memoryview
     nbytes: int
@@ -59,7 +59,7 @@ class SlotLike(Protocol):
 
 
 class RingLike(Protocol):
-    """What the writer uses of stddaq_common.ring.ImageRing."""
+    """What the writer uses of stddaq_common.ring.image_ring.ImageRing."""
 
     def view(self, image_id: int) -> Any:
         """A SlotLike of a complete image, or None."""

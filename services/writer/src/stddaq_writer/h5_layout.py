@@ -26,7 +26,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the bitshuffle filter with h5py)
 import numpy as np
 
-from stddaq_common.metadata import DetectorInfo, EgInfo, GfInfo, JfInfo, PcoInfo
+from stddaq_common.bus.metadata import DetectorInfo, EgInfo, GfInfo, JfInfo, PcoInfo
 
 FILE_FORMAT_BOUNDS = ("v110", "v110")
 """libver of every file: 'latest' (HDF5 2.0 formats) would be unreadable by HDF5 1.10."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from stddaq_common.metadata import DetectorInfo
+from stddaq_common.bus.metadata import DetectorInfo
 from stddaq_writer.h5_layout import (
     METADATA_DTYPE,
     STATUS_MISSING,

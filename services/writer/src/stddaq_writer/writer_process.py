@@ -19,12 +19,12 @@ from typing import Any
 
 import zmq
 
-from stddaq_common.config import ConfigError, DaqConfig, parse_config
-from stddaq_common.geometry import image_dtype, ring_geometry
-from stddaq_common.metadata import MetadataError, decode_image_metadata
+from stddaq_common.bus.metadata import MetadataError, decode_image_metadata
+from stddaq_common.config.model import ConfigError, DaqConfig, parse_config
 from stddaq_common.names import shm_name
-from stddaq_common.ring import ImageRing, RingError
-from stddaq_common.stats import Stats
+from stddaq_common.ring.geometry import image_dtype, ring_geometry
+from stddaq_common.ring.image_ring import ImageRing, RingError
+from stddaq_common.runtime.stats import Stats
 from stddaq_writer.acquisition import Acquisition, AcquisitionError, check_new_file
 from stddaq_writer.chunk_writer import Outcome, ReadMode
 from stddaq_writer.h5_layout import FileSpec, image_columns

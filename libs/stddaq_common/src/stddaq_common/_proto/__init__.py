@@ -1,1 +1,1 @@
-"""Generated protobuf code (from protos/ by `make proto`); only stddaq_common.metadata imports it."""
+"""Generated protobuf code (from protos/ by `make proto`); only stddaq_common.bus.metadata imports it."""

@@ -19,7 +19,7 @@ import urllib.parse
 import urllib.request
 from collections import deque
 
-from stddaq_common.counters import Counter
+from stddaq_common.runtime.counters import Counter
 
 _log = logging.getLogger("stddaq.influx")
 

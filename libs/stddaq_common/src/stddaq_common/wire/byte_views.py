@@ -11,7 +11,7 @@ from typing import TypeAlias
 
 import numpy as np
 
-from stddaq_common.wire_errors import PARTS, WireFormatError
+from stddaq_common.wire.errors import PARTS, WireFormatError
 
 BufferLike: TypeAlias = object
 """Anything exporting the buffer protocol (bytes, memoryview, numpy array, zmq.Frame)."""

@@ -19,8 +19,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from stddaq_common.byte_views import BufferLike, byte_view
-from stddaq_common.wire_errors import HEADER, JSON, PARTS, SIZE, WireFormatError
+from stddaq_common.wire.byte_views import BufferLike, byte_view
+from stddaq_common.wire.errors import HEADER, JSON, PARTS, SIZE, WireFormatError
 
 ARRAY10_HTYPE: Final = "array-1.0"
 ARRAY10_TYPES: Final = (

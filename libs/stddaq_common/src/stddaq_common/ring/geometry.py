@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from stddaq_common.config import DaqConfig
+    from stddaq_common.config.model import DaqConfig
 
 MIN_SLOTS = 1000
 """std_daq never makes a ring of fewer slots."""

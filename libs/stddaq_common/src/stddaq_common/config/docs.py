@@ -8,7 +8,7 @@ from typing import Any
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from stddaq_common.config import DaqConfig, config_json_schema
+from stddaq_common.config.model import DaqConfig, config_json_schema
 
 _UPSTREAM_END = "live_stream_configs"
 
@@ -38,7 +38,7 @@ def config_markdown() -> str:
     lines = [
         "# The DAQ config file",
         "",
-        "Generated from `stddaq_common.config.DaqConfig` by `stddaq config docs`; do not edit.",
+        "Generated from `stddaq_common.config.model.DaqConfig` by `stddaq config docs`; do not edit.",
         "The JSON schema is docs/config-schema.json (`stddaq config schema`).",
         "Every field can be overridden by an environment variable `STDDAQ_<FIELD>` (upper case).",
         "Unknown keys are kept and ignored.",

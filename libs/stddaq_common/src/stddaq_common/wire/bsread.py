@@ -22,16 +22,16 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from stddaq_common.bsread_channels import (
+from stddaq_common.wire.bsread_channels import (
     DEFAULT_MAX_VALUE_BYTES,
     TYPE_CODES,
     ChannelSpec,
     bsread_type_of,
     parse_channel,
 )
-from stddaq_common.bsread_fast_header import match_main_header
-from stddaq_common.byte_views import BufferLike, byte_view, writable_byte_view
-from stddaq_common.compression import (
+from stddaq_common.wire.bsread_fast_header import match_main_header
+from stddaq_common.wire.byte_views import BufferLike, byte_view, writable_byte_view
+from stddaq_common.wire.compression import (
     bitshuffle_lz4_compress_view,
     bitshuffle_lz4_decompress,
     bitshuffle_lz4_decompress_into,
@@ -41,7 +41,7 @@ from stddaq_common.compression import (
     lz4_decompress_into,
     lz4_uncompressed_size,
 )
-from stddaq_common.wire_errors import HASH, HEADER, JSON, MISSING, PARTS, SIZE, WireFormatError
+from stddaq_common.wire.errors import HASH, HEADER, JSON, MISSING, PARTS, SIZE, WireFormatError
 
 __all__ = [
     "DATA_HTYPE",

@@ -26,9 +26,9 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, NoReturn, Protocol
 
-from stddaq_common.config import ConfigError, DaqConfig, load_config
-from stddaq_common.logs import log_level, setup_logging
-from stddaq_common.stats import Stats
+from stddaq_common.config.model import ConfigError, DaqConfig, load_config
+from stddaq_common.runtime.logs import log_level, setup_logging
+from stddaq_common.runtime.stats import Stats
 
 EXIT_OK = 0
 EXIT_STARTUP_ERROR = 1

@@ -5,7 +5,7 @@ its hot path (plain int adds), and calls `maybe_emit()` from its loop. At most o
 period that computes every counter's rate over the period (`<name>_rate`, a float), logs
 one InfluxDB 1.x line-protocol line on the logger `stddaq.stats` and, if an InfluxDB URL
 is configured, hands the line to a background poster (never blocking the caller). The same
-values are served to Prometheus by `serve_metrics()` (see stddaq_common.metrics).
+values are served to Prometheus by `serve_metrics()` (see stddaq_common.runtime.metrics).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import threading
 import time
 from collections.abc import Mapping
 
-from stddaq_common.counters import Counter, Gauge, GaugeValue
-from stddaq_common.influx import InfluxPoster
-from stddaq_common.line_protocol import FieldValue, format_line
-from stddaq_common.metrics import MetricsServer
+from stddaq_common.runtime.counters import Counter, Gauge, GaugeValue
+from stddaq_common.runtime.influx import InfluxPoster
+from stddaq_common.runtime.line_protocol import FieldValue, format_line
+from stddaq_common.runtime.metrics import MetricsServer
 
 __all__ = ["Counter", "Gauge", "Stats"]
 

@@ -21,9 +21,9 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from stddaq_common import _bshuf_native as native
-from stddaq_common.byte_views import BufferLike, address_of, byte_view, writable_byte_view
-from stddaq_common.wire_errors import COMPRESSION, SIZE, WireFormatError
+from stddaq_common.wire import _bshuf_native as native
+from stddaq_common.wire.byte_views import BufferLike, address_of, byte_view, writable_byte_view
+from stddaq_common.wire.errors import COMPRESSION, SIZE, WireFormatError
 
 BITSHUFFLE_HEADER_BYTES: Final = 12
 """uint64 BE uncompressed bytes + uint32 BE block size in bytes."""

@@ -16,7 +16,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from stddaq_common.wire_errors import HEADER, SIZE, WireFormatError
+from stddaq_common.wire.errors import HEADER, SIZE, WireFormatError
 
 TYPE_CODES: Final[Mapping[str, str]] = {
     "bool": "?",

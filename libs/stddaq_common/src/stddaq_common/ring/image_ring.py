@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 import numpy as np
 import numpy.typing as npt
 
-from stddaq_common.geometry import RingGeometry, ring_geometry
 from stddaq_common.names import IMAGE_SUFFIX, shm_name
-from stddaq_common.ring_layout import (
+from stddaq_common.ring.geometry import RingGeometry, ring_geometry
+from stddaq_common.ring.layout import (
     HEADER_BYTES,
     MAX_IMAGE_ID,
     S_IMAGE_ID,
@@ -47,7 +47,7 @@ from stddaq_common.ring_layout import (
     RingOwnerExists,
     companion_bytes,
 )
-from stddaq_common.ring_segments import (
+from stddaq_common.ring.segments import (
     DEFAULT_MODE,
     DEFAULT_SHM_DIR,
     Segments,
@@ -59,7 +59,7 @@ from stddaq_common.ring_segments import (
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
-    from stddaq_common.config import DaqConfig
+    from stddaq_common.config.model import DaqConfig
 
     ImageSource: TypeAlias = ReadableBuffer | npt.NDArray[Any]
     """Anything with the buffer protocol: bytes, bytearray, memoryview, numpy array."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stddaq_common.geometry import RingGeometry
+from stddaq_common.ring.geometry import RingGeometry
 
 MAGIC = int.from_bytes(b"STDDAQRB", "little")
 """First header word: marks a stddaq ring companion segment."""

@@ -2,7 +2,7 @@
 
 A buffer's single writer binds a `MetadataPublisher` at `ipc://<ipc_dir>/<detector>-<suffix>`
 and publishes one message per image after writing its slot; every reader connects a
-`MetadataSubscriber`. This module only moves bytes over sockets; `stddaq_common.metadata`
+`MetadataSubscriber`. This module only moves bytes over sockets; `stddaq_common.bus.metadata`
 turns them into objects.
 
 - Nothing blocks forever: `publish` never blocks (a message that does not fit is counted in
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import zmq
 
-from stddaq_common.metadata import (
+from stddaq_common.bus.metadata import (
     ImageMeta,
     MetadataError,
     decode_image_metadata,
@@ -34,7 +34,7 @@ from stddaq_common.metadata import (
 from stddaq_common.names import IMAGE_SUFFIX, ipc_address
 
 if TYPE_CHECKING:  # the config model (pydantic) is not needed to move messages
-    from stddaq_common.config import DaqConfig
+    from stddaq_common.config.model import DaqConfig
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from stddaq_common.geometry import RingGeometry
-from stddaq_common.ring_layout import (
+from stddaq_common.ring.geometry import RingGeometry
+from stddaq_common.ring.layout import (
     COMPANION_SUFFIX,
     HEADER_BYTES,
     LAYOUT_VERSION,

@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 if TYPE_CHECKING:
-    from stddaq_common.stats import Stats
+    from stddaq_common.runtime.stats import Stats
 
 _NOT_IN_METRIC_NAME = re.compile(r"[^a-zA-Z0-9_]")
 

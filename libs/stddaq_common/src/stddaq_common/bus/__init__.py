@@ -1,0 +1,1 @@
+"""What travels between services beside the pixels: ImageMetadata and its PUB/SUB stream."""

@@ -1,0 +1,1 @@
+"""Running a service: the runner, logs, stats (InfluxDB lines, Prometheus), argparse types."""
