@@ -35,11 +35,11 @@ def test_it_finds_lazy_imports_and_skips_type_checking_ones() -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
-    source = REPO / "libs" / "stddaq_common" / "src" / "stddaq_common" / "compression.py"
+    source = REPO / "libs" / "stddaq_common" / "src" / "stddaq_common" / "wire" / "compression.py"
     names = module.imports_in_source([source])
     assert "lz4" in names  # imported inside a function
     assert "_typeshed" not in module.imports_in_source(
-        sorted((REPO / "libs" / "stddaq_common" / "src" / "stddaq_common").glob("*.py"))
+        sorted((REPO / "libs" / "stddaq_common" / "src" / "stddaq_common").rglob("*.py"))
     )
 
 
