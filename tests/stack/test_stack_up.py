@@ -24,6 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stddaq_fake_camera.frames import FramePattern
+from tests.deploy.test_monitoring import dashboard_metric_names
 
 HEIGHT, WIDTH = 48, 64
 STDDAQ = [sys.executable, "-m", "stddaq_common.cli"]
@@ -234,6 +235,10 @@ def test_up_serves_metrics_that_promtool_and_prometheus_client_accept(stack: Sta
             break
         assert time.monotonic() < deadline, "the receiver's metrics never counted a frame"
         time.sleep(0.5)
+    exposed = {sample.name for text in texts.values()
+               for family in text_string_to_metric_families(text) for sample in family.samples}
+    missing = dashboard_metric_names() - exposed
+    assert not missing, f"the Grafana dashboard queries metrics no service exposes: {missing}"
     writer_indexes = set()
     for name in ("writer-0", "writer-1"):
         for family in text_string_to_metric_families(texts[name]):

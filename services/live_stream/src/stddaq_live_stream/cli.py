@@ -1,6 +1,11 @@
 """Command line of the live stream, in std_daq's shape.
 
-    stddaq-live-stream CONFIG tcp://127.0.0.1:20000 [-s SUFFIX] [-t array-1.0|bsread]
+    stddaq-live-stream CONFIG tcp://127.0.0.1:20000 [-s SUFFIX] [-sm SUFFIX] [-si SUFFIX]
+                       [-t array-1.0|bsread]
+
+std_daq's flags, with std_daq's meaning: `-s/--source_suffix` (metadata and images),
+`-sm/--source_suffix_meta` (the metadata stream) and `-si/--source_suffix_image` (the
+image buffer); argparse matches `-sm` and `-si` whole, so `-sm image` is never `-s m`.
 
 CONFIG (the DAQ config file) and the common service options come from
 stddaq_common.runtime.runner; this module adds the live stream's own arguments.
@@ -49,11 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "from /dev/shm/<detector>-SUFFIX (default: image)",
     )
     parser.add_argument(
-        "--metadata-suffix", "--metadata_suffix", dest="metadata_suffix", type=_suffix, default=None,
+        "-sm", "--source_suffix_meta", "--source-suffix-meta", "--metadata-suffix",
+        "--metadata_suffix", dest="metadata_suffix", type=_suffix, default=None,
         metavar="SUFFIX", help="metadata stream suffix, if it differs from --source-suffix",
     )
     parser.add_argument(
-        "--image-suffix", "--image_suffix", dest="image_suffix", type=_suffix, default=None,
+        "-si", "--source_suffix_image", "--source-suffix-image", "--image-suffix",
+        "--image_suffix", dest="image_suffix", type=_suffix, default=None,
         metavar="SUFFIX", help="image buffer suffix, if it differs from --source-suffix",
     )
     parser.add_argument(
