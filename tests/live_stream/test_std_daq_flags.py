@@ -36,6 +36,8 @@ START = 500_000
         (["-s", "blosc2"], "blosc2", "blosc2"),
         (["-s", "blosc2", "-si", "image"], "blosc2", "image"),
         ([], "image", "image"),
+        (["-s", "pub", "-sm", "image"], "image", "image"),
+        (["--socket", "pub", "-s", "blosc2"], "blosc2", "blosc2"),
     ],
 )
 def test_std_daq_suffix_flags_mean_what_they_mean_upstream(
@@ -44,6 +46,17 @@ def test_std_daq_suffix_flags_mean_what_they_mean_upstream(
     parser = build_parser("live_stream", add_arguments)
     options = options_from(parser.parse_args(["daq.json", "tcp://127.0.0.1:20000", *flags]))
     assert (options.metadata_suffix, options.image_suffix) == (meta, image)
+
+
+@pytest.mark.parametrize("flags", [["-s", "push"], ["--socket", "push"], ["--socket", "router"]])
+def test_a_socket_stddaq_cannot_serve_is_refused_naming_it(
+    flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = build_parser("live_stream", add_arguments)
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["daq.json", "tcp://127.0.0.1:20000", *flags])
+    assert exit_info.value.code == 2
+    assert flags[1] in capsys.readouterr().err
 
 
 @pytest.fixture

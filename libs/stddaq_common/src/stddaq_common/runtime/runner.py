@@ -45,8 +45,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 _log = logging.getLogger("stddaq.service")
 
-INSTANCE_TAG_ARGS = {"index": "index", "stream_address": "stream"}
-"""Service arguments (by argparse dest) that tell instances apart, and their tag names."""
+INSTANCE_TAG_ARGS = {"index": "index", "writer_id": "index", "stream_address": "stream"}
+"""Service arguments (by argparse dest) that tell instances apart, and their tag names (a
+later one that is set wins: std_daq's positional writer_id over --index)."""
 
 
 class StartupError(Exception):
