@@ -7,9 +7,8 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from stddaq_common.runtime.metrics import stats_registry
+from stddaq_common.runtime.metrics import METRICS_CONTENT_TYPE, metrics_text
 from stddaq_driver.rest_deps import Control
 
 router = APIRouter()
@@ -35,9 +34,9 @@ metrics_router = APIRouter()
     "/metrics",
     summary="Prometheus metrics of the driver",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    responses={200: {"content": {METRICS_CONTENT_TYPE: {}}}},
 )
 async def metrics(control: Control) -> Response:
     """The driver's counters and gauges in Prometheus' text format (the same as its
     `--metrics-port` endpoint serves)."""
-    return Response(generate_latest(stats_registry(control.stats_source)), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics_text(control.stats_source), media_type=METRICS_CONTENT_TYPE)

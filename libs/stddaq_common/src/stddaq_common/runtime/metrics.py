@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -97,6 +97,16 @@ def stats_registry(stats: Stats) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatsCollector(stats))
     return registry
+
+
+METRICS_CONTENT_TYPE: str = CONTENT_TYPE_LATEST
+"""The content type of `metrics_text` (Prometheus' text exposition format)."""
+
+
+def metrics_text(stats: Stats) -> bytes:
+    """The current values of `stats` in Prometheus' text format (for another HTTP server,
+    such as the driver's REST port, to serve at `/metrics`)."""
+    return bytes(generate_latest(stats_registry(stats)))
 
 
 class MetricsServer:
