@@ -26,7 +26,12 @@ from stddaq_fake_camera.frames import FramePattern
 from stddaq_stack.cli import shutdown
 from stddaq_stack.progress import watch
 from stddaq_stack.rest_client import DriverClient, DriverError
-from stddaq_stack.stack_spec import CameraOptions, StackOptions, stack_specs
+from stddaq_stack.stack_spec import (
+    DEFAULT_METRICS_PORT_BASE,
+    CameraOptions,
+    StackOptions,
+    stack_specs,
+)
 from stddaq_stack.supervisor import StackError, Supervisor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +63,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rest-port", type=int, default=5000)
     parser.add_argument("--ws-port", type=int, default=8080)
     parser.add_argument("--camera-port", type=int, default=9990)
+    parser.add_argument(
+        "--metrics-port-base", type=int, default=DEFAULT_METRICS_PORT_BASE,
+        help="Prometheus ports: receiver PORT, driver PORT+1, live PORT+10+i, writer PORT+100+k",
+    )
     parser.add_argument("--keep-running", action="store_true", help="leave the stack up after the demo")
     return parser.parse_args(argv)
 
@@ -115,6 +124,8 @@ def run_demo(args: argparse.Namespace, supervisor: Supervisor, config_path: Path
                 f"  live stream       array-1.0 at {LIVE_ADDRESS} (periodic: 1 image 5 times a second)",
                 f"  REST API          http://127.0.0.1:{args.rest_port}/api/v1/status "
                 f"(docs at http://127.0.0.1:{args.rest_port}/docs)",
+                f"  metrics           http://127.0.0.1:{args.metrics_port_base}/metrics (receiver), "
+                f"+1 driver, +10 live stream, +100 writer 0 (deploy/prometheus.yml)",
                 "",
                 supervisor.table(),
             ]
@@ -140,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         ws_port=args.ws_port,
         allowed_roots=[str(data)],
         fake_camera=CameraOptions(port=args.camera_port, rate_hz=args.rate),
+        metrics_port_base=args.metrics_port_base,
     )
     supervisor = Supervisor(stack_specs(str(config_path), config, options))
     print(f"[demo] starting the stack of {config.detector_name} (config {config_path})", flush=True)

@@ -46,7 +46,8 @@ RING_READERS = ("writer-0", "writer-1", "live-stream-0")
 
 E2E = "stddaq-e2e"
 E2E_SHAPE = (256, 512)
-E2E_PORTS = {"rest": 5100, "ws": 8180, "camera": 9991, "live": 20100}
+E2E_PORTS = {"rest": 5100, "ws": 8180, "camera": 9991, "live": 20100, "metrics_base": 9910}
+"""The demo stack's metrics take 9710.. (compose.yaml); the e2e stack runs beside it."""
 E2E_TOKEN = "e2e-token-not-secret"
 E2E_PREFIX = "stddaq-e2e/"
 
@@ -265,6 +266,7 @@ def write_inventory(stacks: Stacks, folder: Path, data: Path, archives: Path) ->
         "camera_address": f"tcp://127.0.0.1:{E2E_PORTS['camera']}",
         "rest_port": E2E_PORTS["rest"],
         "ws_port": E2E_PORTS["ws"],
+        "metrics_port_base": E2E_PORTS["metrics_base"],
         "data_source": str(data),
         "data_dir": "/data",
         "driver_token": E2E_TOKEN,

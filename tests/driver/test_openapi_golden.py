@@ -23,7 +23,9 @@ def test_the_document_covers_the_control_api() -> None:
     assert {"get", "put", "patch"} <= set(paths["/api/v1/config"])
     assert "get" in paths["/api/v1/status"] and "post" in paths["/api/v1/stop"]
     start = document["components"]["schemas"]["StartRequest"]
-    assert set(start["properties"]) == {"path", "file_prefix", "n_image", "writer_id", "compression"}
+    assert set(start["properties"]) == {
+        "path", "file_prefix", "n_image", "writer_id", "compression", "start_id"
+    }
     assert start["required"] == ["path"]
     states = document["components"]["schemas"]["DaqState"]["enum"]
     assert states[0] == "idle" and "waiting_for_first_image" in states

@@ -319,6 +319,8 @@ class Stack:
                 str(self.data),
                 "--status-every",
                 "0",
+                "--metrics-port-base",
+                "0",
                 *extra,
             ],
             stdout=subprocess.PIPE,

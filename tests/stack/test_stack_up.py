@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +21,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from stddaq_fake_camera.frames import FramePattern
+from tests.deploy.test_monitoring import dashboard_metric_names
 
 HEIGHT, WIDTH = 48, 64
 STDDAQ = [sys.executable, "-m", "stddaq_common.cli"]
@@ -76,6 +80,8 @@ class Stack:
                 "--allowed-root",
                 str(self.data),
                 "--status-every",
+                "0",
+                "--metrics-port-base",
                 "0",
             ],
             stdout=subprocess.PIPE,
@@ -181,3 +187,62 @@ def test_up_records_restarts_a_crashed_service_and_shuts_down_clean(stack: Stack
     assert any("[stack] stopped" in line for line in stack.lines)
     assert not any("left behind" in line for line in stack.lines), "a service left a file behind"
     assert stack.leftovers() == []
+
+
+def metrics_ports(stack: Stack) -> dict[str, int]:
+    """Service name -> the metrics port its READY line announced."""
+    ports = {}
+    for name in ("receiver", "writer-0", "writer-1", "driver", "live-0"):
+        match = stack.wait_for(rf"^\[{name}\]\s+READY .* metrics_port=(\d+)")
+        ports[name] = int(match.group(1))
+    return ports
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+        text: str = response.read().decode()
+    return text
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) missing")
+def test_up_serves_metrics_that_promtool_and_prometheus_client_accept(stack: Stack) -> None:
+    stack.wait_for(r"\[stack\] stack of .* is up")
+    ports = metrics_ports(stack)
+    texts = {name: scrape(port) for name, port in ports.items()}
+    texts["driver-rest"] = scrape(stack.rest_port)
+    prefixes = {"receiver": "stddaq_receiver_", "writer-0": "stddaq_writer_",
+                "writer-1": "stddaq_writer_", "driver": "stddaq_driver_",
+                "driver-rest": "stddaq_driver_", "live-0": "stddaq_live_stream_"}
+    for name, text in texts.items():
+        check = subprocess.run(["promtool", "check", "metrics"], input=text, text=True,
+                               capture_output=True, timeout=60, check=False)
+        assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), (
+            name, check.stdout, check.stderr)
+        families = list(text_string_to_metric_families(text))
+        assert families, name
+        assert all(family.name.startswith(prefixes[name]) for family in families), name
+        labels = {key for family in families for sample in family.samples for key in sample.labels}
+        assert "detector" in labels
+    # the receiver counts what the fake camera sends (scraped until it has)
+    deadline = time.monotonic() + 60
+    while True:
+        samples = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(scrape(ports["receiver"]))
+            for sample in family.samples
+        }
+        if samples.get("stddaq_receiver_frames_received_total", 0) > 0:
+            break
+        assert time.monotonic() < deadline, "the receiver's metrics never counted a frame"
+        time.sleep(0.5)
+    exposed = {sample.name for text in texts.values()
+               for family in text_string_to_metric_families(text) for sample in family.samples}
+    missing = dashboard_metric_names() - exposed
+    assert not missing, f"the Grafana dashboard queries metrics no service exposes: {missing}"
+    writer_indexes = set()
+    for name in ("writer-0", "writer-1"):
+        for family in text_string_to_metric_families(texts[name]):
+            for sample in family.samples:
+                writer_indexes.add(sample.labels.get("index"))
+    assert writer_indexes == {"0", "1"}, "each writer's metrics carry its index"
+    assert stack.stop() == 0

@@ -1,8 +1,8 @@
 """What the REST and WebSocket APIs can do: start, stop, status, config, stats.
 
 Both APIs call the same `DriverControl`, so they refuse the same things for the same
-reasons. Every refusal is a `Refused` with an HTTP-style status code and a reason that
-names what was wrong; nothing is created before all checks passed.
+reasons. Every refusal is a `Refused` (a subclass naming its kind, with a reason that
+names what was wrong); the APIs map the kind to their own answer; nothing is created before all checks passed.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from stddaq_common.runtime.stats import Stats
 from stddaq_driver.acquisition import AcquisitionPlan, master_file, writer_file
 from stddaq_driver.driver_stats import WebCounters
 from stddaq_driver.engine import Engine, ReconfigureCommand, StartCommand, StopCommand
-from stddaq_driver.models import StartRequest
+from stddaq_driver.models import StartRequest, config_type_errors
 from stddaq_driver.path_policy import PathPolicy, PathRefused
 from stddaq_driver.state import DaqState, is_stoppable
 from stddaq_driver.status_board import (
@@ -42,15 +42,39 @@ sockets, which every other service already uses."""
 
 
 class Refused(Exception):
-    """A request the driver does not carry out; `status_code` as in HTTP. Logged once
-    (at warning level) when it is made, so operators see every refusal with its reason."""
+    """A request the driver does not carry out, with a reason that names what was wrong.
 
-    def __init__(self, status_code: int, reason: str, errors: list[dict[str, Any]] | None = None):
-        self.status_code = status_code
+    Transport-neutral: each subclass says *why* (busy, path not allowed, ...); the REST
+    API maps the kind to an HTTP status code, the WebSocket to `rejected` or `error`.
+    Logged once (at warning level) when it is made, so operators see every refusal."""
+
+    def __init__(self, reason: str, errors: list[dict[str, Any]] | None = None) -> None:
         self.reason = reason
         self.errors = errors or []
         super().__init__(reason)
-        log.warning("refused (%d): %s", status_code, reason)
+        log.warning("refused (%s): %s", type(self).__name__, reason)
+
+
+class InvalidRequest(Refused):
+    """The request itself is malformed: a body that is not JSON, a field of the wrong type
+    or value (`errors` lists them, each with its `loc`)."""
+
+
+class Conflict(Refused):
+    """The request does not fit the current state: busy, nothing to stop, a file that
+    exists, a field a running system cannot change."""
+
+
+class PathNotAllowed(Refused):
+    """The acquisition path is outside the allowed roots (also through a link)."""
+
+
+class WritersNotRunning(Refused):
+    """A writer has not been heard from recently: a start would fail."""
+
+
+class NotSaved(Refused):
+    """The config could not be saved; nothing was changed."""
 
 
 class DriverControl:
@@ -82,23 +106,23 @@ class DriverControl:
     # --- acquisition ---
 
     def start(self, request: StartRequest) -> AcquisitionSnapshot:
-        """Start an acquisition; raise Refused (409 busy, 403 path, 503 writers, ...)."""
+        """Start an acquisition; raise Conflict (busy, file exists), PathNotAllowed or
+        WritersNotRunning."""
         with self._lock:
             config = self._config
             state = self.board.snapshot().state
             if state is not DaqState.IDLE:
                 self.counters.starts_refused_busy.inc()
-                raise Refused(409, str(Busy(state)))
+                raise Conflict(str(Busy(state)))
             try:
                 path = self.path_policy.check(request.path)
             except PathRefused as error:
                 self.counters.paths_refused.inc()
-                raise Refused(403, f"path: {error.reason}") from None
+                raise PathNotAllowed(f"path: {error.reason}") from None
             silent = self.board.silent_writers()
             if silent:
                 self.counters.starts_refused_writers.inc()
-                raise Refused(
-                    503,
+                raise WritersNotRunning(
                     f"writer(s) {silent} not running: nothing heard from them in the last "
                     f"{WRITER_ALIVE_S:g} s (number_of_writers is {config.writers})",
                 )
@@ -108,8 +132,7 @@ class DriverControl:
             for file in [*files, *([master] if master else [])]:
                 if os.path.lexists(file):
                     self.counters.starts_refused_writers.inc()
-                    raise Refused(
-                        409,
+                    raise Conflict(
                         f"file {file} already exists: choose another file_prefix or path "
                         "(files are never overwritten)",
                     )
@@ -130,7 +153,7 @@ class DriverControl:
                 stored = self.board.begin(snapshot)
             except Busy as error:
                 self.counters.starts_refused_busy.inc()
-                raise Refused(409, str(error)) from None
+                raise Conflict(str(error)) from None
             plan = AcquisitionPlan(
                 acquisition_id=stored.acquisition_id,
                 path=path,
@@ -152,9 +175,7 @@ class DriverControl:
             snapshot = self.board.snapshot()
             if not is_stoppable(snapshot.state):
                 self.counters.stops_refused.inc()
-                raise Refused(
-                    409, f"no acquisition to stop (state {snapshot.state})"
-                )
+                raise Conflict(f"no acquisition to stop (state {snapshot.state})")
             self._engine.submit(StopCommand(snapshot.acquisition_id))
             return snapshot
 
@@ -173,7 +194,8 @@ class DriverControl:
         """Validate and use a whole new config; refuse a changed detector or while busy."""
         if not isinstance(data, dict):
             self.counters.config_changes_refused.inc()
-            raise Refused(422, f"the config must be a JSON object, got {type(data).__name__}")
+            raise InvalidRequest(f"the config must be a JSON object, got {type(data).__name__}")
+        self._check_types(data)
         with self._lock:
             new_config = self._validate(data)
             self._apply(data, new_config)
@@ -183,12 +205,21 @@ class DriverControl:
         """Change some fields of the config (merged into the current file's fields)."""
         if not isinstance(changes, dict):
             self.counters.config_changes_refused.inc()
-            raise Refused(422, f"the changes must be a JSON object, got {type(changes).__name__}")
+            raise InvalidRequest(f"the changes must be a JSON object, got {type(changes).__name__}")
+        self._check_types(changes)
         with self._lock:
             data = {**self._config_data, **changes}
             new_config = self._validate(data)
             self._apply(data, new_config)
             return new_config
+
+    def _check_types(self, data: dict[str, Any]) -> None:
+        """Refuse a field whose JSON type is wrong, before pydantic could convert it."""
+        errors = config_type_errors(data, DaqConfig)
+        if errors:
+            self.counters.config_changes_refused.inc()
+            reason = "; ".join(f"config.{error['loc'][-1]}: {error['msg']}" for error in errors)
+            raise InvalidRequest(reason, errors)
 
     def _validate(self, data: dict[str, Any]) -> DaqConfig:
         try:
@@ -200,13 +231,12 @@ class DriverControl:
                 {"loc": ["body", *item["loc"]], "msg": item["msg"], "type": item["type"]}
                 for item in error.errors(include_url=False, include_input=False)
             ]
-            raise Refused(422, "; ".join(lines), errors) from None
+            raise InvalidRequest("; ".join(lines), errors) from None
         for name in FIXED_CONFIG_FIELDS:
             old, new = getattr(self._config, name), getattr(new_config, name)
             if old != new:
                 self.counters.config_changes_refused.inc()
-                raise Refused(
-                    409,
+                raise Conflict(
                     f"{name} cannot be changed while the system runs ({old!r} -> {new!r}): "
                     "it names the shared memory and sockets of every service; edit the "
                     "config file and restart all services instead",
@@ -214,7 +244,7 @@ class DriverControl:
         state = self.board.snapshot().state
         if state is not DaqState.IDLE:
             self.counters.config_changes_refused.inc()
-            raise Refused(409, f"the config cannot change during an acquisition (state {state})")
+            raise Conflict(f"the config cannot change during an acquisition (state {state})")
         return new_config
 
     def _apply(self, data: dict[str, Any], new_config: DaqConfig) -> None:
@@ -223,8 +253,8 @@ class DriverControl:
                 _write_json_atomically(self._config_path, data)
             except OSError as error:
                 self.counters.config_changes_refused.inc()
-                raise Refused(
-                    500, f"cannot save the config to {self._config_path}: {error.strerror}; "
+                raise NotSaved(
+                    f"cannot save the config to {self._config_path}: {error.strerror}; "
                     "nothing was changed",
                 ) from None
         self._config_data = dict(data)
@@ -239,6 +269,11 @@ class DriverControl:
         return self._config_path if self._persist_config else None
 
     # --- stats ---
+
+    @property
+    def stats_source(self) -> Stats:
+        """The driver's Stats (for the REST `/metrics` route)."""
+        return self._stats
 
     def stats(self) -> dict[str, int | float | bool | str]:
         """Every counter (with its rate over the last stats period) and gauge."""

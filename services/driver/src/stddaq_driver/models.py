@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from enum import Enum
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -15,10 +17,16 @@ FILE_PREFIX_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,199}$"
 MAX_UID = 2**32 - 2
 
 
+STRICT = ConfigDict(extra="forbid", strict=True)
+"""Every input model: unknown fields are refused, and no value is converted (`"100"`,
+`true`, `" 7 "` and `1e9` are not integers), so a client learns at once that it sent
+something else than it meant."""
+
+
 class StartRequest(BaseModel):
     """Start an acquisition: write the next images published after the start to HDF5."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     path: str = Field(
         description="Absolute directory the files go to; must lie inside an allowed root",
@@ -46,6 +54,23 @@ class StartRequest(BaseModel):
     compression: Compression = Field(
         "none", description="none, or bitshuffle_lz4 (HDF5 bitshuffle filter 32008)"
     )
+    start_id: int = Field(
+        0,
+        ge=0,
+        le=2**63 - 1,
+        description="std_daq's first image id; only 0 (its default: the images published "
+        "after the start) is supported, any other value is refused naming the field",
+    )
+
+    @field_validator("start_id")
+    @classmethod
+    def _check_start_id(cls, value: int) -> int:
+        if value != 0:
+            raise ValueError(
+                f"{value} is not supported: stddaq records the images published after the "
+                "start (start_id 0, std_daq's default); leave it out or send 0"
+            )
+        return value
 
     @field_validator("path")
     @classmethod
@@ -125,3 +150,62 @@ class ConfigUpdateResponse(BaseModel):
 
     saved_to: str | None = Field(description="Config file written, null if only applied")
     config: dict[str, object]
+
+
+def _kinds(annotation: Any) -> set[type] | None:
+    """The JSON kinds a config field of this annotation takes (None: not checked here)."""
+    if get_origin(annotation) is Literal:
+        return {type(value) for value in get_args(annotation)}
+    if get_origin(annotation) in (Union, UnionType):
+        kinds: set[type] = set()
+        for member in get_args(annotation):
+            if member is type(None):
+                kinds.add(type(None))
+                continue
+            inner = _kinds(member)
+            if inner is None:
+                return None
+            kinds |= inner
+        return kinds
+    if annotation is bool:
+        return {bool}
+    if annotation is int:
+        return {int}
+    if annotation is float:
+        return {int, float}
+    if annotation is str:
+        return {str}
+    return None
+
+
+def _is_kind(value: Any, kinds: set[type]) -> bool:
+    if isinstance(value, bool):
+        return bool in kinds
+    if isinstance(value, str) and any(issubclass(kind, Enum) for kind in kinds):
+        return True
+    return any(type(value) is kind or (kind is float and type(value) is int) for kind in kinds)
+
+
+_KIND_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+
+
+def config_type_errors(data: dict[str, Any], model: type[BaseModel]) -> list[dict[str, Any]]:
+    """One error per top-level field of `data` whose JSON type is not the model field's
+    (`"16"`, `true` or `1e9` for an integer): the config API converts nothing."""
+    errors = []
+    for name, value in data.items():
+        field = model.model_fields.get(name)
+        if field is None:
+            continue
+        kinds = _kinds(field.annotation)
+        if kinds is None or _is_kind(value, kinds):
+            continue
+        wanted = " or ".join(sorted(_KIND_NAMES.get(kind, kind.__name__) for kind in kinds))
+        errors.append(
+            {
+                "loc": ["body", name],
+                "msg": f"Input should be {wanted}, got {type(value).__name__} {value!r}",
+                "type": "strict_type",
+            }
+        )
+    return errors

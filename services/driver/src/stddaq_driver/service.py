@@ -63,9 +63,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PORT", help=f"REST API port (default {DEFAULT_REST_PORT}; ${ENV_REST_PORT})",
     )
     parser.add_argument(
-        "--ws-port", type=_port, default=_port(env.get(ENV_WS_PORT, str(DEFAULT_WS_PORT))),
+        "-p", "--port", "--ws-port", dest="ws_port", type=_port,
+        default=_port(env.get(ENV_WS_PORT, str(DEFAULT_WS_PORT))),
         metavar="PORT",
-        help=f"std_daq WebSocket port (default {DEFAULT_WS_PORT}; ${ENV_WS_PORT})",
+        help=f"std_daq WebSocket port (default {DEFAULT_WS_PORT}; ${ENV_WS_PORT}); "
+        "-p/--port is std_daq's spelling",
+    )
+    parser.add_argument(
+        "-n", "--number_of_writers", dest="number_of_writers", type=int, default=None,
+        metavar="N",
+        help="std_daq's writer count; stddaq takes it from the config (number_of_writers) "
+        "and refuses to start if N differs",
+    )
+    parser.add_argument(
+        "-s", "--source_suffix", dest="source_suffix", default="image", metavar="SUFFIX",
+        help="std_daq's metadata stream suffix; stddaq's driver deals the image stream "
+        "(<detector>-image) and refuses another suffix",
     )
     parser.add_argument(
         "--allowed-root", action="append", default=None, metavar="DIR",
@@ -91,6 +104,21 @@ def allowed_roots_from(args: argparse.Namespace) -> list[str]:
     return [root for root in os.environ.get(ENV_ALLOWED_ROOTS, "").split(":") if root]
 
 
+def check_std_daq_options(config: DaqConfig, args: argparse.Namespace) -> None:
+    """Refuse std_daq's -n and -s values that stddaq's driver cannot serve as asked."""
+    n = args.number_of_writers
+    if n is not None and n != config.writers:
+        raise StartupError(
+            f"-n/--number_of_writers {n} differs from the config's number_of_writers "
+            f"({config.writers} writer(s)): stddaq takes the writer count from the config"
+        )
+    if args.source_suffix != "image":
+        raise StartupError(
+            f"-s/--source_suffix {args.source_suffix!r}: stddaq's driver deals the images of "
+            f"{config.detector_name}-image only"
+        )
+
+
 def token_from(args: argparse.Namespace) -> str | None:
     """The API token from --token-file or the environment (None: no authentication)."""
     if args.token_file:
@@ -112,6 +140,7 @@ class DriverService:
     """The built driver: threads not started yet."""
 
     def __init__(self, config: DaqConfig, args: argparse.Namespace, stats: Stats) -> None:
+        check_std_daq_options(config, args)
         roots = allowed_roots_from(args)
         if not roots:
             raise StartupError(

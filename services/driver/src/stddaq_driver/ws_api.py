@@ -1,13 +1,18 @@
 """std_daq's WebSocket control protocol (spec section 8), on its own port.
 
 Clients send `{"command": "start", "path": ..., "file_prefix": ..., "n_image": ...,
-"writer_id": ...}` or `{"command": "stop"}`. Every client is sent `{"status": S}` (with
-`"count": n` once images are being written, and `"reason"` in state error) every 100 ms
-and at every state change; every state an acquisition passes through is sent, also when
-states follow each other within milliseconds. A start while busy (or refused by the path
-policy, or without the token) answers `{"status": "rejected", "reason": ...}` to that
-client only; a message that is not valid JSON or not a valid command answers
-`{"status": "error", "reason": ...}` to that client only (the acquisition is unaffected).
+"writer_id": ..., "start_id": 0}` or `{"command": "stop"}`. Every client is sent
+`{"status": S}` (with `"count": n`, the images dealt to the writers, once images are being
+recorded, and `"reason"` in state error) every 100 ms and at every state change; every
+state an acquisition passes through is sent, also when states follow each other within
+milliseconds. Messages are serialised as std_daq's driver does: keys sorted, no spaces
+(`{"count":0,"status":"recording"}`), so they are byte for byte std_daq's. A client that
+connects with `?extras=1` also gets stddaq's own numbers in extra fields (`images_written`,
+`images_missing`, `acquisition_id`). A start while busy (or refused by the path policy,
+or without the token) answers `{"reason": ..., "status": "rejected"}` to that client only;
+a message that is not valid JSON or not a valid command (a field of the wrong type
+included: nothing is converted) answers `{"reason": ..., "status": "error"}` to that
+client only (the acquisition is unaffected).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
 
 from stddaq_driver.auth import TokenAuth
-from stddaq_driver.control import DriverControl, Refused
+from stddaq_driver.control import DriverControl, InvalidRequest, Refused
 from stddaq_driver.models import StartRequest
 from stddaq_driver.state import DaqState
 from stddaq_driver.status_board import AcquisitionSnapshot
@@ -40,15 +45,31 @@ _COUNTED_STATES = frozenset(
 )
 
 
-def status_message(snapshot: AcquisitionSnapshot) -> dict[str, Any]:
-    """The upstream status message of a snapshot."""
+def encode(message: dict[str, Any]) -> str:
+    """A message as std_daq's driver writes it: keys sorted, no spaces."""
+    return json.dumps(message, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def status_message(snapshot: AcquisitionSnapshot, *, extras: bool = False) -> dict[str, Any]:
+    """The upstream status message of a snapshot (`count`: images dealt, as std_daq's);
+    with `extras`, stddaq's own numbers in fields std_daq does not have."""
     message: dict[str, Any] = {"status": snapshot.state.value}
     if snapshot.state in _COUNTED_STATES:
-        message["count"] = snapshot.images_written
+        message["count"] = snapshot.images_dealt
     elif snapshot.state is DaqState.ERROR:
         message["reason"] = snapshot.last_error or "unknown error"
-        message["count"] = snapshot.images_written
+        message["count"] = snapshot.images_dealt
+    if extras:
+        message["acquisition_id"] = snapshot.acquisition_id
+        message["images_written"] = snapshot.images_written
+        message["images_missing"] = snapshot.images_missing
     return message
+
+
+def wants_extras(path: str) -> bool:
+    """True if the client's URL asks for stddaq's extra fields (`?extras=1`)."""
+    values = parse_qs(urlsplit(path).query).get("extras", [])
+    return any(value.lower() in ("1", "true", "yes") for value in values)
 
 
 def _validation_reason(error: ValidationError) -> str:
@@ -68,6 +89,14 @@ def _error(reason: str) -> dict[str, Any]:
     return {"status": "error", "reason": reason}
 
 
+def _answer_to(refused: Refused) -> dict[str, Any]:
+    """A refusal of the control as std_daq answers it: `error` for a malformed request,
+    `rejected` for one that does not fit now (busy, path, writers, nothing to stop)."""
+    if isinstance(refused, InvalidRequest):
+        return _error(refused.reason)
+    return _rejected(refused.reason)
+
+
 class WsProtocol:
     """Handles clients and pushes the status to all of them."""
 
@@ -75,6 +104,7 @@ class WsProtocol:
         self._control = control
         self._auth = auth
         self._clients: set[ServerConnection] = set()
+        self._with_extras: set[ServerConnection] = set()
         self._changed: asyncio.Event | None = None
 
     # --- one message (no I/O: unit-testable) ---
@@ -105,7 +135,7 @@ class WsProtocol:
             try:
                 self._control.stop()
             except Refused as refused:
-                return _rejected(refused.reason)
+                return _answer_to(refused)
             return None
         fields = {key: value for key, value in data.items() if key != "command"}
         try:
@@ -116,7 +146,7 @@ class WsProtocol:
         try:
             self._control.start(request)
         except Refused as refused:
-            return _rejected(refused.reason)
+            return _answer_to(refused)
         return None
 
     # --- connections ---
@@ -135,18 +165,24 @@ class WsProtocol:
     async def handle(self, connection: ServerConnection) -> None:
         """Serve one client until it goes away."""
         authorized = self._is_authorized(connection)
+        request = connection.request
+        extras = request is not None and wants_extras(request.path)
         self._clients.add(connection)
+        if extras:
+            self._with_extras.add(connection)
         self._control.counters.ws_clients_connected.inc()
         try:
-            await connection.send(json.dumps(status_message(self._control.status())))
+            first = status_message(self._control.status(), extras=extras)
+            await connection.send(encode(first))
             async for message in connection:
                 answer = self.handle_message(message, authorized)
                 if answer is not None:
-                    await connection.send(json.dumps(answer))
+                    await connection.send(encode(answer))
         except ConnectionClosed:
             pass
         finally:
             self._clients.discard(connection)
+            self._with_extras.discard(connection)
 
     # --- status push ---
 
@@ -176,8 +212,13 @@ class WsProtocol:
             clients = [client for client in self._clients if self._can_take_more(client)]
             if not clients:
                 continue
+            plain = [client for client in clients if client not in self._with_extras]
+            extras = [client for client in clients if client in self._with_extras]
             for snapshot in snapshots:
-                broadcast(clients, json.dumps(status_message(snapshot)))
+                if plain:
+                    broadcast(plain, encode(status_message(snapshot)))
+                if extras:
+                    broadcast(extras, encode(status_message(snapshot, extras=True)))
 
     @staticmethod
     def _can_take_more(client: ServerConnection) -> bool:

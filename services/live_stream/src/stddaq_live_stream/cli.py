@@ -1,6 +1,14 @@
 """Command line of the live stream, in std_daq's shape.
 
-    stddaq-live-stream CONFIG tcp://127.0.0.1:20000 [-s SUFFIX] [-t array-1.0|bsread]
+    stddaq-live-stream CONFIG tcp://127.0.0.1:20000 [-s SUFFIX] [-sm SUFFIX] [-si SUFFIX]
+                       [-t array-1.0|bsread]
+
+std_daq's flags, with std_daq's meaning: `-sm/--source_suffix_meta` (the metadata
+stream), `-si/--source_suffix_image` (the image buffer), `-t/--type`, and `--socket pub`
+(std_daq's `-s/--socket`; `-s pub` and `-s push` are read as the socket, any other `-s`
+value as the older std_daq's `-s/--source_suffix`, metadata and images). argparse matches
+`-sm` and `-si` whole, so `-sm image` is never `-s m`. stddaq's live stream only
+publishes: `push` is refused with a clear error.
 
 CONFIG (the DAQ config file) and the common service options come from
 stddaq_common.runtime.runner; this module adds the live stream's own arguments.
@@ -34,6 +42,40 @@ def _suffix(text: str) -> str:
 
 _send_hwm = int_in_range(1, 100_000)
 
+SOCKET_TYPES = ("pub", "push")
+
+
+def _socket(text: str) -> str:
+    if text not in SOCKET_TYPES:
+        raise argparse.ArgumentTypeError(f"socket {text!r} is not pub or push")
+    if text == "push":
+        raise argparse.ArgumentTypeError(
+            "socket push (std_daq's PUSH output to one consumer) is not supported: stddaq's "
+            "live stream publishes to any number of viewers (pub)"
+        )
+    return text
+
+
+class _SocketOrSuffix(argparse.Action):
+    """`-s`: std_daq's `--socket` when the value is pub or push, else the older
+    std_daq's `--source_suffix`."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        text = str(values)
+        try:
+            if text in SOCKET_TYPES:
+                namespace.socket = _socket(text)
+            else:
+                namespace.source_suffix = _suffix(text)
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"argument -s: {error}")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the live stream's arguments (after CONFIG) to the service parser."""
@@ -43,17 +85,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "a key of live_stream_configs, which gives the rate mode",
     )
     parser.add_argument(
-        "-s", "--source-suffix", "--source_suffix", dest="source_suffix", type=_suffix,
+        "-s", dest="source_suffix", action=_SocketOrSuffix, default=IMAGE_SUFFIX,
+        metavar="SUFFIX|pub",
+        help="pub: std_daq's --socket; anything else: --source_suffix",
+    )
+    parser.add_argument(
+        "--source-suffix", "--source_suffix", dest="source_suffix", type=_suffix,
         default=IMAGE_SUFFIX, metavar="SUFFIX",
         help="suffix of the buffer to stream: metadata from ipc://<ipc_dir>/<detector>-SUFFIX, images "
         "from /dev/shm/<detector>-SUFFIX (default: image)",
     )
     parser.add_argument(
-        "--metadata-suffix", "--metadata_suffix", dest="metadata_suffix", type=_suffix, default=None,
+        "--socket", dest="socket", type=_socket, default="pub",
+        help="std_daq's output socket type: pub (the only one stddaq serves)",
+    )
+    parser.add_argument(
+        "-sm", "--source_suffix_meta", "--source-suffix-meta", "--metadata-suffix",
+        "--metadata_suffix", dest="metadata_suffix", type=_suffix, default=None,
         metavar="SUFFIX", help="metadata stream suffix, if it differs from --source-suffix",
     )
     parser.add_argument(
-        "--image-suffix", "--image_suffix", dest="image_suffix", type=_suffix, default=None,
+        "-si", "--source_suffix_image", "--source-suffix-image", "--image-suffix",
+        "--image_suffix", dest="image_suffix", type=_suffix, default=None,
         metavar="SUFFIX", help="image buffer suffix, if it differs from --source-suffix",
     )
     parser.add_argument(

@@ -59,7 +59,6 @@ def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> LiveStre
     geometry = ring_geometry(config)
     send_hwm = options.send_hwm or default_send_hwm(geometry.slot_bytes)
     ring_name = shm_name(config.detector_name, options.image_suffix)
-    stats.tags["stream"] = options.stream_address
     if options.nice:
         os.nice(options.nice)
 

@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The receiver's own command-line arguments (after CONFIG)."""
     parser.add_argument("stream_address", metavar="STREAM_ADDRESS",
                         help="camera stream to connect to, e.g. tcp://pco-server:9999")
-    parser.add_argument("-n", "--connections", type=_positive_int, default=None,
+    parser.add_argument("-n", "--connections", "--number_of_connections", type=_positive_int, default=None,
                         help=f"parallel connections to the camera (default {DEFAULT_CONNECTIONS} "
                         "for pull, 1 for sub)")
     parser.add_argument("-t", "--type", dest="socket_type", choices=SOCKET_TYPES, default="pull",

@@ -15,7 +15,12 @@ from stddaq_common.config.model import ConfigError, DaqConfig, load_config
 from stddaq_stack.leftovers import remove_leftovers
 from stddaq_stack.progress import progress_line, watch
 from stddaq_stack.rest_client import DriverClient, DriverError
-from stddaq_stack.stack_spec import CameraOptions, StackOptions, stack_specs
+from stddaq_stack.stack_spec import (
+    DEFAULT_METRICS_PORT_BASE,
+    CameraOptions,
+    StackOptions,
+    stack_specs,
+)
 from stddaq_stack.supervisor import StackError, Supervisor
 
 _Subparsers = Any  # argparse's _SubParsersAction is private
@@ -46,6 +51,17 @@ def register_up(commands: _Subparsers) -> None:
         metavar="DIR",
         help="directory acquisitions may write below (repeatable; default: the current directory)",
     )
+    up.add_argument(
+        "--metrics-port-base",
+        type=int,
+        default=DEFAULT_METRICS_PORT_BASE,
+        metavar="PORT",
+        help="Prometheus metrics: receiver on PORT, driver PORT+1, live stream i PORT+10+i, "
+        f"writer k PORT+100+k (default {DEFAULT_METRICS_PORT_BASE}; 0: free ports, shown in "
+        "each READY line)",
+    )
+    up.add_argument("--no-metrics", action="store_true", help="serve no metrics endpoints")
+    up.add_argument("--metrics-addr", default="127.0.0.1", help="address the metrics ports bind")
     up.add_argument("--status-every", type=float, default=30.0, metavar="S", help="status table period")
     up.set_defaults(func=run_up)
 
@@ -63,6 +79,8 @@ def options_from(args: argparse.Namespace) -> StackOptions:
         bind_addr=args.bind_addr,
         allowed_roots=args.allowed_root or [os.getcwd()],
         fake_camera=camera,
+        metrics_port_base=None if args.no_metrics else args.metrics_port_base,
+        metrics_addr=args.metrics_addr,
     )
 
 
@@ -95,7 +113,12 @@ def run_up(args: argparse.Namespace) -> int:
         for line in error.lines:
             print(line, file=sys.stderr)
         return 2
-    supervisor = Supervisor(stack_specs(os.path.abspath(args.config), config, options_from(args)))
+    try:
+        specs = stack_specs(os.path.abspath(args.config), config, options_from(args))
+    except ValueError as error:
+        print(f"stddaq up: {error}", file=sys.stderr)
+        return 2
+    supervisor = Supervisor(specs)
     stop = threading.Event()
     _install_stop_handlers(stop)
     try:

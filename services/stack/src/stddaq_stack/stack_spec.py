@@ -19,6 +19,27 @@ class CameraOptions:
     compression: str = "none"
 
 
+DEFAULT_METRICS_PORT_BASE = 9710
+"""First Prometheus port of a stack (`stddaq up --metrics-port-base`)."""
+
+RECEIVER_METRICS_OFFSET = 0
+DRIVER_METRICS_OFFSET = 1
+LIVE_STREAM_METRICS_OFFSET = 10
+"""Live stream i (in sorted address order) serves base + 10 + i (at most 90 streams)."""
+WRITER_METRICS_OFFSET = 100
+"""Writer k serves base + 100 + k."""
+
+
+def metrics_port(base: int, offset: int) -> int:
+    """The metrics port of the service at `offset` (base 0: every service picks a free port)."""
+    if base == 0:
+        return 0
+    port = base + offset
+    if port > 65535:
+        raise ValueError(f"metrics port base {base} + {offset} is beyond 65535")
+    return port
+
+
 @dataclass(frozen=True)
 class StackOptions:
     """Choices `stddaq up` adds to the config file."""
@@ -32,13 +53,29 @@ class StackOptions:
     allowed_roots: list[str] = field(default_factory=list)
     fake_camera: CameraOptions | None = None
     python: str = sys.executable
+    metrics_port_base: int | None = None
+    """None: no metrics endpoints; 0: each service on a free port (its READY line says);
+    `stddaq up` and `make demo` use DEFAULT_METRICS_PORT_BASE."""
+    metrics_addr: str = "127.0.0.1"
+
+
+def _metrics_args(options: StackOptions, offset: int) -> list[str]:
+    base = options.metrics_port_base
+    if base is None:
+        return []
+    port = metrics_port(base, offset)
+    return ["--metrics-port", str(port), "--metrics-addr", options.metrics_addr]
 
 
 def stack_specs(config_path: str, config: DaqConfig, options: StackOptions) -> list[ProcessSpec]:
     """The services of the stack in start order: receiver (owns the ring), writers,
     driver (REST + WebSocket), one live stream per `live_stream_configs` address, and the
-    fake camera last (it binds; the receiver's sockets connect whenever it comes)."""
+    fake camera last (it binds; the receiver's sockets connect whenever it comes).
+    Each service runner serves Prometheus metrics on base + its offset (see the constants)."""
     py = options.python
+    live_addresses = sorted(config.live_stream_configs)
+    if len(live_addresses) > WRITER_METRICS_OFFSET - LIVE_STREAM_METRICS_OFFSET:
+        raise ValueError(f"{len(live_addresses)} live streams: at most 90 get a metrics port")
     specs = [
         ProcessSpec(
             "receiver",
@@ -54,11 +91,18 @@ def stack_specs(config_path: str, config: DaqConfig, options: StackOptions) -> l
                 "pull",
                 "-f",
                 options.input_format,
+                *_metrics_args(options, RECEIVER_METRICS_OFFSET),
             ],
         )
     ]
     specs += [
-        ProcessSpec(f"writer-{k}", [py, "-m", "stddaq_writer", config_path, "--index", str(k)])
+        ProcessSpec(
+            f"writer-{k}",
+            [
+                py, "-m", "stddaq_writer", config_path, "--index", str(k),
+                *_metrics_args(options, WRITER_METRICS_OFFSET + k),
+            ],
+        )
         for k in range(config.writers)
     ]
     driver = [
@@ -72,13 +116,20 @@ def stack_specs(config_path: str, config: DaqConfig, options: StackOptions) -> l
         str(options.rest_port),
         "--ws-port",
         str(options.ws_port),
+        *_metrics_args(options, DRIVER_METRICS_OFFSET),
     ]
     for root in options.allowed_roots:
         driver += ["--allowed-root", root]
     specs.append(ProcessSpec("driver", driver))
     specs += [
-        ProcessSpec(f"live-{i}", [py, "-m", "stddaq_live_stream", config_path, address])
-        for i, address in enumerate(sorted(config.live_stream_configs))
+        ProcessSpec(
+            f"live-{i}",
+            [
+                py, "-m", "stddaq_live_stream", config_path, address,
+                *_metrics_args(options, LIVE_STREAM_METRICS_OFFSET + i),
+            ],
+        )
+        for i, address in enumerate(live_addresses)
     ]
     camera = options.fake_camera
     if camera is not None:

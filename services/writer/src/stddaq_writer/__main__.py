@@ -20,6 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The writer's own options, after the DAQ config file."""
     parser.add_argument("--index", type=int, default=0, help="writer index k (0..N-1)")
     parser.add_argument(
+        "writer_id", type=int, nargs="?", default=None, metavar="WRITER_ID",
+        help="std_daq's positional writer index (the same as --index)",
+    )
+    parser.add_argument(
         "--read-mode",
         choices=READ_MODES,
         default="view",
@@ -39,7 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_RESERVE_BYTES / 2**20,
         help="space kept free next to each file to close it cleanly on a full disk",
     )
-    parser.add_argument("--ring-suffix", default="image", help="ring to read: <detector>-<suffix>")
+    parser.add_argument(
+        "-s", "--source_suffix", "--ring-suffix", dest="ring_suffix", default="image",
+        help="ring to read: <detector>-<suffix> (std_daq's -s/--source_suffix)",
+    )
     parser.add_argument(
         "--ring-timeout", type=float, default=5.0, help="seconds to wait for the ring at create"
     )
@@ -47,7 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> WriterService:
-    """Make writer `--index` of this config."""
+    """Make writer `--index` (or std_daq's positional WRITER_ID) of this config."""
+    if args.writer_id is not None:
+        if args.index not in (0, args.writer_id):
+            raise StartupError(f"WRITER_ID {args.writer_id} and --index {args.index} differ")
+        args.index = args.writer_id
     if not 0 <= args.index < config.writers:
         raise StartupError(
             f"--index {args.index} is outside 0..{config.writers - 1} "

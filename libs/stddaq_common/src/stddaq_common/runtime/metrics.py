@@ -6,6 +6,11 @@ plain counter and gauge values of one `Stats` whenever the endpoint is scraped. 
 rate over the last stats period), `stddaq_<service>_<gauge>` (gauge); every sample carries
 the label `detector` (plus the Stats' extra tags). String gauges are not exposed.
 Each Stats gets its own CollectorRegistry, never the process-global one.
+
+Prometheus wants base units spelled out (`promtool check metrics`), while the stats line
+keeps short names: a gauge named with an abbreviated unit is exposed in the base unit,
+`_us`/`_ms`/`_s` as `_seconds` (value scaled), `_per_s` as `_per_second`
+(`last_write_latency_us` -> `last_write_latency_seconds`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -23,6 +28,21 @@ if TYPE_CHECKING:
     from stddaq_common.runtime.stats import Stats
 
 _NOT_IN_METRIC_NAME = re.compile(r"[^a-zA-Z0-9_]")
+
+_UNIT_SUFFIXES: tuple[tuple[str, str, float], ...] = (
+    ("_per_s", "_per_second", 1.0),
+    ("_us", "_seconds", 1e-6),
+    ("_ms", "_seconds", 1e-3),
+    ("_s", "_seconds", 1.0),
+)
+
+
+def base_unit_name(name: str) -> tuple[str, float]:
+    """The Prometheus name of a stats field and the factor its value is scaled by."""
+    for suffix, replacement, scale in _UNIT_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)] + replacement, scale
+    return name, 1.0
 
 
 def metric_prefix(service: str) -> str:
@@ -62,8 +82,9 @@ class StatsCollector(Collector):  # type: ignore[misc]
             value = gauge.value
             if isinstance(value, str):
                 continue
-            family = GaugeMetricFamily(prefix + name, gauge.help, labels=label_names)
-            family.add_metric(label_values, float(value))
+            exposed, scale = base_unit_name(name)
+            family = GaugeMetricFamily(prefix + exposed, gauge.help, labels=label_names)
+            family.add_metric(label_values, float(value) * scale)
             yield family
         for name, counter in list(stats.own_counters.items()):
             total = CounterMetricFamily(prefix + name, counter.help, labels=label_names)
@@ -76,6 +97,16 @@ def stats_registry(stats: Stats) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatsCollector(stats))
     return registry
+
+
+METRICS_CONTENT_TYPE: str = CONTENT_TYPE_LATEST
+"""The content type of `metrics_text` (Prometheus' text exposition format)."""
+
+
+def metrics_text(stats: Stats) -> bytes:
+    """The current values of `stats` in Prometheus' text format (for another HTTP server,
+    such as the driver's REST port, to serve at `/metrics`)."""
+    return bytes(generate_latest(stats_registry(stats)))
 
 
 class MetricsServer:

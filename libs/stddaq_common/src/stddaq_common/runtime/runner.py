@@ -7,6 +7,12 @@ prints exactly one readiness line `READY <name> detector=<D> pid=<pid>` to stdou
 `service.run(stop)` in the main thread until SIGTERM/SIGINT set `stop`, then closes the
 service, emits a final stats line and returns 0.
 
+Every instance tags its stats (InfluxDB tags, Prometheus labels) through the runner, so
+two writers or two live streams of one detector are two series: an argument whose dest is
+named in INSTANCE_TAG_ARGS (`index` -> tag `index`, `stream_address` -> tag `stream`)
+becomes a tag, and `--stats-tag KEY=VALUE` (repeatable) adds the operator's own. The
+service's std_daq field names (runtime.std_daq_fields) are written beside its own.
+
 Signals are turned into `stop.set()` by a small watcher thread: the signal handler itself
 only writes the signal number to a pipe (no locks, no logging inside a handler, so a
 signal can never deadlock or raise into the service). Repeated signals while stopping
@@ -29,6 +35,7 @@ from typing import Any, NoReturn, Protocol
 from stddaq_common.config.model import ConfigError, DaqConfig, load_config
 from stddaq_common.runtime.logs import log_level, setup_logging
 from stddaq_common.runtime.stats import Stats
+from stddaq_common.runtime.std_daq_fields import STD_DAQ_FIELDS
 
 EXIT_OK = 0
 EXIT_STARTUP_ERROR = 1
@@ -37,6 +44,10 @@ EXIT_CONFIG_ERROR = 2
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 _log = logging.getLogger("stddaq.service")
+
+INSTANCE_TAG_ARGS = {"index": "index", "writer_id": "index", "stream_address": "stream"}
+"""Service arguments (by argparse dest) that tell instances apart, and their tag names (a
+later one that is set wins: std_daq's positional writer_id over --index)."""
 
 
 class StartupError(Exception):
@@ -91,6 +102,25 @@ def _metrics_port(text: str) -> int:
     return port
 
 
+def _stats_tag(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
+def instance_tags(args: argparse.Namespace) -> dict[str, str]:
+    """The stats tags of this service instance: INSTANCE_TAG_ARGS, then --stats-tag."""
+    tags = {
+        tag: str(getattr(args, dest))
+        for dest, tag in INSTANCE_TAG_ARGS.items()
+        if getattr(args, dest, None) is not None
+    }
+    for key, value in getattr(args, "stats_tags", None) or []:
+        tags[key] = value
+    return tags
+
+
 def _log_level_name(text: str) -> str:
     try:
         log_level(text)
@@ -128,6 +158,16 @@ def build_parser(name: str, add_arguments: AddArguments | None = None) -> argpar
         default=None,
         metavar="LEVEL",
         help="override the config's log_level (trace, debug, info, warn, err, critical, off)",
+    )
+    parser.add_argument(
+        "--stats-tag",
+        dest="stats_tags",
+        type=_stats_tag,
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="add this tag to every stats line and metric (repeatable); the instance's "
+        "index or stream address is tagged already",
     )
     if add_arguments is not None:
         add_arguments(parser)
@@ -285,7 +325,9 @@ def _run(
             config.detector_name,
             period=config.stats_collection_period,
             influx_url=config.influxdb_url,
+            tags=instance_tags(args),
         )
+        stats.add_std_daq_fields(STD_DAQ_FIELDS.get(name, ()))
     except ValueError as error:
         _print_error(name, f"{args.config}: {error}")
         return EXIT_CONFIG_ERROR

@@ -21,6 +21,7 @@ from stddaq_common.runtime.counters import Counter, Gauge, GaugeValue
 from stddaq_common.runtime.influx import InfluxPoster
 from stddaq_common.runtime.line_protocol import FieldValue, format_line
 from stddaq_common.runtime.metrics import MetricsServer
+from stddaq_common.runtime.std_daq_fields import StdDaqField, std_daq_values
 
 __all__ = ["Counter", "Gauge", "Stats"]
 
@@ -65,6 +66,7 @@ class Stats:
         self._last_values: dict[str, int] = {}
         self._last_emit = time.monotonic()
         self._metrics_server: MetricsServer | None = None
+        self._std_daq_fields: tuple[StdDaqField, ...] = ()
         self.poster: InfluxPoster | None = None
         if influx_url:
             self.poster = InfluxPoster(
@@ -141,16 +143,23 @@ class Stats:
         """Per-second rate of each counter over the last period (6 significant digits)."""
         return self._rates
 
+    def add_std_daq_fields(self, wanted: tuple[StdDaqField, ...]) -> None:
+        """Also write these std_daq field names (see runtime.std_daq_fields) in every line."""
+        self._std_daq_fields = wanted
+
     # --- values, rates and lines ---
 
     def fields(self) -> list[tuple[str, FieldValue]]:
-        """Name and value of every counter and its rate, every gauge, then own counters."""
+        """Name and value of every counter and its rate, every gauge, std_daq's names of
+        some of them, then own counters."""
         rates = self._rates
         fields: list[tuple[str, FieldValue]] = []
         for name, counter in list(self._counters.items()):
             fields.append((name, int(counter.value)))
             fields.append((f"{name}_rate", rates.get(name, 0.0)))
         fields.extend((name, gauge.value) for name, gauge in list(self._gauges.items()))
+        if self._std_daq_fields:
+            fields.extend(std_daq_values(dict(fields), self._std_daq_fields))
         fields.extend((name, int(c.value)) for name, c in list(self._own_counters.items()))
         return fields
 
