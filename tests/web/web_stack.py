@@ -11,6 +11,7 @@ import base64
 import contextlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -52,6 +53,22 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def free_metrics_base() -> int:
+    """A port base for `stddaq up --metrics-port-base` whose ports (receiver +0, driver +1,
+    live stream +10, writers +100, +101) are free now, below the ephemeral range."""
+    rng = random.Random()
+    while True:
+        base = rng.randrange(20000, 30000)
+        ports = [base + offset for offset in (0, 1, 10, 100, 101)]
+        try:
+            probes = [socket.create_server(("127.0.0.1", port)) for port in ports]
+        except OSError:
+            continue
+        for probe in probes:
+            probe.close()
+        return base
+
+
 def wait_for(what: str, predicate: Callable[[], Any], timeout: float = DEADLINE_S, every: float = 0.2) -> Any:
     """Poll `predicate` until it returns something true; AssertionError naming `what`."""
     deadline = time.monotonic() + timeout
@@ -79,6 +96,7 @@ class WebStack:
         self.data.mkdir(parents=True, exist_ok=True)
         self.rest_port, self.ws_port, self.camera_port, self.web_port = (free_port() for _ in range(4))
         self.live_address = f"tcp://127.0.0.1:{free_port()}"
+        self.metrics_base = free_metrics_base()
         document = pco_config(
             self.detector,
             height,
@@ -126,6 +144,8 @@ class WebStack:
                 str(self.data),
                 "--token-file",
                 str(self.token_path),
+                "--metrics-port-base",
+                str(self.metrics_base),
                 "--status-every",
                 "0",
             ],
