@@ -1,6 +1,6 @@
 """The stddaq demo (`make demo`): the whole stack of a PCO camera on this machine.
 
-Starts the stack (fake PCO camera, receiver, writers, driver, live stream) as local
+Starts the stack (fake PCO camera, receiver, writers, driver, live stream, web page) as local
 processes on an embedded default config, records an acquisition through the REST API,
 checks the file pixel by pixel, prints a summary and stops. `--keep-running` leaves the
 stack up for you to play with (Ctrl-C stops it). No Docker needed.
@@ -67,6 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--metrics-port-base", type=int, default=DEFAULT_METRICS_PORT_BASE,
         help="Prometheus ports: receiver PORT, driver PORT+1, live PORT+10+i, writer PORT+100+k",
     )
+    parser.add_argument("--web-port", type=int, default=8090, help="port of the web page (default 8090)")
     parser.add_argument("--keep-running", action="store_true", help="leave the stack up after the demo")
     return parser.parse_args(argv)
 
@@ -92,7 +93,8 @@ def run_demo(args: argparse.Namespace, supervisor: Supervisor, config_path: Path
     config = load_config(config_path)
     client = DriverClient(f"http://127.0.0.1:{args.rest_port}")
     run_dir = Path(args.data) / time.strftime("run-%Y%m%d-%H%M%S")
-    print(f"\n[demo] recording {args.images} images to {run_dir} ...", flush=True)
+    print(f"\n[demo] web page: http://127.0.0.1:{args.web_port}/", flush=True)
+    print(f"[demo] recording {args.images} images to {run_dir} ...", flush=True)
     started_at = time.monotonic()
     started = client.start(path=str(run_dir), n_image=args.images, compression=args.compression)
     final = watch(client, int(started["acquisition_id"]), out=sys.stderr, timeout=120 + args.images / 10)
@@ -124,6 +126,7 @@ def run_demo(args: argparse.Namespace, supervisor: Supervisor, config_path: Path
                 f"  live stream       array-1.0 at {LIVE_ADDRESS} (periodic: 1 image 5 times a second)",
                 f"  REST API          http://127.0.0.1:{args.rest_port}/api/v1/status "
                 f"(docs at http://127.0.0.1:{args.rest_port}/docs)",
+                f"  web page          http://127.0.0.1:{args.web_port}/ (live image, acquisition, health)",
                 f"  metrics           http://127.0.0.1:{args.metrics_port_base}/metrics (receiver), "
                 f"+1 driver, +10 live stream, +100 writer 0 (deploy/prometheus.yml)",
                 "",
@@ -152,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         allowed_roots=[str(data)],
         fake_camera=CameraOptions(port=args.camera_port, rate_hz=args.rate),
         metrics_port_base=args.metrics_port_base,
+        web_port=args.web_port,
     )
     supervisor = Supervisor(stack_specs(str(config_path), config, options))
     print(f"[demo] starting the stack of {config.detector_name} (config {config_path})", flush=True)

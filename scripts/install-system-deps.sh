@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite uses for real peers: influxd (InfluxDB 1.x),
-# promtool (Prometheus), h5dump (HDF5 1.10 tools). Only as root with apt-get; otherwise
+# promtool (Prometheus), h5dump (HDF5 1.10 tools), headless Chromium and its driver (the web
+# page's browser tests). Only as root with apt-get; otherwise
 # it says what is missing and the tests that need it skip with that reason.
 set -euo pipefail
 need=()
 command -v influxd >/dev/null || need+=(influxdb)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v h5dump >/dev/null || need+=(hdf5-tools)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "system-deps: not root or no apt-get; missing ${need[*]} (tests that need them skip)"

@@ -39,7 +39,7 @@ def test_the_image_scripts_pass_ruff_and_mypy(tmp_path: Path) -> None:
 
 def test_services_tsv_names_every_service_with_its_console_script() -> None:
     rows = images_of_services_tsv()
-    assert [row[0] for row in rows] == ["fake-camera", "receiver", "writer", "driver", "live-stream"]
+    assert [row[0] for row in rows] == ["fake-camera", "receiver", "writer", "driver", "live-stream", "web"]
     for image, wheel, script, user in rows:
         project = tomllib.loads(
             (REPO / "services" / wheel.removeprefix("stddaq_") / "pyproject.toml").read_text()

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 from types import FrameType
@@ -19,6 +20,7 @@ from stddaq_stack.stack_spec import (
     DEFAULT_METRICS_PORT_BASE,
     CameraOptions,
     StackOptions,
+    loopback,
     stack_specs,
 )
 from stddaq_stack.supervisor import StackError, Supervisor
@@ -63,11 +65,36 @@ def register_up(commands: _Subparsers) -> None:
     up.add_argument("--no-metrics", action="store_true", help="serve no metrics endpoints")
     up.add_argument("--metrics-addr", default="127.0.0.1", help="address the metrics ports bind")
     up.add_argument("--status-every", type=float, default=30.0, metavar="S", help="status table period")
+    up.add_argument(
+        "--web-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="port of the web page (default: a free port, printed when the stack is up)",
+    )
+    up.add_argument("--no-web", action="store_true", help="do not start the web page")
+    up.add_argument(
+        "--token-file",
+        default=None,
+        metavar="FILE",
+        help="file with the bearer token the driver requires for start, stop and config changes "
+        "(the web page is read-only without it; default: no token)",
+    )
     up.set_defaults(func=run_up)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on `host` right now (the kernel's choice)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def options_from(args: argparse.Namespace) -> StackOptions:
     """StackOptions from the `stddaq up` arguments."""
+    web = not getattr(args, "no_web", False)
+    web_port = getattr(args, "web_port", None)
+    token_file = getattr(args, "token_file", None)
     camera = CameraOptions(port=args.camera_port, rate_hz=args.camera_rate) if args.fake_camera else None
     address = args.camera_address or f"tcp://127.0.0.1:{args.camera_port}"
     return StackOptions(
@@ -81,6 +108,8 @@ def options_from(args: argparse.Namespace) -> StackOptions:
         fake_camera=camera,
         metrics_port_base=None if args.no_metrics else args.metrics_port_base,
         metrics_addr=args.metrics_addr,
+        token_file=os.path.abspath(token_file) if token_file else None,
+        web_port=(web_port if web_port is not None else free_port()) if web else None,
     )
 
 
@@ -113,8 +142,9 @@ def run_up(args: argparse.Namespace) -> int:
         for line in error.lines:
             print(line, file=sys.stderr)
         return 2
+    options = options_from(args)
     try:
-        specs = stack_specs(os.path.abspath(args.config), config, options_from(args))
+        specs = stack_specs(os.path.abspath(args.config), config, options)
     except ValueError as error:
         print(f"stddaq up: {error}", file=sys.stderr)
         return 2
@@ -129,7 +159,10 @@ def run_up(args: argparse.Namespace) -> int:
         return 1
     supervisor.say(
         f"stack of {config.detector_name} is up: REST http://{args.bind_addr}:{args.rest_port}/api/v1, "
-        f"WebSocket ws://{args.bind_addr}:{args.ws_port}; Ctrl-C stops it\n" + supervisor.table()
+        f"WebSocket ws://{args.bind_addr}:{args.ws_port}"
+        + (f", web page http://{loopback(args.bind_addr)}:{options.web_port}/" if options.web_port else "")
+        + "; Ctrl-C stops it\n"
+        + supervisor.table()
     )
     supervisor.run(stop, args.status_every)
     return shutdown(supervisor, config)

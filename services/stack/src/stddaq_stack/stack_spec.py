@@ -57,6 +57,50 @@ class StackOptions:
     """None: no metrics endpoints; 0: each service on a free port (its READY line says);
     `stddaq up` and `make demo` use DEFAULT_METRICS_PORT_BASE."""
     metrics_addr: str = "127.0.0.1"
+    token_file: str | None = None
+    """The driver's bearer-token file (the web page gets it too); None: no token."""
+    web_port: int | None = None
+    """Port of the web page (services/web); None: no web service."""
+
+
+def loopback(bind_addr: str) -> str:
+    """The address to reach a service bound at `bind_addr` from this machine."""
+    return "127.0.0.1" if bind_addr in ("0.0.0.0", "*", "") else bind_addr
+
+
+def web_metrics(config: DaqConfig, options: StackOptions) -> dict[str, str]:
+    """Service name -> its metrics URL, for the web page (none without a fixed port base)."""
+    base = options.metrics_port_base
+    if not base:
+        return {}
+    host = loopback(options.metrics_addr)
+    offsets = {"receiver": RECEIVER_METRICS_OFFSET}
+    offsets.update({f"writer-{k}": WRITER_METRICS_OFFSET + k for k in range(config.writers)})
+    offsets.update(
+        {f"live-{i}": LIVE_STREAM_METRICS_OFFSET + i for i in range(len(config.live_stream_configs))}
+    )
+    return {name: f"http://{host}:{metrics_port(base, offset)}/metrics" for name, offset in offsets.items()}
+
+
+def web_argv(config_path: str, config: DaqConfig, options: StackOptions) -> list[str]:
+    """The web page's command line: the driver's REST URL, the services' metrics, the token."""
+    argv = [
+        options.python,
+        "-m",
+        "stddaq_web",
+        config_path,
+        "--bind-addr",
+        options.bind_addr,
+        "--port",
+        str(options.web_port),
+        "--driver-url",
+        f"http://{loopback(options.bind_addr)}:{options.rest_port}",
+    ]
+    for name, url in sorted(web_metrics(config, options).items()):
+        argv += ["--metrics", f"{name}={url}"]
+    if options.token_file is not None:
+        argv += ["--token-file", options.token_file]
+    return argv
 
 
 def _metrics_args(options: StackOptions, offset: int) -> list[str]:
@@ -69,8 +113,9 @@ def _metrics_args(options: StackOptions, offset: int) -> list[str]:
 
 def stack_specs(config_path: str, config: DaqConfig, options: StackOptions) -> list[ProcessSpec]:
     """The services of the stack in start order: receiver (owns the ring), writers,
-    driver (REST + WebSocket), one live stream per `live_stream_configs` address, and the
-    fake camera last (it binds; the receiver's sockets connect whenever it comes).
+    driver (REST + WebSocket), one live stream per `live_stream_configs` address, the web
+    page (if `web_port`), and the fake camera last (it binds; the receiver's sockets
+    connect whenever it comes).
     Each service runner serves Prometheus metrics on base + its offset (see the constants)."""
     py = options.python
     live_addresses = sorted(config.live_stream_configs)
@@ -120,6 +165,8 @@ def stack_specs(config_path: str, config: DaqConfig, options: StackOptions) -> l
     ]
     for root in options.allowed_roots:
         driver += ["--allowed-root", root]
+    if options.token_file is not None:
+        driver += ["--token-file", options.token_file]
     specs.append(ProcessSpec("driver", driver))
     specs += [
         ProcessSpec(
@@ -131,6 +178,8 @@ def stack_specs(config_path: str, config: DaqConfig, options: StackOptions) -> l
         )
         for i, address in enumerate(live_addresses)
     ]
+    if options.web_port is not None:
+        specs.append(ProcessSpec("web", web_argv(config_path, config, options)))
     camera = options.fake_camera
     if camera is not None:
         specs.append(
