@@ -63,7 +63,7 @@ def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> LiveStre
         os.nice(options.nice)
 
     def attach() -> ImageRing:
-        return ImageRing.for_config(config, create=False, suffix=options.image_suffix)
+        return ImageRing.for_config(config, create=False, suffix=options.image_suffix, foreign=True)
 
     viewers = ViewerSocket(options.stream_address, send_hwm=send_hwm)
     try:

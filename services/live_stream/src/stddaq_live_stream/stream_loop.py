@@ -3,13 +3,17 @@
 Per image, in order (each step that stops the image counts it once):
 
     seen -> skipped_by_mode -> unwatched (no viewer) -> no_ring -> skipped_behind
+         -> ring_resized (segment resized by another program: never touched)
          -> late (slot no longer holds it) -> bad_images -> dropped_slow_viewer (every send
          buffer still queued) -> torn -> dropped_slow_viewer (EAGAIN) | sent
 
 The loop never blocks on a viewer (NOBLOCK sends, small high-water mark) and keeps pace
 with the metadata stream whatever it costs to send: an image whose id is more than half a
 ring behind the newest id in the ring is skipped unread (it is about to be overwritten
-anyway; slot = id % n_slots, so this holds whatever the id step). A stream that cannot send
+anyway; slot = id % n_slots, so this holds whatever the id step). A ring that a std_daq
+service made (no stddaq companion) is read as std_daq reads it: its images are sent and
+counted as `unverified_images` (gauge `ring_unverified` is 1): nothing can prove they were
+not overwritten while read. A stream that cannot send
 everything thus sends the newest images it can, and its metadata queue (at most half a ring
 of messages) never backs up into the acquisition, whose publisher refuses messages for
 everyone when one subscriber's queue is full.
@@ -58,6 +62,8 @@ class StreamCounters:
     bad_images: Counter
     dropped_slow_viewer: Counter
     bad_metadata: Counter
+    ring_resized: Counter
+    unverified: Counter
 
     @classmethod
     def register(cls, stats: Stats) -> StreamCounters:
@@ -79,6 +85,14 @@ class StreamCounters:
                 "images not sent: every send buffer queued for viewers, or ZeroMQ refused (EAGAIN)",
             ),
             bad_metadata=stats.counter("bad_metadata", "metadata messages that did not decode"),
+            ring_resized=stats.counter(
+                "skipped_ring_resized",
+                "selected images not sent: another program resized the ring's segment (not touched)",
+            ),
+            unverified=stats.counter(
+                "unverified_images",
+                "images read from a ring without stddaq companion (std_daq's): not provably untorn",
+            ),
         )
 
 
@@ -89,6 +103,8 @@ class StreamGauges:
     viewers: Gauge
     ring_name_missing: Gauge
     send_buffers: Gauge
+    ring_unverified: Gauge
+    rings_resized: Gauge
 
     @classmethod
     def register(cls, stats: Stats, send_hwm: int) -> StreamGauges:
@@ -100,6 +116,14 @@ class StreamGauges:
                 "ring_name_missing", "the ring's /dev/shm name was unlinked by someone else", initial=False
             ),
             send_buffers=stats.gauge("send_buffers", "reusable send buffers allocated", initial=0),
+            ring_unverified=stats.gauge(
+                "ring_unverified",
+                "the ring has no stddaq companion (made by std_daq): images cannot be proven untorn",
+                initial=False,
+            ),
+            rings_resized=stats.gauge(
+                "rings_resized", "rings dropped because another program resized their segment", initial=0
+            ),
         )
 
 
@@ -151,8 +175,11 @@ class LiveStream:
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
         self._viewers.poll_subscriptions()
         self.gauges.viewers.set(self._viewers.subscriptions)
-        self._ring_source.check(now)
-        self.gauges.ring_name_missing.set(self._ring_source.name_missing)
+        source = self._ring_source
+        source.check(now)
+        self.gauges.ring_name_missing.set(source.name_missing)
+        self.gauges.ring_unverified.set(source.unverified)
+        self.gauges.rings_resized.set(source.resized)
         bad = self._metadata.bad_messages
         if bad != self._bad_metadata_seen:
             self.counters.bad_metadata.inc(bad - self._bad_metadata_seen)
@@ -178,10 +205,15 @@ class LiveStream:
         if ring.last_written_id - image_id > ring.geometry.n_slots // 2:
             counters.skipped_behind.value += 1
             return
-        view = ring.view(image_id)
+        view = ring.view(image_id, meta.size or None)
         if view is None:
-            counters.late.value += 1
+            if ring.resized:
+                counters.ring_resized.value += 1
+            else:
+                counters.late.value += 1
             return
+        if not ring.verified:
+            counters.unverified.value += 1
         try:
             layout = layout_of(meta, view.nbytes)
             if layout.compressed and not self._output.sends_compressed:

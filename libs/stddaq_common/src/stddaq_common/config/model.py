@@ -123,7 +123,8 @@ class DaqConfig(BaseSettings):
         10, gt=0, description="Seconds between stats lines and metric updates"
     )
     ram_buffer_gb: float = Field(
-        0, ge=0, description="Ring buffer size in GiB; 0 = 1000 slots (never fewer than 1000)"
+        0, ge=0, description="Ring buffer size in GiB, read as an unsigned integer as std_daq reads it "
+        "(0.5 becomes 0); 0 = 1000 slots (never fewer than 1000)"
     )
     max_number_of_forwarders_spawned: int = Field(8, ge=0)
     use_all_forwarders: bool = False
