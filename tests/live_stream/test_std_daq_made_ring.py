@@ -188,7 +188,9 @@ def test_live_stream_on_a_std_daq_made_ring_sends_std_daqs_exact_bytes(detector:
         viewer.connect(address)
         # Count, not time: the metadata goes out once the live stream subscribed to it and
         # counts our viewer; std_daq's test publishes 1 s after the start, so never earlier.
-        wait_until(lambda: publisher.poll(100) and publisher.recv()[:1] == b"\x01", "the metadata subscription")
+        wait_until(
+            lambda: publisher.poll(100) and publisher.recv()[:1] == b"\x01", "the metadata subscription"
+        )
         wait_until(lambda: metrics(port).get("stddaq_live_stream_viewers") == 1, "the viewer counted")
         time.sleep(max(0.0, started + 1.0 - time.monotonic()))
         publisher.send(metadata_of(3))
