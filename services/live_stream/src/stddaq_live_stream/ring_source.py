@@ -76,6 +76,11 @@ class RingSource:
         return ring
 
     @property
+    def current(self) -> ImageRing | None:
+        """The attached ring, if any (never attaches)."""
+        return self._ring
+
+    @property
     def unverified(self) -> bool:
         """True while the attached ring has no stddaq companion (made by std_daq)."""
         return self._ring is not None and not self._ring.verified

@@ -7,6 +7,10 @@ Per image, in order (each step that stops the image counts it once):
          -> late (slot no longer holds it) -> bad_images -> dropped_slow_viewer (every send
          buffer still queued) -> torn -> dropped_slow_viewer (EAGAIN) | sent
 
+An image far from being overwritten goes out straight from its slot (slot_sender.py,
+counted in `sent_zero_copy` as well as `images_sent`); the others are copied first
+(image_copy.py). Either way no torn image reaches a viewer.
+
 The loop never blocks on a viewer (NOBLOCK sends, small high-water mark) and keeps pace
 with the metadata stream whatever it costs to send: an image whose id is more than half a
 ring behind the newest id in the ring is skipped unread (it is about to be overwritten
@@ -29,12 +33,14 @@ from dataclasses import dataclass
 
 from stddaq_common.bus.metadata import ImageMeta
 from stddaq_common.bus.metadata_stream import MetadataSubscriber
+from stddaq_common.ring.image_ring import ImageRing
 from stddaq_common.runtime.stats import Counter, Gauge, Stats
 from stddaq_live_stream.image_copy import ImageCopier, NotCopied
 from stddaq_live_stream.image_layout import layout_of
 from stddaq_live_stream.output_formats import OutputFormat
 from stddaq_live_stream.rate_modes import RateMode
 from stddaq_live_stream.ring_source import RingSource
+from stddaq_live_stream.slot_sender import DEFAULT_MAX_IN_FLIGHT, SlotSender
 from stddaq_live_stream.throttled_log import ThrottledWarning
 from stddaq_live_stream.viewer_socket import ViewerSocket
 
@@ -64,6 +70,9 @@ class StreamCounters:
     bad_metadata: Counter
     ring_resized: Counter
     unverified: Counter
+    sent_zero_copy: Counter
+    viewer_resets: Counter
+    torn_on_wire: Counter
 
     @classmethod
     def register(cls, stats: Stats) -> StreamCounters:
@@ -92,6 +101,16 @@ class StreamCounters:
             unverified=stats.counter(
                 "unverified_images",
                 "images read from a ring without stddaq companion (std_daq's): not provably untorn",
+            ),
+            sent_zero_copy=stats.counter(
+                "sent_zero_copy", "images sent straight from their ring slot (no copy; also in images_sent)"
+            ),
+            viewer_resets=stats.counter(
+                "viewer_queue_resets",
+                "viewers' queues dropped: a queued image's slot was about to be overwritten",
+            ),
+            torn_on_wire=stats.counter(
+                "torn_on_wire", "zero-copy images whose slot changed while ZeroMQ sent them (must be 0)"
             ),
         )
 
@@ -141,6 +160,7 @@ class LiveStream:
         stats: Stats,
         slot_bytes: int,
         send_buffers: int,
+        zero_copy_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._metadata = metadata
@@ -153,6 +173,7 @@ class LiveStream:
         self.counters = StreamCounters.register(stats)
         self.gauges = StreamGauges.register(stats, viewers.send_hwm)
         self._copier = ImageCopier(slot_bytes, send_buffers)
+        self._slots = SlotSender(zero_copy_in_flight)
         self._warnings = ThrottledWarning(log)
         self._next_housekeeping = 0.0
         self._bad_metadata_seen = 0
@@ -177,6 +198,7 @@ class LiveStream:
         self.gauges.viewers.set(self._viewers.subscriptions)
         source = self._ring_source
         source.check(now)
+        self._reap(source.current)
         self.gauges.ring_name_missing.set(source.name_missing)
         self.gauges.ring_unverified.set(source.unverified)
         self.gauges.rings_resized.set(source.resized)
@@ -186,6 +208,21 @@ class LiveStream:
             self._bad_metadata_seen = bad
         self.gauges.send_buffers.set(self._copier.pool.size)
         self._stats.maybe_emit(now)
+
+    def _reap(self, ring: ImageRing | None) -> None:
+        """Check the zero-copy frames in flight; drop the viewers' queue if one is endangered."""
+        slots = self._slots
+        if not slots.in_flight:
+            return
+        endangered = slots.reap(ring)
+        self.counters.torn_on_wire.value = slots.torn_on_wire
+        if not endangered:
+            return
+        log.warning("dropping the viewers' queue: an image queued from its slot was about to be "
+                    "overwritten (viewers too slow for the acquisition; they reconnect)")
+        self._viewers.reset()
+        slots.dropped()
+        self.counters.viewer_resets.value += 1
 
     def handle(self, meta: ImageMeta, now: float) -> None:
         """Send one image to the viewers if the mode selects it and it can be read whole."""
@@ -205,6 +242,7 @@ class LiveStream:
         if ring.last_written_id - image_id > ring.geometry.n_slots // 2:
             counters.skipped_behind.value += 1
             return
+        self._reap(ring)
         view = ring.view(image_id, meta.size or None)
         if view is None:
             if ring.resized:
@@ -214,10 +252,14 @@ class LiveStream:
             return
         if not ring.verified:
             counters.unverified.value += 1
+        zero_copy = False
         try:
             layout = layout_of(meta, view.nbytes)
             if layout.compressed and not self._output.sends_compressed:
                 image = self._copier.decompress_out(view, layout.dtype, layout.raw_nbytes)
+            elif self._slots.can_send(view, ring):
+                image = self._slots.frame(view)
+                zero_copy = True
             else:
                 image = self._copier.copy_out(view)
             if image is NotCopied.TORN:
@@ -233,8 +275,12 @@ class LiveStream:
             return
         if self._viewers.send(parts):
             counters.sent.value += 1
+            if zero_copy:
+                counters.sent_zero_copy.value += 1
         else:
             counters.dropped_slow_viewer.value += 1
+            if zero_copy:
+                self._slots.unsent()
 
     def close(self) -> None:
         """Close the viewers' socket, the metadata subscription and the ring."""
