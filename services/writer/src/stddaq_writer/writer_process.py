@@ -13,6 +13,7 @@ second behind), a `heartbeat` when nothing else was sent for a second, and the s
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -364,7 +365,10 @@ class WriterService:
         geometry = ring_geometry(config)
         ring = self._ring
         if ring is not None and (
-            ring.geometry != geometry or not self._ring_intact(ring) or not ring.name_exists()
+            ring.geometry != geometry
+            or not self._ring_intact(ring)
+            or not ring.name_exists()
+            or (not ring.verified and os.path.exists(ring.companion_path))  # stddaq took it over
         ):
             self._unverified_seen = 0
             ring.close()
