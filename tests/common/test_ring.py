@@ -690,6 +690,20 @@ def test_ram_buffer_gb_is_read_as_std_daq_reads_it_and_a_fraction_is_warned(
     assert "1000 slots" in warning and "integer 0" in warning
 
 
+def test_the_owner_warns_about_a_fractional_ram_buffer_gb_at_creation(
+    ring_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = _config(ring_name, 4, 4, ram_buffer_gb=0.5)
+    try:
+        with caplog.at_level(logging.WARNING), ImageRing.for_config(config, create=True) as ring:
+            assert ring.geometry.n_slots == 1000
+        assert any("ram_buffer_gb: 0.5 has a fractional part" in r.getMessage() for r in caplog.records)
+    finally:
+        for path in (f"{SHM}/{ring_name}-image", f"{SHM}/{ring_name}-image.stddaq"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
 def test_create_refuses_a_segment_of_another_size_and_never_maps_or_resizes_it(ring_name: str) -> None:
     geometry = RingGeometry(4096, 4)
     path = f"{SHM}/{ring_name}"

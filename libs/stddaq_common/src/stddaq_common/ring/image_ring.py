@@ -44,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stddaq_common.names import IMAGE_SUFFIX, shm_name
-from stddaq_common.ring.geometry import RingGeometry, ring_geometry
+from stddaq_common.ring.geometry import RingGeometry, ram_buffer_warning, ring_geometry
 from stddaq_common.ring.layout import (
     HEADER_BYTES,
     MAX_IMAGE_ID,
@@ -278,6 +278,9 @@ class ImageRing:
         name = shm_name(config.detector_name, suffix)
         geometry = ring_geometry(config)
         if create:
+            warning = ram_buffer_warning(config)
+            if warning is not None:  # the owner says it once; readers compute the same size
+                log.warning("ring %r: %s", name, warning)
             return cls.create(name, geometry, shm_dir=shm_dir)
         return cls.attach(name, geometry, shm_dir=shm_dir, timeout=timeout, foreign=foreign)
 
