@@ -17,7 +17,11 @@ from reaching that slot again, and the frame is tracked until ZeroMQ is done wit
 
 What remains: a live stream not scheduled at all while the writer goes through a quarter
 of the ring (at 1000 images/s and 1000 slots, 250 ms) with a frame still queued; the
-check after the send counts that case, it is not silent.
+check after the send counts that case, it is not silent. And a segment that another
+program shrinks while a frame is queued (a std_daq service with another config): the
+size is checked before each send and twice a second, and the queue is dropped when it
+changed, but ZeroMQ's I/O thread may read the lost pages in between (SIGBUS); with the
+copy the same window is the copy itself.
 """
 
 from __future__ import annotations
