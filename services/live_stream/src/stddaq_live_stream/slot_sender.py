@@ -6,8 +6,8 @@ from reaching that slot again, and the frame is tracked until ZeroMQ is done wit
 
 - Only an image at least half a ring ahead of its overwrite (`image_id + n_slots -
   last_written_id > n_slots / 2`) of a verified ring (stddaq's seqlock) is sent this way,
-  and at most `max_in_flight` such frames are queued at once; every other image takes the
-  copy path (image_copy.py).
+  and at most `max_in_flight` (64) such frames are queued at once; every other image takes
+  the copy path (image_copy.py).
 - `reap()` runs before every send and at least ten times a second: a finished frame's slot
   is checked with `still_valid()` (a change there would mean a torn image went out:
   counted as `torn_on_wire`, logged as an error; the margins make it never happen), and an
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 MIN_ZERO_COPY_BYTES = 64 * 1024
 """Smaller images are copied: cheaper than tracking a zero-copy frame."""
 
-DEFAULT_MAX_IN_FLIGHT = 16
+DEFAULT_MAX_IN_FLIGHT = 64
 
 
 @dataclass(slots=True)
@@ -89,22 +89,18 @@ class SlotSender:
             return False
         if ring is None or ring.resized or not ring.check_size():
             return True
+        # ZeroMQ finishes messages in the order they were sent (each viewer's queue is a
+        # FIFO), so the oldest unfinished frame is the one nearest to its overwrite.
+        in_flight = self._in_flight
+        while in_flight and in_flight[0].tracker.done:
+            item = in_flight.popleft()
+            if not item.view.still_valid():
+                self.torn_on_wire += 1
+                log.error("image %d was overwritten while ZeroMQ sent it from its slot", item.view.image_id)
+        if not in_flight:
+            return False
         n_slots = ring.geometry.n_slots
-        newest = ring.last_written_id
-        danger = False
-        remaining: deque[_InFlight] = deque()
-        for item in self._in_flight:
-            if item.tracker.done:
-                if not item.view.still_valid():
-                    self.torn_on_wire += 1
-                    log.error("image %d was overwritten while ZeroMQ sent it from its slot",
-                              item.view.image_id)
-                continue
-            remaining.append(item)
-            if item.view.image_id + n_slots - newest <= n_slots // 4:
-                danger = True
-        self._in_flight = remaining
-        return danger
+        return in_flight[0].view.image_id + n_slots - ring.last_written_id <= n_slots // 4
 
     def dropped(self) -> None:
         """The queue was discarded (socket closed): nothing of it is sent any more."""
