@@ -457,6 +457,7 @@ def run(quick: bool) -> list[BenchRecord]:
     shared_hz = max(rate(read, s) for read, _, s in shared)
     lost = sum(lost for _, lost, _ in alone + shared)
     torn = int(stream_stats.get("torn_images", "0i").rstrip("i"))
+    torn += int(stream_stats.get("torn_on_wire", "0i").rstrip("i"))
     ceiling_name = "raw pyzmq PUB/SUB tcp zero-copy, same run"
     return [
         record("live_stream forward 2MiB to viewer (images/s)", forward_hz, "images/s",

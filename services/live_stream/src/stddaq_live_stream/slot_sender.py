@@ -4,20 +4,21 @@ ZeroMQ sends a zero-copy frame later, from its I/O thread, and a queued message 
 taken back. So an image goes out from its slot only while the ring's single writer is far
 from reaching that slot again, and the frame is tracked until ZeroMQ is done with it:
 
-- Only an image at least half a ring ahead of its overwrite (`image_id + n_slots -
-  last_written_id > n_slots / 2`) of a verified ring (stddaq's seqlock) is sent this way,
+- Only an image at least three quarters of a ring ahead of its overwrite (`image_id +
+  n_slots - last_written_id > 3/4 n_slots`, i.e. among the newest quarter of the ring) of
+  a verified ring (stddaq's seqlock) is sent this way,
   and at most `max_in_flight` (64) such frames are queued at once; every other image takes
   the copy path (image_copy.py).
-- `reap()` runs before every send and at least ten times a second: a finished frame's slot
-  is checked with `still_valid()` (a change there would mean a torn image went out:
-  counted as `torn_on_wire`, logged as an error; the margins make it never happen), and an
-  unfinished frame whose slot the writer is within a quarter ring of overwriting makes
-  `reap()` return True: the caller closes the viewers' socket (LINGER 0 discards every
-  queued message; viewers reconnect by themselves) before the slot can change.
+- `reap()` runs for every metadata message and at least ten times a second: a finished
+  frame's slot is checked with `still_valid()` (a change there would mean a torn image
+  went out: counted as `torn_on_wire`, logged as an error; the margins make it never
+  happen), and an unfinished frame whose slot the writer is within half a ring of
+  overwriting makes `reap()` return True: the caller closes the viewers' socket (LINGER 0
+  discards every queued message; viewers reconnect by themselves) before the slot changes.
 
-What remains: a live stream not scheduled at all while the writer goes through a quarter
-of the ring (at 1000 images/s and 1000 slots, 250 ms) with a frame still queued; the
-check after the send counts that case, it is not silent. And a segment that another
+What remains: a live stream not scheduled at all while the writer goes through half of
+the ring (at 1000 images/s and 1000 slots, 500 ms) with a frame still queued; the check
+after the send counts that case, it is not silent. And a segment that another
 program shrinks while a frame is queued (a std_daq service with another config): the
 size is checked before each send and twice a second, and the queue is dropped when it
 changed, but ZeroMQ's I/O thread may read the lost pages in between (SIGBUS); with the
@@ -69,7 +70,7 @@ class SlotSender:
         if len(self._in_flight) >= self.max_in_flight:
             return False
         n_slots = ring.geometry.n_slots
-        return view.image_id + n_slots - ring.last_written_id > n_slots // 2
+        return view.image_id + n_slots - ring.last_written_id > n_slots - n_slots // 4
 
     def frame(self, view: SlotView) -> zmq.Frame:
         """A tracked zero-copy frame of the slot's bytes (call `unsent()` if it is not sent)."""
@@ -100,7 +101,7 @@ class SlotSender:
         if not in_flight:
             return False
         n_slots = ring.geometry.n_slots
-        return in_flight[0].view.image_id + n_slots - ring.last_written_id <= n_slots // 4
+        return in_flight[0].view.image_id + n_slots - ring.last_written_id <= n_slots // 2
 
     def dropped(self) -> None:
         """The queue was discarded (socket closed): nothing of it is sent any more."""

@@ -228,6 +228,8 @@ class LiveStream:
         """Send one image to the viewers if the mode selects it and it can be read whole."""
         counters = self.counters
         counters.seen.value += 1
+        if self._slots.in_flight:  # every message: the writer moves on whatever is sent
+            self._reap(self._ring_source.current)
         image_id = meta.image_id
         if not self._mode.selects(image_id, now):
             counters.skipped_by_mode.value += 1
@@ -242,7 +244,6 @@ class LiveStream:
         if ring.last_written_id - image_id > ring.geometry.n_slots // 2:
             counters.skipped_behind.value += 1
             return
-        self._reap(ring)
         view = ring.view(image_id, meta.size or None)
         if view is None:
             if ring.resized:
