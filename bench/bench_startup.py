@@ -1,4 +1,5 @@
-"""Exec to READY of every service, beside the same run's `python -c pass`.
+"""Exec to READY of every service (receiver, writer, driver, live stream, fake camera, web),
+beside the same run's `python -c pass`.
 
 Each service is started as a user starts it (`python -m <package> CONFIG ...`) with a small
 config in its own directory; the figure is the wall time from just before the exec to the
@@ -73,6 +74,7 @@ def _commands(directory: Path) -> dict[str, list[str]]:
         "live stream": [PYTHON, "-m", "stddaq_live_stream", config, stream],
         "fake camera": [PYTHON, "-m", "stddaq_fake_camera", "--address", f"tcp://127.0.0.1:{_free_port()}",
                         "--shape", "64", "64", "--rate", "1"],
+        "web": [PYTHON, "-m", "stddaq_web", config, "--port", "0", "--stream", stream],
     }
 
 
