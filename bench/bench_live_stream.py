@@ -16,6 +16,11 @@ touching the pixels, and this process.
    with the live stream idle (no viewer subscribed: it reads metadata and copies
    nothing) and while it forwards every image it can to a viewer, interleaved, best of
    each: the ratio is what forwarding (at the default nice 10) leaves of the acquisition.
+4. CPU per image at a fixed sustainable rate (`CPU_RATE_HZ` 2 MiB images to one viewer):
+   the live stream's CPU ms per delivered image (/proc/<pid>/stat over the phase), beside
+   a raw pyzmq sender in its own process sending the same frames (array-1.0 header + the
+   same 2 MiB buffer, zero-copy, same high-water mark) at the same rate to the same
+   viewer program. Ratio = live stream / raw (lower is better; 1 is the floor).
 
 On a 2-core machine the four processes share two cores: the figures are what the live
 stream costs there, not its cost on a dedicated server.
@@ -52,8 +57,10 @@ from stddaq_common.wire.array10 import encode_array10_header
 
 HEIGHT, WIDTH = 1024, 1024
 FRAME_BYTES = HEIGHT * WIDTH * 2
-SEND_HWM = 32
-"""The live stream's default send high-water mark for 2 MiB images (64 MiB per viewer)."""
+SEND_HWM = 100
+"""The live stream's default send high-water mark (std_daq's)."""
+CPU_RATE_HZ = 200.0
+"""Images per second in the CPU-per-image phase: well below what either path can carry."""
 GB = 1e9
 LEAD = 400
 """Images the producer may be ahead of the acquisition reader (the ring has 1000 slots)."""
@@ -209,6 +216,47 @@ def _ceiling(seconds: float) -> tuple[int, float]:
         pub.close(linger=0)
 
 
+def _raw_sender(address: str, hz: float, seconds: float, results: Any) -> None:
+    """Raw pyzmq: send the same array-1.0 frames at `hz` for `seconds`; (CPU s, sent)."""
+    pub: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.XPUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.setsockopt(zmq.SNDHWM, SEND_HWM)
+    pub.bind(address)
+    frame = np.random.default_rng(5).integers(0, 4096, (HEIGHT, WIDTH), dtype=np.uint16)
+    pixels = frame.data.cast("B")
+    results.put("ready")
+    if not pub.poll(int(DEADLINE_S * 1000)):  # the viewer's subscription
+        results.put((0.0, 0))
+        return
+    pub.recv()
+    cpu_before = time.process_time()
+    start = due = time.perf_counter()
+    image_id = sent = 0
+    while due - start < seconds:
+        header = encode_array10_header((HEIGHT, WIDTH), frame.dtype, image_id)
+        with contextlib.suppress(zmq.Again):
+            pub.send(header, zmq.SNDMORE | zmq.NOBLOCK)
+            pub.send(pixels, copy=False)
+            sent += 1
+        image_id += 1
+        due += 1.0 / hz
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    results.put((time.process_time() - cpu_before, sent))
+    time.sleep(1.0)  # let the last frames leave before the socket closes
+    pub.close(linger=0)
+
+
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+
+
 def _read_acquisition(
     ring: ImageRing,
     subscriber: MetadataSubscriber,
@@ -339,6 +387,32 @@ def run(quick: bool) -> list[BenchRecord]:
         forward_hz = rate(forward_count - 1, forward_s)
         _phase("forward")
 
+        # CPU per image at a fixed rate: the live stream, then a raw pyzmq sender.
+        cpu_s = 2.0 if quick else 6.0
+        viewer = _Probe(stream_address, cpu_s + 60.0)  # counts until a second of silence
+        time.sleep(0.3)  # the probe subscribes before the images come
+        assert stream is not None
+        cpu_before = _cpu_seconds(stream.process.pid)
+        producer_commands.put(("paced", CPU_RATE_HZ, cpu_s + 0.5, next_id))
+        stream_count, _ = viewer.result()
+        cpu_stream = _cpu_seconds(stream.process.pid) - cpu_before
+        next_id, _ = producer_results.get(timeout=DEADLINE_S)
+        while subscriber.receive(0) is not None:
+            pass
+        raw_address = _free_address()
+        raw_results = context.Queue()
+        raw = _start(context, _raw_sender, raw_address, CPU_RATE_HZ, cpu_s + 0.5, raw_results)
+        if raw_results.get(timeout=DEADLINE_S) != "ready":
+            raise RuntimeError("the raw sender did not start")
+        viewer = _Probe(raw_address, cpu_s + 60.0)
+        raw_count, _ = viewer.result()
+        cpu_raw, raw_sent = raw_results.get(timeout=DEADLINE_S)
+        raw.join(DEADLINE_S)
+        stream_ms = 1000 * cpu_stream / max(stream_count, 1)
+        raw_ms = 1000 * cpu_raw / max(raw_count, 1)
+        _phase(f"CPU per image: live stream {stream_ms:.3f} ms ({stream_count} delivered), "
+               f"raw pyzmq {raw_ms:.3f} ms ({raw_sent} sent, {raw_count} delivered)")
+
         # An acquisition with the live stream idle (no viewer: it only reads metadata) and
         # while it forwards every image it can to a viewer; interleaved, best of each.
         alone: list[tuple[int, int, float]] = []
@@ -362,8 +436,9 @@ def run(quick: bool) -> list[BenchRecord]:
         _phase("acquisitions")
         stream_stats = stream.stop()
         stream = None
-        counters = ("images_seen", "images_sent", "skipped_no_viewer", "skipped_behind", "late_images",
-                    "torn_images", "dropped_slow_viewer", "send_buffers")
+        counters = ("images_seen", "images_sent", "sent_zero_copy", "skipped_no_viewer", "skipped_behind",
+                    "late_images", "torn_images", "torn_on_wire", "viewer_queue_resets",
+                    "dropped_slow_viewer", "send_buffers")
         _phase("live stream " + ", ".join(f"{name}={stream_stats.get(name, '?')}" for name in counters))
     finally:
         if stream is not None:
@@ -382,6 +457,7 @@ def run(quick: bool) -> list[BenchRecord]:
     shared_hz = max(rate(read, s) for read, _, s in shared)
     lost = sum(lost for _, lost, _ in alone + shared)
     torn = int(stream_stats.get("torn_images", "0i").rstrip("i"))
+    torn += int(stream_stats.get("torn_on_wire", "0i").rstrip("i"))
     ceiling_name = "raw pyzmq PUB/SUB tcp zero-copy, same run"
     return [
         record("live_stream forward 2MiB to viewer (images/s)", forward_hz, "images/s",
@@ -390,4 +466,6 @@ def run(quick: bool) -> list[BenchRecord]:
                ceiling_name, ceiling_hz * FRAME_BYTES / GB, lost=torn),
         record("acquisition ring->reader 2MiB, live stream forwarding", shared_hz, "images/s",
                "same acquisition, live stream without viewer", alone_hz, lost=lost),
+        record(f"live_stream CPU ms per 2MiB image at {CPU_RATE_HZ:g} Hz", stream_ms, "CPU ms/image",
+               "raw pyzmq PUB send of the same frames, same rate, same run", raw_ms, lost=torn),
     ]

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stddaq_common.config.model import parse_config
-from stddaq_common.ring.geometry import RingGeometry
-from stddaq_common.ring.image_ring import ImageRing, RingError, RingOwnerExists, SlotBusy
+from stddaq_common.cli import main as stddaq_main
+from stddaq_common.config.model import DaqConfig, parse_config
+from stddaq_common.ring.geometry import RingGeometry, ram_buffer_warning, ring_geometry
+from stddaq_common.ring.image_ring import ImageRing, RingError, RingOwnerExists, RingResized, SlotBusy
 from tests.common.ring_child import fill_frame, make_frame
 
 CHILD_SCRIPT = Path(__file__).with_name("ring_child.py")
@@ -233,6 +234,8 @@ def test_lapped_ids_are_none_and_counted_never_wrong(ring_name: str) -> None:
                 "torn_reads": 0,
                 "overwritten": 17,
                 "not_written": 0,
+                "unverified_reads": 0,
+                "resized_reads": 0,
             }
             assert reader.read_into(20, out) is None
             assert reader.counters["not_written"] == 1
@@ -646,3 +649,141 @@ def test_for_config_names_and_sizes_the_ring_from_the_config(ring_name: str) -> 
         for path in (f"{SHM}/{name}", f"{SHM}/{name}.stddaq"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+
+
+# ---------------------------------------------------------------------- sizes as std_daq
+
+
+def _config(ring_name: str, height: int, width: int, **extra: object) -> DaqConfig:
+    return parse_config(
+        {
+            "detector_name": ring_name,
+            "detector_type": "pco",
+            "n_modules": 1,
+            "bit_depth": 16,
+            "image_pixel_height": height,
+            "image_pixel_width": width,
+            "start_udp_port": 0,
+            "module_positions": {},
+            **extra,
+        },
+        "test",
+    )
+
+
+def test_ram_buffer_gb_is_read_as_std_daq_reads_it_and_a_fraction_is_warned(
+    ring_name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 256x256 uint16 = 131,072 bytes a slot. std_daq reads ram_buffer_gb as an unsigned
+    # integer: 0.5 -> 0 -> its minimum of 1000 slots (not 4096), 2.9 -> 2 -> 16384 slots.
+    half = _config(ring_name, 256, 256, ram_buffer_gb=0.5)
+    assert ring_geometry(half) == RingGeometry(131072, 1000)
+    assert ring_geometry(half).total_bytes == 132120576  # what std_daq ftruncates the segment to
+    assert ring_geometry(_config(ring_name, 256, 256, ram_buffer_gb=2.9)).n_slots == 16384
+    assert ring_geometry(_config(ring_name, 256, 256, ram_buffer_gb=2)).n_slots == 16384
+    assert ram_buffer_warning(_config(ring_name, 256, 256, ram_buffer_gb=2)) is None
+    path = tmp_path / "daq.json"
+    path.write_text(json.dumps(half.model_dump(mode="json")))
+    assert stddaq_main(["config", "validate", "-q", str(path)]) == 0
+    warning = capsys.readouterr().err.strip()
+    assert warning.startswith(f"{path}: warning: ram_buffer_gb: 0.5 has a fractional part")
+    assert "1000 slots" in warning and "integer 0" in warning
+
+
+def test_the_owner_warns_about_a_fractional_ram_buffer_gb_at_creation(
+    ring_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = _config(ring_name, 4, 4, ram_buffer_gb=0.5)
+    try:
+        with caplog.at_level(logging.WARNING), ImageRing.for_config(config, create=True) as ring:
+            assert ring.geometry.n_slots == 1000
+        assert any("ram_buffer_gb: 0.5 has a fractional part" in r.getMessage() for r in caplog.records)
+    finally:
+        for path in (f"{SHM}/{ring_name}-image", f"{SHM}/{ring_name}-image.stddaq"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def test_create_refuses_a_segment_of_another_size_and_never_maps_or_resizes_it(ring_name: str) -> None:
+    geometry = RingGeometry(4096, 4)
+    path = f"{SHM}/{ring_name}"
+    foreign = b"std_daq" * 1000  # another program's segment of another size
+    Path(path).write_bytes(foreign)
+    for make in (
+        lambda: ImageRing.create(ring_name, geometry),
+        lambda: ImageRing.attach(ring_name, geometry, foreign=True),
+    ):
+        with pytest.raises(RingError) as refused:
+            make()
+        message = str(refused.value)
+        assert len(message.splitlines()) == 1
+        assert f"has {len(foreign)} bytes" in message and f"needs {geometry.total_bytes} bytes" in message
+        assert Path(path).read_bytes() == foreign  # untouched: not resized, not replaced
+
+
+def test_attach_refuses_a_stddaq_ring_whose_segment_was_resized(ring_name: str) -> None:
+    geometry = RingGeometry(4096, 4)
+    with ImageRing.create(ring_name, geometry):
+        os.truncate(f"{SHM}/{ring_name}", MIB)  # as a std_daq service with another config does
+        with pytest.raises(RingError, match=rf"has {MIB} bytes but this config needs {geometry.total_bytes}"):
+            ImageRing.attach(ring_name, geometry)
+
+
+def test_a_segment_resized_under_its_holders_is_no_longer_touched(
+    ring_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    geometry = RingGeometry(1 * MIB, 4)  # 4 MiB: a shrink to 1 MiB removes slots 1-3
+    frame = make_frame(MIB // 2, 3)
+    with ImageRing.create(ring_name, geometry) as owner, ImageRing.attach(ring_name, geometry) as reader:
+        owner.write(3, frame)
+        assert reader.view(3) is not None
+        os.truncate(f"{SHM}/{ring_name}", MIB)  # touching slot 3 now would be SIGBUS
+        with caplog.at_level(logging.ERROR):
+            with pytest.raises(RingResized, match=rf"changed size .* from {geometry.total_bytes} to {MIB}"):
+                owner.write(3, frame)
+            assert reader.view(3) is None
+            assert reader.read_into(3, np.empty(MIB // 2, np.uint16)) is None
+            assert not reader.check_size() and reader.resized and owner.resized
+        errors = [r for r in caplog.records if "changed size" in r.getMessage()]
+        assert len(errors) == 2  # one error per holder, not one per access
+        assert reader.counters["resized_reads"] == 2
+    # The owner does not unlink a segment another program resized: it is theirs now.
+    assert os.path.getsize(f"{SHM}/{ring_name}") == MIB
+
+
+def test_a_ring_without_companion_is_read_as_std_daq_reads_it_and_says_so(
+    ring_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    geometry = RingGeometry(8192, 4)
+    path = f"{SHM}/{ring_name}"
+    with open(path, "wb") as segment:  # what a std_daq service makes: the data segment only
+        segment.truncate(geometry.total_bytes)
+    writer = np.memmap(path, dtype=np.uint16, mode="r+")
+    writer[2 * 4096 : 3 * 4096] = make_frame(4096, 6)  # image 6 lives in slot 6 % 4 = 2
+    with pytest.raises(RingError, match="no stddaq companion"):
+        ImageRing.attach(ring_name, geometry)  # a stddaq-only reader keeps refusing it
+    with caplog.at_level(logging.WARNING), ImageRing.attach(ring_name, geometry, foreign=True) as ring:
+        assert not ring.verified and not ring.is_owner
+        assert any("cannot prove" in r.getMessage() for r in caplog.records)
+        view = ring.view(6, 8192)
+        assert view is not None and view.still_valid()
+        assert np.array_equal(np.frombuffer(view.data, np.uint16), make_frame(4096, 6))
+        out = np.empty(4096, np.uint16)
+        assert ring.read_into(6, out) == 8192 and np.array_equal(out, make_frame(4096, 6))
+        assert ring.counters["unverified_reads"] == 2
+        assert ring.name_exists()
+        del view
+    del writer
+    assert os.path.exists(path)  # an attacher never unlinks
+
+
+def test_a_stddaq_ring_is_never_taken_for_a_foreign_one_while_it_is_created(
+    ring_name: str, children: list[Child]
+) -> None:
+    geometry = RingGeometry(4096, 4)
+    owner = spawn(children, "own", ring_name, 4096, 4, "--delay", 0.2)
+    with ImageRing.attach(ring_name, geometry, timeout=DEADLINE_S, foreign=True) as ring:
+        # The companion is renamed into place before the data segment: whenever the data
+        # segment is there, so is its companion.
+        assert ring.verified
+    owner.wait_line("READY")

@@ -9,7 +9,7 @@ import pytest
 from stddaq_common.config.model import DaqConfig, parse_config
 from stddaq_common.runtime.runner import StartupError, build_parser
 from stddaq_live_stream.cli import add_arguments, options_from
-from stddaq_live_stream.service import default_send_hwm
+from stddaq_live_stream.service import STD_DAQ_SEND_HWM, default_send_buffers
 from stddaq_live_stream.stream_config import UnknownStreamAddress, stream_config_for
 
 
@@ -95,8 +95,11 @@ def test_command_line_rejects_bad_values(argv: list[str], capsys: pytest.Capture
     assert "error:" in capsys.readouterr().err
 
 
-def test_default_send_hwm_bounds_a_stalled_viewer_to_about_64_mib() -> None:
-    assert default_send_hwm(64 * 64 * 2) == 100
-    assert default_send_hwm(2 * 1024 * 1024) == 32
-    assert default_send_hwm(2016 * 2016 * 2) == 8
-    assert default_send_hwm(512 * 1024 * 1024) == 2
+def test_default_send_hwm_is_std_daqs_and_copies_stay_near_64_mib() -> None:
+    # std_daq's 100 for any image size: a burst is absorbed (images sent from their slot
+    # cost no memory); the buffers of copied images are what bounds memory.
+    assert STD_DAQ_SEND_HWM == 100
+    assert default_send_buffers(100, 64 * 64 * 2) == 104
+    assert default_send_buffers(100, 2 * 1024 * 1024) == 32
+    assert default_send_buffers(100, 2016 * 2016 * 2) == 8
+    assert default_send_buffers(100, 512 * 1024 * 1024) == 6

@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 
 from stddaq_common.config.docs import config_markdown
 from stddaq_common.config.model import ConfigError, config_json_schema, load_config
-from stddaq_common.ring.geometry import ring_geometry
+from stddaq_common.ring.geometry import ram_buffer_warning, ring_geometry
 
 
 def _validate(files: list[str], quiet: bool) -> int:
@@ -27,6 +27,9 @@ def _validate(files: list[str], quiet: bool) -> int:
                 print(line, file=sys.stderr)
             status = 2
             continue
+        warning = ram_buffer_warning(config)
+        if warning is not None:
+            print(f"{path}: warning: {warning}", file=sys.stderr)
         if not quiet:
             geometry = ring_geometry(config)
             print(

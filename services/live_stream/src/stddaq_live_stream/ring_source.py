@@ -5,11 +5,18 @@ first image that needs it (retrying at most once a second, with a warning every 
 Every few seconds it checks that the /dev/shm names still lead to its ring: a std_daq
 reader unlinks the name when it exits (the mapping stays valid: keep reading, report it),
 and a restarted owner may create a new ring (attach to the new one).
+
+A ring that a std_daq service made (no stddaq companion) is attached too, as std_daq's
+readers attach it; it is reported as unverified (it cannot prove an image was not
+overwritten while read) until a stddaq companion appears, then the verified ring replaces
+it. A ring whose segment another program resized is dropped at once (the ring refuses
+every read from then on) and attached again only when a ring of the right size is there.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 
 from stddaq_common.ring.image_ring import ImageRing, RingError
@@ -19,6 +26,7 @@ log = logging.getLogger(__name__)
 RETRY_INTERVAL_S = 1.0
 WARN_INTERVAL_S = 30.0
 NAME_CHECK_INTERVAL_S = 2.0
+SIZE_CHECK_INTERVAL_S = 0.5
 
 Attach = Callable[[], ImageRing]
 
@@ -33,8 +41,11 @@ class RingSource:
         self._next_try = 0.0
         self._next_warning = 0.0
         self._next_name_check = 0.0
+        self._next_size_check = 0.0
         self._name_missing = False
         self.attach_failures = 0
+        self.resized = 0
+        """Rings dropped because another program resized their segment."""
 
     @property
     def name_missing(self) -> bool:
@@ -64,12 +75,37 @@ class RingSource:
         self._next_name_check = now + NAME_CHECK_INTERVAL_S
         return ring
 
+    @property
+    def current(self) -> ImageRing | None:
+        """The attached ring, if any (never attaches)."""
+        return self._ring
+
+    @property
+    def unverified(self) -> bool:
+        """True while the attached ring has no stddaq companion (made by std_daq)."""
+        return self._ring is not None and not self._ring.verified
+
     def check(self, now: float) -> None:
-        """Every few seconds: if the ring's names vanished, report it or move to a new ring."""
+        """Twice a second: drop a resized ring. Every few seconds: if the ring's names
+        vanished, report it or move to a new ring; a ring without companion moves to a
+        verified one once a companion appears."""
         ring = self._ring
-        if ring is None or now < self._next_name_check:
+        if ring is None:
+            return
+        if now >= self._next_size_check:
+            self._next_size_check = now + SIZE_CHECK_INTERVAL_S
+            if not ring.check_size():  # the ring logged the error
+                self.resized += 1
+                self._ring = None
+                self._next_try = now + RETRY_INTERVAL_S
+                ring.close()
+                return
+        if now < self._next_name_check:
             return
         self._next_name_check = now + NAME_CHECK_INTERVAL_S
+        if not ring.verified:
+            self._try_verified(ring)
+            return
         if ring.name_exists():
             if self._name_missing:
                 log.info("%s is back under its name", self.description)
@@ -86,6 +122,21 @@ class RingSource:
         log.warning("%s was replaced by a new ring: attached the new one", self.description)
         self._ring = replacement
         self._name_missing = False
+        ring.close()
+
+    def _try_verified(self, ring: ImageRing) -> None:
+        """Replace a ring without companion by the stddaq ring of the same name, if there is one."""
+        if not os.path.exists(ring.companion_path):
+            return
+        try:
+            replacement = self._attach()
+        except RingError:
+            return
+        if not replacement.verified:
+            replacement.close()
+            return
+        log.info("%s now has a stddaq companion: images are verified again", self.description)
+        self._ring = replacement
         ring.close()
 
     def close(self) -> None:

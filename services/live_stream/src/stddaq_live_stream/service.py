@@ -25,12 +25,13 @@ from stddaq_live_stream.viewer_socket import ViewerSocket
 SERVICE_NAME = "live_stream"
 
 STD_DAQ_SEND_HWM = 100
-"""std_daq's live-stream send high-water mark (images per viewer)."""
+"""std_daq's live-stream send high-water mark (images per viewer): absorbs a burst."""
 
-STALLED_VIEWER_BUDGET_BYTES = 64 * 1024 * 1024
-"""By default a stalled viewer may hold at most about this much of queued images."""
+COPY_BUDGET_BYTES = 64 * 1024 * 1024
+"""By default the send buffers of copied images take at most about this much memory
+(images sent straight from their ring slot cost none)."""
 
-MIN_SEND_HWM = 2
+MIN_SEND_BUFFERS = 6
 
 SPARE_SEND_BUFFERS = 4
 """Send buffers beyond send_hwm: a stalled viewer's queue leaves these for the others."""
@@ -38,10 +39,10 @@ SPARE_SEND_BUFFERS = 4
 log = logging.getLogger("stddaq.live_stream")
 
 
-def default_send_hwm(image_bytes: int) -> int:
-    """std_daq's 100 images per viewer, fewer for images so large that 100 would exceed ~64 MiB."""
-    fitting = STALLED_VIEWER_BUDGET_BYTES // max(image_bytes, 1)
-    return max(MIN_SEND_HWM, min(STD_DAQ_SEND_HWM, fitting))
+def default_send_buffers(send_hwm: int, image_bytes: int) -> int:
+    """send_hwm + 4 send buffers for copied images, fewer when they would exceed ~64 MiB."""
+    fitting = COPY_BUDGET_BYTES // max(image_bytes, 1)
+    return max(MIN_SEND_BUFFERS, min(send_hwm + SPARE_SEND_BUFFERS, fitting))
 
 
 def output_format_for(options: LiveStreamOptions, config: DaqConfig) -> OutputFormat:
@@ -57,13 +58,13 @@ def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> LiveStre
     stream_config = stream_config_for(config, options.stream_address, args.config)
     mode = rate_mode_for(stream_config)
     geometry = ring_geometry(config)
-    send_hwm = options.send_hwm or default_send_hwm(geometry.slot_bytes)
+    send_hwm = options.send_hwm or STD_DAQ_SEND_HWM
     ring_name = shm_name(config.detector_name, options.image_suffix)
     if options.nice:
         os.nice(options.nice)
 
     def attach() -> ImageRing:
-        return ImageRing.for_config(config, create=False, suffix=options.image_suffix)
+        return ImageRing.for_config(config, create=False, suffix=options.image_suffix, foreign=True)
 
     viewers = ViewerSocket(options.stream_address, send_hwm=send_hwm)
     try:
@@ -79,7 +80,11 @@ def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> LiveStre
         output=output_format_for(options, config),
         stats=stats,
         slot_bytes=geometry.slot_bytes,
-        send_buffers=send_hwm + SPARE_SEND_BUFFERS if options.send_buffers is None else options.send_buffers,
+        send_buffers=(
+            default_send_buffers(send_hwm, geometry.slot_bytes)
+            if options.send_buffers is None
+            else options.send_buffers
+        ),
     )
     log.info(
         "live stream %s: %s, %s messages, images from %s (metadata %s), send_hwm %d, nice %d",

@@ -3,13 +3,21 @@
 Per image, in order (each step that stops the image counts it once):
 
     seen -> skipped_by_mode -> unwatched (no viewer) -> no_ring -> skipped_behind
+         -> ring_resized (segment resized by another program: never touched)
          -> late (slot no longer holds it) -> bad_images -> dropped_slow_viewer (every send
          buffer still queued) -> torn -> dropped_slow_viewer (EAGAIN) | sent
+
+An image far from being overwritten goes out straight from its slot (slot_sender.py,
+counted in `sent_zero_copy` as well as `images_sent`); the others are copied first
+(image_copy.py). Either way no torn image reaches a viewer.
 
 The loop never blocks on a viewer (NOBLOCK sends, small high-water mark) and keeps pace
 with the metadata stream whatever it costs to send: an image whose id is more than half a
 ring behind the newest id in the ring is skipped unread (it is about to be overwritten
-anyway; slot = id % n_slots, so this holds whatever the id step). A stream that cannot send
+anyway; slot = id % n_slots, so this holds whatever the id step). A ring that a std_daq
+service made (no stddaq companion) is read as std_daq reads it: its images are sent and
+counted as `unverified_images` (gauge `ring_unverified` is 1): nothing can prove they were
+not overwritten while read. A stream that cannot send
 everything thus sends the newest images it can, and its metadata queue (at most half a ring
 of messages) never backs up into the acquisition, whose publisher refuses messages for
 everyone when one subscriber's queue is full.
@@ -25,12 +33,14 @@ from dataclasses import dataclass
 
 from stddaq_common.bus.metadata import ImageMeta
 from stddaq_common.bus.metadata_stream import MetadataSubscriber
+from stddaq_common.ring.image_ring import ImageRing
 from stddaq_common.runtime.stats import Counter, Gauge, Stats
 from stddaq_live_stream.image_copy import ImageCopier, NotCopied
 from stddaq_live_stream.image_layout import layout_of
 from stddaq_live_stream.output_formats import OutputFormat
 from stddaq_live_stream.rate_modes import RateMode
 from stddaq_live_stream.ring_source import RingSource
+from stddaq_live_stream.slot_sender import DEFAULT_MAX_IN_FLIGHT, SlotSender
 from stddaq_live_stream.throttled_log import ThrottledWarning
 from stddaq_live_stream.viewer_socket import ViewerSocket
 
@@ -58,6 +68,11 @@ class StreamCounters:
     bad_images: Counter
     dropped_slow_viewer: Counter
     bad_metadata: Counter
+    ring_resized: Counter
+    unverified: Counter
+    sent_zero_copy: Counter
+    viewer_resets: Counter
+    torn_on_wire: Counter
 
     @classmethod
     def register(cls, stats: Stats) -> StreamCounters:
@@ -79,6 +94,24 @@ class StreamCounters:
                 "images not sent: every send buffer queued for viewers, or ZeroMQ refused (EAGAIN)",
             ),
             bad_metadata=stats.counter("bad_metadata", "metadata messages that did not decode"),
+            ring_resized=stats.counter(
+                "skipped_ring_resized",
+                "selected images not sent: another program resized the ring's segment (not touched)",
+            ),
+            unverified=stats.counter(
+                "unverified_images",
+                "images read from a ring without stddaq companion (std_daq's): not provably untorn",
+            ),
+            sent_zero_copy=stats.counter(
+                "sent_zero_copy", "images sent straight from their ring slot (no copy; also in images_sent)"
+            ),
+            viewer_resets=stats.counter(
+                "viewer_queue_resets",
+                "viewers' queues dropped: a queued image's slot was about to be overwritten",
+            ),
+            torn_on_wire=stats.counter(
+                "torn_on_wire", "zero-copy images whose slot changed while ZeroMQ sent them (must be 0)"
+            ),
         )
 
 
@@ -89,6 +122,8 @@ class StreamGauges:
     viewers: Gauge
     ring_name_missing: Gauge
     send_buffers: Gauge
+    ring_unverified: Gauge
+    rings_resized: Gauge
 
     @classmethod
     def register(cls, stats: Stats, send_hwm: int) -> StreamGauges:
@@ -100,6 +135,14 @@ class StreamGauges:
                 "ring_name_missing", "the ring's /dev/shm name was unlinked by someone else", initial=False
             ),
             send_buffers=stats.gauge("send_buffers", "reusable send buffers allocated", initial=0),
+            ring_unverified=stats.gauge(
+                "ring_unverified",
+                "the ring has no stddaq companion (made by std_daq): images cannot be proven untorn",
+                initial=False,
+            ),
+            rings_resized=stats.gauge(
+                "rings_resized", "rings dropped because another program resized their segment", initial=0
+            ),
         )
 
 
@@ -117,6 +160,7 @@ class LiveStream:
         stats: Stats,
         slot_bytes: int,
         send_buffers: int,
+        zero_copy_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._metadata = metadata
@@ -129,6 +173,7 @@ class LiveStream:
         self.counters = StreamCounters.register(stats)
         self.gauges = StreamGauges.register(stats, viewers.send_hwm)
         self._copier = ImageCopier(slot_bytes, send_buffers)
+        self._slots = SlotSender(zero_copy_in_flight)
         self._warnings = ThrottledWarning(log)
         self._next_housekeeping = 0.0
         self._bad_metadata_seen = 0
@@ -151,8 +196,12 @@ class LiveStream:
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
         self._viewers.poll_subscriptions()
         self.gauges.viewers.set(self._viewers.subscriptions)
-        self._ring_source.check(now)
-        self.gauges.ring_name_missing.set(self._ring_source.name_missing)
+        source = self._ring_source
+        source.check(now)
+        self._reap(source.current)
+        self.gauges.ring_name_missing.set(source.name_missing)
+        self.gauges.ring_unverified.set(source.unverified)
+        self.gauges.rings_resized.set(source.resized)
         bad = self._metadata.bad_messages
         if bad != self._bad_metadata_seen:
             self.counters.bad_metadata.inc(bad - self._bad_metadata_seen)
@@ -160,10 +209,27 @@ class LiveStream:
         self.gauges.send_buffers.set(self._copier.pool.size)
         self._stats.maybe_emit(now)
 
+    def _reap(self, ring: ImageRing | None) -> None:
+        """Check the zero-copy frames in flight; drop the viewers' queue if one is endangered."""
+        slots = self._slots
+        if not slots.in_flight:
+            return
+        endangered = slots.reap(ring)
+        self.counters.torn_on_wire.value = slots.torn_on_wire
+        if not endangered:
+            return
+        log.warning("dropping the viewers' queue: an image queued from its slot was about to be "
+                    "overwritten (viewers too slow for the acquisition; they reconnect)")
+        self._viewers.reset()
+        slots.dropped()
+        self.counters.viewer_resets.value += 1
+
     def handle(self, meta: ImageMeta, now: float) -> None:
         """Send one image to the viewers if the mode selects it and it can be read whole."""
         counters = self.counters
         counters.seen.value += 1
+        if self._slots.in_flight:  # every message: the writer moves on whatever is sent
+            self._reap(self._ring_source.current)
         image_id = meta.image_id
         if not self._mode.selects(image_id, now):
             counters.skipped_by_mode.value += 1
@@ -178,14 +244,23 @@ class LiveStream:
         if ring.last_written_id - image_id > ring.geometry.n_slots // 2:
             counters.skipped_behind.value += 1
             return
-        view = ring.view(image_id)
+        view = ring.view(image_id, meta.size or None)
         if view is None:
-            counters.late.value += 1
+            if ring.resized:
+                counters.ring_resized.value += 1
+            else:
+                counters.late.value += 1
             return
+        if not ring.verified:
+            counters.unverified.value += 1
+        zero_copy = False
         try:
             layout = layout_of(meta, view.nbytes)
             if layout.compressed and not self._output.sends_compressed:
                 image = self._copier.decompress_out(view, layout.dtype, layout.raw_nbytes)
+            elif self._slots.can_send(view, ring):
+                image = self._slots.frame(view)
+                zero_copy = True
             else:
                 image = self._copier.copy_out(view)
             if image is NotCopied.TORN:
@@ -201,8 +276,12 @@ class LiveStream:
             return
         if self._viewers.send(parts):
             counters.sent.value += 1
+            if zero_copy:
+                counters.sent_zero_copy.value += 1
         else:
             counters.dropped_slow_viewer.value += 1
+            if zero_copy:
+                self._slots.unsent()
 
     def close(self) -> None:
         """Close the viewers' socket, the metadata subscription and the ring."""

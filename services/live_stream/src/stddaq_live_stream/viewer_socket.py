@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import cast
 
@@ -22,6 +23,8 @@ from stddaq_common.runtime.runner import StartupError
 
 SUBSCRIBE = 1
 UNSUBSCRIBE = 0
+REBIND_WAIT_S = 5.0
+"""After a reset, how long the address may stay busy while ZeroMQ closes the old socket."""
 
 Part = bytes | zmq.Frame
 
@@ -36,15 +39,40 @@ class ViewerSocket:
         """Current number of subscriptions (viewers, usually one each)."""
         self.refused = 0
         """Messages the socket refused with EAGAIN (nothing of them was sent)."""
-        self._socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.XPUB)
         try:
-            self._socket.setsockopt(zmq.LINGER, 0)
-            self._socket.setsockopt(zmq.SNDHWM, send_hwm)
-            self._socket.setsockopt(zmq.XPUB_VERBOSER, 1)
-            self._socket.bind(address)
+            self._socket = self._bound_socket()
         except zmq.ZMQError as error:
-            self._socket.close(linger=0)
             raise StartupError(f"cannot bind the live stream at {address}: {error.strerror}") from None
+
+    def _bound_socket(self) -> zmq.Socket[bytes]:
+        socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.XPUB)
+        try:
+            socket.setsockopt(zmq.LINGER, 0)
+            socket.setsockopt(zmq.SNDHWM, self.send_hwm)
+            socket.setsockopt(zmq.XPUB_VERBOSER, 1)
+            socket.bind(self.address)
+        except zmq.ZMQError:
+            socket.close(linger=0)
+            raise
+        return socket
+
+    def reset(self) -> None:
+        """Drop every queued message: close the socket (LINGER 0) and bind a new one.
+
+        Viewers reconnect and subscribe again by themselves (ZeroMQ's reconnect); until
+        then the stream counts no viewer. Raises ZMQError if the address stays busy.
+        """
+        self._socket.close(linger=0)
+        self.subscriptions = 0
+        deadline = time.monotonic() + REBIND_WAIT_S
+        while True:
+            try:
+                self._socket = self._bound_socket()
+                return
+            except zmq.ZMQError as error:
+                if error.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
 
     @property
     def has_viewers(self) -> bool:

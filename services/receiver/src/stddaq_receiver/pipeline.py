@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
 
 from stddaq_common.bus.metadata import Compression, Dtype, ImageMeta, Status, dtype_of
-from stddaq_common.ring.image_ring import SlotBusy
+from stddaq_common.ring.image_ring import RingResized, SlotBusy
 from stddaq_common.runtime.stats import Counter, Gauge, Stats
 from stddaq_common.wire.errors import KINDS, WireFormatError
 from stddaq_receiver.decode_pool import DecodePool
@@ -35,7 +35,7 @@ from stddaq_receiver.slot_writer import SlotJob, SlotWriter
 
 log = logging.getLogger("stddaq.receiver")
 
-REJECT_REASONS = (*KINDS, "shape", "dtype", "internal")
+REJECT_REASONS = (*KINDS, "shape", "dtype", "ring", "internal")
 """Counter suffixes of rejected frames: the wire-format kinds plus the conversion reasons."""
 
 _LOG_INTERVAL_S = 5.0
@@ -286,6 +286,8 @@ class ReceiverPipeline:
             self._reject(error.reason, error.message, image_id)
         elif isinstance(error, WireFormatError):
             self._reject(error.kind, error.reason, image_id)
+        elif isinstance(error, RingResized):  # another program resized the ring: never touched
+            self._reject("ring", str(error), image_id)
         else:  # a bug must not stop acquisition: count, log, go on
             log.error("frame %d could not be written", image_id, exc_info=error)
             self._reject("internal", f"{type(error).__name__}: {error}", image_id)

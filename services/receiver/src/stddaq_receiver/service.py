@@ -125,6 +125,7 @@ class ReceiverService:
             timeout_ms = 0 if ready else idle_wait_ms
             if now - last_tick >= TICK_S:
                 pipeline.tick(now, idle=not ready)  # idle: every queue drained, timeouts apply
+                self._ring.check_size()  # a resize by another program is logged once, at once
                 stats.maybe_emit(now)
                 last_tick = now
 

@@ -13,6 +13,7 @@ second behind), a `heartbeat` when nothing else was sent for a second, and the s
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -118,6 +119,19 @@ class WriterService:
             "ring_name_vanished", "acquisitions during which the ring's name vanished"
         )
         self._write_latency = stats.gauge("last_write_latency_us", "time of the last image write")
+        self._ring_resized = stats.counter(
+            "ring_resized", "rings no longer read because another program resized their segment"
+        )
+        self._ring_unverified = stats.gauge(
+            "ring_unverified",
+            "the ring has no stddaq companion (made by std_daq): images cannot be proven untorn",
+            initial=False,
+        )
+        self._unverified_reads = stats.counter(
+            "unverified_reads", "images read from a ring without stddaq companion (not provably untorn)"
+        )
+        self._next_ring_check = 0.0
+        self._unverified_seen = 0
 
     # ----------------------------------------------------------------- events
 
@@ -162,7 +176,29 @@ class WriterService:
             if time.monotonic() > deadline:
                 return
 
+    def _check_ring(self, now: float) -> None:
+        """Twice a second: notice a ring resized by another program (one error, counted; the
+        ring refuses every read from then on) and count unverified reads."""
+        ring = self._ring
+        if ring is None or now < self._next_ring_check:
+            return
+        self._next_ring_check = now + 0.5
+        self._ring_intact(ring)
+
+    def _ring_intact(self, ring: ImageRing) -> bool:
+        """False (counted once per ring) once another program resized the ring's segment."""
+        unverified = ring.counters["unverified_reads"]
+        self._unverified_reads.inc(unverified - self._unverified_seen)
+        self._unverified_seen = unverified
+        if ring.resized:
+            return False
+        if ring.check_size():
+            return True
+        self._ring_resized.inc()
+        return False
+
     def _timed_work(self, now: float) -> None:
+        self._check_ring(now)
         acq = self._acq
         if acq is not None and acq.open:
             if acq.progress.dirty and now - self._last_progress >= PROGRESS_INTERVAL_S:
@@ -328,18 +364,25 @@ class WriterService:
         """The attached ring for this config (re-attached when replaced or resized)."""
         geometry = ring_geometry(config)
         ring = self._ring
-        if ring is not None and (ring.geometry != geometry or not ring.name_exists()):
+        if ring is not None and (
+            ring.geometry != geometry
+            or not self._ring_intact(ring)
+            or not ring.name_exists()
+            or (not ring.verified and os.path.exists(ring.companion_path))  # stddaq took it over
+        ):
+            self._unverified_seen = 0
             ring.close()
             self._ring = ring = None
         if ring is None:
             name = shm_name(config.detector_name, self._ring_suffix)
             try:
                 ring = ImageRing.attach(
-                    name, geometry, shm_dir=self._shm_dir, timeout=self._ring_timeout
+                    name, geometry, shm_dir=self._shm_dir, timeout=self._ring_timeout, foreign=True
                 )
             except RingError as error:
                 raise AcquisitionError(f"cannot read images: {error}") from None
             self._ring = ring
+            self._ring_unverified.set(not ring.verified)
         return ring
 
     def _on_close(self, command: CloseCommand) -> None:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
-import numpy as np
 from google.protobuf.message import DecodeError
 
 from stddaq_common._proto import std_daq_protocol_pb2 as pb
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class MetadataError(ValueError):
@@ -53,33 +56,45 @@ class Compression(IntEnum):
     BLOSC2 = 2
 
 
-_NUMPY_OF_DTYPE: dict[Dtype, np.dtype[np.generic]] = {
-    Dtype.UINT8: np.dtype("<u1"),
-    Dtype.UINT16: np.dtype("<u2"),
-    Dtype.UINT32: np.dtype("<u4"),
-    Dtype.UINT64: np.dtype("<u8"),
-    Dtype.INT8: np.dtype("<i1"),
-    Dtype.INT16: np.dtype("<i2"),
-    Dtype.INT32: np.dtype("<i4"),
-    Dtype.INT64: np.dtype("<i8"),
-    Dtype.FLOAT16: np.dtype("<f2"),
-    Dtype.FLOAT32: np.dtype("<f4"),
-    Dtype.FLOAT64: np.dtype("<f8"),
+_TYPESTR_OF_DTYPE: dict[Dtype, str] = {
+    Dtype.UINT8: "<u1",
+    Dtype.UINT16: "<u2",
+    Dtype.UINT32: "<u4",
+    Dtype.UINT64: "<u8",
+    Dtype.INT8: "<i1",
+    Dtype.INT16: "<i2",
+    Dtype.INT32: "<i4",
+    Dtype.INT64: "<i8",
+    Dtype.FLOAT16: "<f2",
+    Dtype.FLOAT32: "<f4",
+    Dtype.FLOAT64: "<f8",
 }
-_DTYPE_OF_NUMPY = {value.str: key for key, value in _NUMPY_OF_DTYPE.items()}
+_DTYPE_OF_NUMPY = {value: key for key, value in _TYPESTR_OF_DTYPE.items()}
+_NUMPY_OF_DTYPE: dict[Dtype, np.dtype[np.generic]] = {}
+"""Filled on first use: numpy is imported only by what needs it (the driver never does,
+and importing it costs every service's start)."""
 
 
 def numpy_dtype(dtype: Dtype) -> np.dtype[np.generic]:
     """The little-endian numpy dtype of an ImageMetadataDtype (ValueError for UNKNOWN)."""
+    found = _NUMPY_OF_DTYPE.get(dtype)
+    if found is not None:
+        return found
     try:
-        return _NUMPY_OF_DTYPE[dtype]
+        typestr = _TYPESTR_OF_DTYPE[dtype]
     except KeyError:
         raise ValueError(f"no numpy dtype for {dtype!r}") from None
+    import numpy  # lazy: see _NUMPY_OF_DTYPE
+
+    found = _NUMPY_OF_DTYPE[dtype] = numpy.dtype(typestr)
+    return found
 
 
 def dtype_of(array_dtype: np.dtype[np.generic] | str) -> Dtype:
     """The ImageMetadataDtype of a numpy dtype (UNKNOWN where there is none)."""
-    return _DTYPE_OF_NUMPY.get(np.dtype(array_dtype).newbyteorder("<").str, Dtype.UNKNOWN)
+    import numpy  # lazy: see _NUMPY_OF_DTYPE
+
+    return _DTYPE_OF_NUMPY.get(numpy.dtype(array_dtype).newbyteorder("<").str, Dtype.UNKNOWN)
 
 
 @dataclass(slots=True)

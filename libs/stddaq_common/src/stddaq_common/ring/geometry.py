@@ -54,9 +54,28 @@ def slot_bytes_for(config: DaqConfig) -> int:
     return pixels * image_dtype(config).itemsize
 
 
+def ram_buffer_gib(config: DaqConfig) -> int:
+    """`ram_buffer_gb` as std_daq reads it: an unsigned integer (0.5 -> 0, 2.9 -> 2)."""
+    return int(config.ram_buffer_gb)
+
+
 def n_slots_for(config: DaqConfig, slot_bytes: int) -> int:
-    """Slot count: max(1000, floor(ram_buffer_gb x 2^30 / slot_bytes))."""
-    return max(MIN_SLOTS, int(config.ram_buffer_gb * 2**30 // slot_bytes))
+    """Slot count: max(1000, floor(G x 2^30 / slot_bytes)), G = ram_buffer_gb's integer part."""
+    return max(MIN_SLOTS, ram_buffer_gib(config) * 2**30 // slot_bytes)
+
+
+def ram_buffer_warning(config: DaqConfig) -> str | None:
+    """A warning naming the field and the slot count if `ram_buffer_gb` has a fractional
+    part (std_daq, and therefore stddaq, use only its integer part); None otherwise."""
+    value = config.ram_buffer_gb
+    if value == int(value):
+        return None
+    geometry = ring_geometry(config)
+    return (
+        f"ram_buffer_gb: {value:g} has a fractional part; std_daq reads it as the unsigned "
+        f"integer {ram_buffer_gib(config)}, so the ring has {geometry.n_slots} slots x "
+        f"{geometry.slot_bytes} bytes = {geometry.total_bytes} bytes (write a whole number)"
+    )
 
 
 def ring_geometry(config: DaqConfig) -> RingGeometry:

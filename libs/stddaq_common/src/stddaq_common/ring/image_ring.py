@@ -16,6 +16,18 @@ Aligned 8-byte loads and stores are atomic on x86-64, and x86 keeps stores in or
 loads in order, so a reader whose two seq reads agree saw a complete, unchanged image.
 A read that comes too late or is torn returns None and is counted; no torn image is ever
 handed out.
+
+Size watch: before every write and every read the data segment's size is checked (one
+`fstat` of the open fd, ~1 us); if another program resized it (std_daq's services
+`ftruncate` it to their own figure), the ring stops touching it for good: writes raise
+`RingResized`, reads return None (counted as `resized_reads`), and one error is logged.
+Touching pages that a shrink removed would kill the process with SIGBUS. (Only a resize
+in the microseconds between the check and the copy cannot be caught.)
+
+A ring that std_daq made has no companion (`verified` is False): images are read in place
+as std_daq's readers read them, by slot only; nothing can prove that an image was not
+overwritten while it was read. Such reads are counted (`unverified_reads`) and the
+attach is logged as a warning; `still_valid()` cannot tell and returns True.
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stddaq_common.names import IMAGE_SUFFIX, shm_name
-from stddaq_common.ring.geometry import RingGeometry, ring_geometry
+from stddaq_common.ring.geometry import RingGeometry, ram_buffer_warning, ring_geometry
 from stddaq_common.ring.layout import (
     HEADER_BYTES,
     MAX_IMAGE_ID,
@@ -66,7 +78,7 @@ if TYPE_CHECKING:
     ImageTarget: TypeAlias = WriteableBuffer | npt.NDArray[Any]
     """A writable buffer: bytearray, writable memoryview, numpy array."""
 
-__all__ = ["ImageRing", "RingError", "RingOwnerExists", "SlotBusy", "SlotView", "SlotWrite"]
+__all__ = ["ImageRing", "RingError", "RingOwnerExists", "RingResized", "SlotBusy", "SlotView", "SlotWrite"]
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +129,20 @@ class SlotView:
         return f"SlotView(image_id={self.image_id}, nbytes={self.nbytes})"
 
 
+class UnverifiedSlotView(SlotView):
+    """A view into a ring without a companion (std_daq's): no sequence to check."""
+
+    __slots__ = ()
+
+    def still_valid(self) -> bool:
+        """Always True: a ring without a companion cannot tell (see `ImageRing.verified`)."""
+        return True
+
+
+class RingResized(RingError):
+    """The data segment changed size under this process: the ring is no longer used."""
+
+
 class SlotBusy(RingError):
     """start_write() on a slot that another write in progress holds."""
 
@@ -156,15 +182,27 @@ class ImageRing:
         self.name = segments.name
         self.geometry = segments.geometry
         self.is_owner = segments.lock_fd is not None
+        self.verified = segments.companion_map is not None
+        """False for a ring another program (std_daq) made: reads cannot be proven untorn."""
         self._n_slots = segments.geometry.n_slots
         self._slot_bytes = segments.geometry.slot_bytes
+        self._data_fd = segments.data_fd
+        self._expected_size = segments.geometry.total_bytes
+        self._resized_to: int | None = None
         data = memoryview(segments.data_map)
         self._data = data
         self._data_ro = data.toreadonly() if self.is_owner else data
-        companion = memoryview(segments.companion_map)
+        # A ring without a companion gets private zeroed words: every slot reads as
+        # "never written" for the verified paths, which it never takes.
+        companion_map = segments.companion_map
+        companion = memoryview(companion_map if companion_map is not None else bytearray(HEADER_BYTES))
         self._companion = companion
         self._header_words = companion[:HEADER_BYTES].cast("Q")
-        self._slot_words = companion[HEADER_BYTES : companion_bytes(self._n_slots)].cast("Q")
+        self._slot_words = (
+            companion[HEADER_BYTES : companion_bytes(self._n_slots)].cast("Q")
+            if companion_map is not None
+            else memoryview(bytearray(8)).cast("Q")
+        )
         self._pending: SlotWrite | None = None
         """The write begun by the single-write API (begin_write/write), if any."""
         self._in_progress: dict[int, SlotWrite] = {}
@@ -175,7 +213,17 @@ class ImageRing:
         self._torn_reads = 0
         self._overwritten = 0
         self._not_written = 0
+        self._unverified_reads = 0
+        self._resized_reads = 0
         self._closed = False
+        if not self.verified:
+            log.warning(
+                "ring %r: %s has no stddaq companion (a std_daq service made it): reading it as "
+                "std_daq's readers do; this ring cannot prove that an image was not overwritten "
+                "while it was read (counted as unverified_reads)",
+                self.name,
+                segments.data_path,
+            )
 
     # ----------------------------------------------------------------- construction
 
@@ -203,13 +251,16 @@ class ImageRing:
         *,
         shm_dir: str = DEFAULT_SHM_DIR,
         timeout: float = 0.0,
+        foreign: bool = False,
     ) -> ImageRing:
         """Attach read-only, waiting up to `timeout` s for the owner to create the ring.
 
-        Raises RingError (saying why) if it is missing, not a stddaq ring, or its geometry
-        differs from `geometry`. An attacher never unlinks anything.
+        Raises RingError (saying why) if it is missing, not a stddaq ring, its geometry
+        differs from `geometry`, or its data segment has another size. `foreign`: also
+        attach a data segment without a stddaq companion (std_daq's; `verified` is then
+        False). An attacher never unlinks anything.
         """
-        return cls(attach_segments(name, geometry, shm_dir, timeout))
+        return cls(attach_segments(name, geometry, shm_dir, timeout, foreign=foreign))
 
     @classmethod
     def for_config(
@@ -220,13 +271,18 @@ class ImageRing:
         suffix: str = IMAGE_SUFFIX,
         timeout: float = 0.0,
         shm_dir: str = DEFAULT_SHM_DIR,
+        foreign: bool = False,
     ) -> ImageRing:
-        """The `<detector>-<suffix>` ring of this config (created, or attached)."""
+        """The `<detector>-<suffix>` ring of this config (created, or attached; `foreign`
+        as in `attach`)."""
         name = shm_name(config.detector_name, suffix)
         geometry = ring_geometry(config)
         if create:
+            warning = ram_buffer_warning(config)
+            if warning is not None:  # the owner says it once; readers compute the same size
+                log.warning("ring %r: %s", name, warning)
             return cls.create(name, geometry, shm_dir=shm_dir)
-        return cls.attach(name, geometry, shm_dir=shm_dir, timeout=timeout)
+        return cls.attach(name, geometry, shm_dir=shm_dir, timeout=timeout, foreign=foreign)
 
     # ----------------------------------------------------------------- writer side
 
@@ -266,6 +322,8 @@ class ImageRing:
         """
         if not self.is_owner:
             raise RingError(f"ring {self.name!r} is attached read-only: only its owner writes")
+        if not self.check_size():
+            raise RingResized(self._resized_message())
         if not 0 <= image_id <= MAX_IMAGE_ID:
             raise ValueError(f"image id {image_id} is outside 0..2**64-1")
         slot = image_id % self._n_slots
@@ -349,8 +407,17 @@ class ImageRing:
 
     # ----------------------------------------------------------------- reader side
 
-    def view(self, image_id: int) -> SlotView | None:
-        """Zero-copy view of a complete image, or None (overwritten or not written; counted)."""
+    def view(self, image_id: int, nbytes: int | None = None) -> SlotView | None:
+        """Zero-copy view of a complete image, or None (overwritten or not written; counted).
+
+        `nbytes`: the image's size from its metadata; used only by a ring without a
+        companion (default: the whole slot), a stddaq ring knows each image's size.
+        """
+        if not self.check_size():
+            self._resized_reads += 1
+            return None
+        if not self.verified:
+            return self._view_unverified(image_id, nbytes)
         slot = image_id % self._n_slots
         index = slot * SLOT_WORDS
         words = self._slot_words
@@ -364,8 +431,16 @@ class ImageRing:
         self._reads += 1
         return SlotView(self, index, seq, image_id, self._data_ro[offset : offset + nbytes])
 
-    def read_into(self, image_id: int, out: ImageTarget) -> int | None:
-        """Copy a complete image into `out`; its byte count, or None if overwritten/torn."""
+    def read_into(self, image_id: int, out: ImageTarget, nbytes: int | None = None) -> int | None:
+        """Copy a complete image into `out`; its byte count, or None if overwritten/torn.
+
+        `nbytes` as in `view`."""
+        if not self.check_size():
+            self._resized_reads += 1
+            return None
+        if not self.verified:
+            view = self._view_unverified(image_id, nbytes)
+            return _copy_view(self.name, view, out)
         slot = image_id % self._n_slots
         index = slot * SLOT_WORDS
         words = self._slot_words
@@ -390,6 +465,45 @@ class ImageRing:
         self._reads += 1
         return nbytes
 
+    def _view_unverified(self, image_id: int, nbytes: int | None) -> SlotView:
+        """The slot of `image_id` in a ring without a companion, as std_daq reads it."""
+        if not 0 <= image_id <= MAX_IMAGE_ID:
+            raise ValueError(f"image id {image_id} is outside 0..2**64-1")
+        size = self._slot_bytes if nbytes is None else nbytes
+        if not 0 <= size <= self._slot_bytes:
+            raise self._too_big(image_id, size)
+        offset = (image_id % self._n_slots) * self._slot_bytes
+        self._reads += 1
+        self._unverified_reads += 1
+        return UnverifiedSlotView(self, 0, 0, image_id, self._data_ro[offset : offset + size])
+
+    def check_size(self) -> bool:
+        """True while the data segment has the size this ring mapped; False (for good,
+        after one logged error) once another program resized it. One fstat: cheap."""
+        if self._resized_to is not None:
+            return False
+        try:
+            size = os.fstat(self._data_fd).st_size
+        except OSError:
+            size = -1
+        if size == self._expected_size:
+            return True
+        self._resized_to = size
+        log.error("%s", self._resized_message())
+        return False
+
+    @property
+    def resized(self) -> bool:
+        """True once the data segment was found resized (the ring is no longer touched)."""
+        return self._resized_to is not None
+
+    def _resized_message(self) -> str:
+        return (
+            f"ring {self.name!r}: {self._segments.data_path} changed size under this process from "
+            f"{self._expected_size} to {self._resized_to} bytes (another program, such as a std_daq "
+            "service with another config, resized it); no longer reading or writing it"
+        )
+
     def _count_miss(self, image_id: int, seq: int, stored: int) -> None:
         """Count a read of an id the slot does not hold complete."""
         if not 0 <= image_id <= MAX_IMAGE_ID:
@@ -403,14 +517,22 @@ class ImageRing:
 
     @property
     def counters(self) -> dict[str, int]:
-        """This process's counts: writes, reads, torn_reads, overwritten, not_written."""
+        """This process's counts: writes, reads, torn_reads, overwritten, not_written,
+        unverified_reads (ring without companion), resized_reads (refused after a resize)."""
         return {
             "writes": self._writes,
             "reads": self._reads,
             "torn_reads": self._torn_reads,
             "overwritten": self._overwritten,
             "not_written": self._not_written,
+            "unverified_reads": self._unverified_reads,
+            "resized_reads": self._resized_reads,
         }
+
+    @property
+    def companion_path(self) -> str:
+        """Path of the companion segment (which a ring made by std_daq lacks)."""
+        return self._segments.companion_path
 
     @property
     def owner_pid(self) -> int:
@@ -429,6 +551,8 @@ class ImageRing:
         when they exit); the mapping itself stays valid.
         """
         seg = self._segments
+        if seg.companion_id is None:
+            return file_id(seg.data_path) == seg.data_id
         return file_id(seg.data_path) == seg.data_id and (file_id(seg.companion_path) == seg.companion_id)
 
     def close(self) -> None:
@@ -439,7 +563,10 @@ class ImageRing:
         seg = self._segments
         if self.is_owner:
             self._header_words[W_STATE] = STATE_CLOSED
-            for path, ident in ((seg.data_path, seg.data_id), (seg.companion_path, seg.companion_id)):
+            names = [(seg.companion_path, seg.companion_id)]
+            if self._resized_to is None:  # a resized data segment is someone else's now
+                names.insert(0, (seg.data_path, seg.data_id))
+            for path, ident in names:
                 if file_id(path) == ident:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(path)
@@ -447,6 +574,8 @@ class ImageRing:
             with contextlib.suppress(BufferError):  # a numpy array still uses it: GC unmaps
                 view.release()
         for mapping in (seg.data_map, seg.companion_map):
+            if mapping is None:
+                continue
             try:
                 mapping.close()
             except BufferError:
@@ -454,6 +583,9 @@ class ImageRing:
         if seg.lock_fd is not None:
             os.close(seg.lock_fd)
             seg.lock_fd = None
+        if seg.data_fd >= 0:
+            os.close(seg.data_fd)
+            seg.data_fd = -1
 
     def __enter__(self) -> ImageRing:
         return self
@@ -464,6 +596,19 @@ class ImageRing:
     def __repr__(self) -> str:
         role = "owner" if self.is_owner else "attached"
         return f"ImageRing({self.name!r}, slot_bytes={self._slot_bytes}, n_slots={self._n_slots}, {role})"
+
+
+def _copy_view(name: str, view: SlotView, out: ImageTarget) -> int:
+    """Copy a view's bytes into `out`; their count."""
+    dst = out if type(out) is memoryview else memoryview(cast("WriteableBuffer", out))
+    if dst.ndim != 1 or dst.format != "B" or not dst.c_contiguous:
+        dst = _writable_bytes(dst)
+    if view.nbytes > dst.nbytes:
+        raise ValueError(
+            f"ring {name!r}: image {view.image_id} has {view.nbytes} bytes, out holds {dst.nbytes}"
+        )
+    dst[: view.nbytes] = view.data
+    return view.nbytes
 
 
 def _writable_bytes(view: memoryview) -> memoryview:

@@ -5,7 +5,19 @@ kernel drops it when the owner dies, so a lock that can be taken means the previ
 owner is gone. New segments are built under a temporary name and renamed into place,
 so an attacher never sees a half-initialised ring. The data segment is allocated
 (`posix_fallocate`: a full /dev/shm is a clear error now, not a SIGBUS later) and mapped
-with `MAP_POPULATE`, so no page faults happen on the hot path.
+with `MAP_POPULATE`, so no page faults happen on the hot path. The companion is renamed
+into place before the data segment, so a data segment without a companion is never one
+that stddaq is still creating.
+
+Sizes: every participant computes the same total size from the same config; std_daq's
+services `ftruncate` the segment to their own figure. A data segment of another size
+(another program uses it with another config) is refused with a RingError naming both
+sizes and never mapped or resized. The data segment's fd stays open for the life of the
+mapping, so the holder can `fstat` it to notice a size change under it (ImageRing does).
+
+A ring that std_daq made has no companion: `attach_segments(..., foreign=True)` maps such
+a data segment read-only as std_daq's readers do (same size rule), without the companion's
+guarantees (Segments.companion_map is None).
 """
 
 from __future__ import annotations
@@ -65,11 +77,14 @@ class Segments:
     data_path: str
     companion_path: str
     data_map: mmap.mmap
-    companion_map: mmap.mmap
+    companion_map: mmap.mmap | None
+    """None for a ring another program (std_daq) made: no seqlock, no ids."""
     data_id: FileId
-    companion_id: FileId
+    companion_id: FileId | None
     lock_fd: int | None
     """The flock'ed companion fd of the owner; None for an attacher."""
+    data_fd: int
+    """The data segment, open while mapped (fstat tells a size change under the mapping)."""
 
 
 def segment_paths(name: str, shm_dir: str) -> tuple[str, str]:
@@ -92,6 +107,15 @@ def file_id(path: str) -> FileId | None:
     except FileNotFoundError:
         return None
     return (st.st_dev, st.st_ino)
+
+
+def size_mismatch(name: str, path: str, found: int, geometry: RingGeometry, who: str) -> str:
+    """One line refusing a data segment of the wrong size, naming both sizes."""
+    return (
+        f"ring {name!r}: {path} has {found} bytes but this config needs {geometry.total_bytes} "
+        f"bytes ({describe_geometry(geometry)}); {who} uses it with another config: refusing to "
+        "map or resize it (give every service the same image size, bit_depth and ram_buffer_gb)"
+    )
 
 
 def _fd_id(fd: int) -> FileId:
@@ -162,7 +186,7 @@ def _can_take_over(old: RingHeader | None, geometry: RingGeometry, data_path: st
         st = os.stat(data_path)
     except FileNotFoundError:
         return False
-    return (st.st_dev, st.st_ino) == (old.data_dev, old.data_ino) and (st.st_size >= geometry.total_bytes)
+    return (st.st_dev, st.st_ino) == (old.data_dev, old.data_ino) and (st.st_size == geometry.total_bytes)
 
 
 def _replace_reason(old: RingHeader, geometry: RingGeometry, data_path: str) -> str:
@@ -203,6 +227,9 @@ def create_segments(
             log.warning("ring %r: replacing unrecognised file %s", name, companion_path)
         segments = _build_fresh(name, geometry, shm_dir, data_path, companion_path, old, mode)
     except BaseException:
+        if old is None and file_id(companion_path) == _fd_id(lock_fd):
+            with contextlib.suppress(OSError):  # the lock file we made: leave nothing behind
+                os.unlink(companion_path)
         os.close(lock_fd)
         raise
     if old is not None:
@@ -230,14 +257,17 @@ def _take_over(
     except OSError as exc:
         raise RingError(f"ring {name!r}: cannot open {data_path}: {exc.strerror}") from exc
     try:
-        data_id = _fd_id(data_fd)
-        if data_id != (old.data_dev, old.data_ino):
+        data_st = os.fstat(data_fd)
+        data_id = (data_st.st_dev, data_st.st_ino)
+        if data_id != (old.data_dev, old.data_ino) or data_st.st_size != geometry.total_bytes:
+            os.close(data_fd)
             return None
         _allocate(data_fd, geometry.total_bytes, data_path, name)
         _allocate(lock_fd, companion_bytes(geometry.n_slots), companion_path, name)
         data_map = _map(data_fd, geometry.total_bytes, writable=True)
-    finally:
+    except BaseException:
         os.close(data_fd)
+        raise
     companion_map = _map(lock_fd, companion_bytes(geometry.n_slots), writable=True)
     words = memoryview(companion_map)[:HEADER_BYTES].cast("Q")
     words[W_OWNER_PID] = os.getpid()
@@ -261,6 +291,7 @@ def _take_over(
         data_id=data_id,
         companion_id=_fd_id(lock_fd),
         lock_fd=lock_fd,
+        data_fd=data_fd,
     )
 
 
@@ -273,8 +304,9 @@ def _build_fresh(
     old: RingHeader | None,
     mode: int,
 ) -> Segments:
-    """New companion (and new or adopted data segment), renamed into place."""
-    data_map, data_id = _make_data_segment(name, geometry, shm_dir, data_path, old, mode)
+    """New companion (and new or adopted data segment), renamed into place: the companion
+    first, then a new data segment, so no one ever sees our data without its companion."""
+    data_map, data_id, data_fd, data_temp = _make_data_segment(name, geometry, shm_dir, data_path, old, mode)
     temp = _temp_path(shm_dir, name)
     fd = -1
     try:
@@ -295,12 +327,17 @@ def _build_fresh(
         )
         words.release()
         os.rename(temp, companion_path)
+        if data_temp is not None:
+            os.rename(data_temp, data_path)
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
+        for path in (temp, data_temp):
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
         if fd >= 0:
             os.close(fd)
         data_map.close()
+        os.close(data_fd)
         if isinstance(exc, OSError):
             raise RingError(f"ring {name!r}: cannot create {companion_path}: {exc}") from exc
         raise
@@ -314,6 +351,7 @@ def _build_fresh(
         data_id=data_id,
         companion_id=_fd_id(fd),
         lock_fd=fd,
+        data_fd=data_fd,
     )
 
 
@@ -324,25 +362,31 @@ def _make_data_segment(
     data_path: str,
     old: RingHeader | None,
     mode: int,
-) -> tuple[mmap.mmap, FileId]:
-    """Adopt a foreign data segment of the right size in place, or make a new one."""
+) -> tuple[mmap.mmap, FileId, int, str | None]:
+    """Adopt a foreign data segment of the right size in place, or make a new one.
+
+    Returns (map, identity, open fd, temp path to rename into place or None if adopted).
+    A segment of another size is refused (RingError), unless it is the untouched data
+    segment of our own dead previous owner (replaced by rename: its mappings stay valid).
+    """
     total = geometry.total_bytes
     try:
         st: os.stat_result | None = os.stat(data_path)
     except FileNotFoundError:
         st = None
     old_data = None if old is None else (old.data_dev, old.data_ino)
-    if (
-        st is not None
-        and stat.S_ISREG(st.st_mode)
-        and st.st_size == total
-        and (st.st_dev, st.st_ino) != old_data
-    ):
-        adopted = _adopt_data_segment(name, total, data_path, (st.st_dev, st.st_ino))
-        if adopted is not None:
-            return adopted
     if st is not None:
-        log.warning("ring %r: replacing %s (%d bytes; the ring needs %d)", name, data_path, st.st_size, total)
+        ours = (st.st_dev, st.st_ino) == old_data and old is not None and st.st_size == old.total_bytes
+        if not ours and (not stat.S_ISREG(st.st_mode) or st.st_size != total):
+            raise RingError(size_mismatch(name, data_path, st.st_size, geometry, "another program"))
+        if not ours:
+            adopted = _adopt_data_segment(name, geometry, data_path, (st.st_dev, st.st_ino))
+            if adopted is not None:
+                return (*adopted, None)
+        else:
+            log.warning(
+                "ring %r: replacing %s (%d bytes; the ring needs %d)", name, data_path, st.st_size, total
+            )
     temp = _temp_path(shm_dir, name)
     try:
         fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
@@ -351,27 +395,21 @@ def _make_data_segment(
     try:
         os.fchmod(fd, mode)
         _allocate(fd, total, data_path, name)
-        data_map = _map(fd, total, writable=True)
-        try:
-            os.rename(temp, data_path)
-        except OSError:
-            data_map.close()
-            raise
-        return data_map, _fd_id(fd)
+        return _map(fd, total, writable=True), _fd_id(fd), fd, temp
     except BaseException as exc:
+        os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(temp)
         if isinstance(exc, OSError):
             raise RingError(f"ring {name!r}: cannot create {data_path}: {exc}") from exc
         raise
-    finally:
-        os.close(fd)
 
 
 def _adopt_data_segment(
-    name: str, total: int, data_path: str, seen: FileId
-) -> tuple[mmap.mmap, FileId] | None:
+    name: str, geometry: RingGeometry, data_path: str, seen: FileId
+) -> tuple[mmap.mmap, FileId, int] | None:
     """Map an existing data segment (e.g. made by a std_daq service) in place."""
+    total = geometry.total_bytes
     try:
         fd = os.open(data_path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -379,12 +417,17 @@ def _adopt_data_segment(
     except OSError as exc:
         raise RingError(f"ring {name!r}: cannot open existing {data_path}: {exc.strerror}") from exc
     try:
-        if _fd_id(fd) != seen:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != seen:
+            os.close(fd)
             return None
+        if st.st_size != total:
+            raise RingError(size_mismatch(name, data_path, st.st_size, geometry, "another program"))
         _allocate(fd, total, data_path, name)
         data_map = _map(fd, total, writable=True)
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
     log.warning(
         "ring %r: adopting the existing %s (%d bytes, made by another program such as a "
         "std_daq service); its readers see the images written from now on",
@@ -392,7 +435,7 @@ def _adopt_data_segment(
         data_path,
         total,
     )
-    return data_map, seen
+    return data_map, seen, fd
 
 
 def attach_segments(
@@ -400,12 +443,18 @@ def attach_segments(
     geometry: RingGeometry | None,
     shm_dir: str = DEFAULT_SHM_DIR,
     timeout: float = 0.0,
+    *,
+    foreign: bool = False,
 ) -> Segments:
-    """Map an existing ring read-only, waiting up to `timeout` s for its owner."""
+    """Map an existing ring read-only, waiting up to `timeout` s for its owner.
+
+    `foreign`: a data segment without a stddaq companion (made by a std_daq service) is
+    attached too, as std_daq's readers attach it (needs `geometry`; same size rule).
+    """
     data_path, companion_path = segment_paths(name, shm_dir)
     deadline = time.monotonic() + max(timeout, 0.0)
     while True:
-        found = _try_attach(name, geometry, data_path, companion_path)
+        found = _try_attach(name, geometry, data_path, companion_path, foreign)
         if isinstance(found, Segments):
             return found
         if time.monotonic() >= deadline:
@@ -414,13 +463,51 @@ def attach_segments(
         time.sleep(ATTACH_POLL_S)
 
 
+def _try_attach_foreign(name: str, geometry: RingGeometry | None, data_path: str) -> Segments | str:
+    """Map a data segment that has no companion read-only, as std_daq's readers do."""
+    if geometry is None:
+        return f"ring {name!r}: {data_path} has no stddaq companion and no geometry was given"
+    try:
+        data_fd = os.open(data_path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return f"ring {name!r} does not exist: {data_path} is missing"
+    except OSError as exc:
+        raise RingError(f"ring {name!r}: cannot open {data_path}: {exc.strerror}") from exc
+    try:
+        st = os.fstat(data_fd)
+        if st.st_size == 0 and stat.S_ISREG(st.st_mode):
+            os.close(data_fd)
+            return f"ring {name!r}: {data_path} is still empty (its maker has not sized it yet)"
+        if not stat.S_ISREG(st.st_mode) or st.st_size != geometry.total_bytes:
+            raise RingError(size_mismatch(name, data_path, st.st_size, geometry, "the program that made it"))
+        # No MAP_POPULATE: a std_daq segment may be sparse (a 1000-slot ring of large images).
+        data_map = mmap.mmap(data_fd, geometry.total_bytes, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+    except BaseException:
+        os.close(data_fd)
+        raise
+    return Segments(
+        name=name,
+        geometry=geometry,
+        data_path=data_path,
+        companion_path=data_path + COMPANION_SUFFIX,
+        data_map=data_map,
+        companion_map=None,
+        data_id=(st.st_dev, st.st_ino),
+        companion_id=None,
+        lock_fd=None,
+        data_fd=data_fd,
+    )
+
+
 def _try_attach(
-    name: str, geometry: RingGeometry | None, data_path: str, companion_path: str
+    name: str, geometry: RingGeometry | None, data_path: str, companion_path: str, foreign: bool
 ) -> Segments | str:
     """The attached segments, or the reason (a message) why not yet."""
     try:
         companion_fd = os.open(companion_path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
+        if foreign and file_id(data_path) is not None:
+            return _try_attach_foreign(name, geometry, data_path)
         hint = ""
         if file_id(data_path) is not None:
             hint = f"; {data_path} exists but has no stddaq companion (made by std_daq?)"
@@ -445,12 +532,14 @@ def _try_attach(
         try:
             data_st = os.fstat(data_fd)
             if (data_st.st_dev, data_st.st_ino) != (header.data_dev, header.data_ino):
+                os.close(data_fd)
                 return f"ring {name!r}: {data_path} is not the data segment {companion_path} describes"
-            if data_st.st_size < header.total_bytes:
-                return f"ring {name!r}: {data_path} has {data_st.st_size} bytes, not {header.total_bytes}"
+            if data_st.st_size != header.total_bytes:
+                raise RingError(size_mismatch(name, data_path, data_st.st_size, found, "another program"))
             data_map = _map(data_fd, header.total_bytes, writable=False)
-        finally:
+        except BaseException:
             os.close(data_fd)
+            raise
         companion_map = _map(companion_fd, companion_bytes(found.n_slots), writable=False)
         return Segments(
             name=name,
@@ -462,6 +551,7 @@ def _try_attach(
             data_id=(data_st.st_dev, data_st.st_ino),
             companion_id=_fd_id(companion_fd),
             lock_fd=None,
+            data_fd=data_fd,
         )
     finally:
         os.close(companion_fd)

@@ -16,12 +16,17 @@ import re
 import threading
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from stddaq_common.runtime.counters import Counter, Gauge, GaugeValue
-from stddaq_common.runtime.influx import InfluxPoster
 from stddaq_common.runtime.line_protocol import FieldValue, format_line
-from stddaq_common.runtime.metrics import MetricsServer
 from stddaq_common.runtime.std_daq_fields import StdDaqField, std_daq_values
+
+if TYPE_CHECKING:
+    # Imported where used: prometheus_client and urllib cost a service's start, and most
+    # services run without a metrics port or an InfluxDB URL.
+    from stddaq_common.runtime.influx import InfluxPoster
+    from stddaq_common.runtime.metrics import MetricsServer
 
 __all__ = ["Counter", "Gauge", "Stats"]
 
@@ -69,6 +74,8 @@ class Stats:
         self._std_daq_fields: tuple[StdDaqField, ...] = ()
         self.poster: InfluxPoster | None = None
         if influx_url:
+            from stddaq_common.runtime.influx import InfluxPoster  # lazy: see the imports at the top
+
             self.poster = InfluxPoster(
                 influx_url,
                 posted=self._own_counter("influx_posted_lines", "stats lines InfluxDB accepted"),
@@ -214,6 +221,8 @@ class Stats:
         """Serve Prometheus metrics on `addr:port` (0: a free port); return the bound port."""
         if self._metrics_server is not None:
             raise RuntimeError(f"stats {self.service}: the metrics endpoint is already served")
+        from stddaq_common.runtime.metrics import MetricsServer  # lazy: see the imports at the top
+
         server = MetricsServer(self, port=port, addr=addr)
         self._metrics_server = server
         return server.port
