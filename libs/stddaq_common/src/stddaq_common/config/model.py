@@ -1,19 +1,15 @@
-"""The DAQ config file: one pydantic model, the single source of truth.
+"""The DAQ config file: one pydantic-settings model, the single source of truth.
 
 Every std_daq field keeps its upstream name and default (docs/interfaces.md, section 2);
 stddaq's own additions are optional. Unknown keys are kept (in `model_extra`) and
 ignored, so one file can carry settings of other layers. Environment variables with the
-prefix `STDDAQ_` override the file (`STDDAQ_LOG_LEVEL=debug`; names in any case; values
-of object and list fields as JSON), whenever a DaqConfig is validated.
-
-(The environment is read here rather than through pydantic-settings: that package and
-what it imports (asyncio, dotenv, email) cost every service about a tenth of its start.)
+prefix `STDDAQ_` override the file (`STDDAQ_LOG_LEVEL=debug`; nested values as JSON).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,14 +23,17 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DetectorType = Literal[
     "gigafrost", "eiger", "pco", "jungfrau-raw", "jungfrau-converted", "jungfrau", "bsread"
 ]
 LogLevel = Literal["trace", "debug", "info", "warn", "warning", "err", "error", "critical", "off"]
 
-ENV_PREFIX = "STDDAQ_"
-"""Environment variables `STDDAQ_<FIELD>` override the file's fields."""
+_SETTINGS_INIT_OPTIONS = frozenset(
+    name for name in inspect.signature(BaseSettings.__init__).parameters if name.startswith("_")
+)
+"""pydantic-settings' own init options (`_env_file`, `_cli_parse_args`, ...): never config keys."""
 
 MAX_WRITERS = 256
 """More writers than this is a typo: the driver binds a socket per writer and lists each."""
@@ -92,10 +91,11 @@ class LiveStreamConfig(BaseModel):
         return self
 
 
-class DaqConfig(BaseModel):
+class DaqConfig(BaseSettings):
     """The DAQ config file common to all services (std_daq's fields plus stddaq's additions)."""
 
-    model_config = ConfigDict(
+    model_config = SettingsConfigDict(
+        env_prefix="STDDAQ_",
         extra="allow",
         validate_default=True,
         json_schema_extra={"title": "stddaq DAQ config"},
@@ -154,14 +154,15 @@ class DaqConfig(BaseModel):
         "(e.g. http://127.0.0.1:8086/write?db=stddaq)",
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _environment_overrides(cls, values: Any) -> Any:
-        """`STDDAQ_<FIELD>` environment variables replace the fields they name."""
-        overrides = environment_overrides()
-        if not overrides or not isinstance(values, dict):
-            return values
-        return {**values, **overrides}
+    def __init__(self, **values: Any) -> None:
+        """Validate `values` (the file's keys). Keys named like pydantic-settings' init
+        options (`_env_file`, `_cli_parse_args`, `_secrets_dir`, ...) are kept as unknown
+        keys and never obeyed: a config file must not make a service read other files,
+        parse its command line or exit."""
+        options = {key: values.pop(key) for key in list(values) if key in _SETTINGS_INIT_OPTIONS}
+        super().__init__(**values)
+        if options and self.__pydantic_extra__ is not None:
+            self.__pydantic_extra__.update(options)
 
     @field_validator("module_positions")
     @classmethod
@@ -176,34 +177,22 @@ class DaqConfig(BaseModel):
     def _lower_log_level(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment (`STDDAQ_*`) overrides the file, which is passed as init values."""
+        return (env_settings, init_settings)
+
     @property
     def writers(self) -> int:
         """Number of HDF5 writers actually run (`number_of_writers`, 0 meaning 1)."""
         return max(1, self.number_of_writers)
-
-
-_JSON_FIELDS = frozenset({"module_positions", "submodule_info", "live_stream_configs"})
-"""Fields whose environment value is JSON (objects); the others take the text as is."""
-
-
-def environment_overrides() -> dict[str, Any]:
-    """The fields `STDDAQ_<FIELD>` variables set (names in any case), values as given
-    (JSON for object fields; text that is not JSON is passed on and fails validation)."""
-    found: dict[str, Any] = {}
-    for key, text in os.environ.items():
-        if len(key) <= len(ENV_PREFIX) or key[: len(ENV_PREFIX)].upper() != ENV_PREFIX:
-            continue
-        name = key[len(ENV_PREFIX) :].lower()
-        if name not in DaqConfig.model_fields:
-            continue
-        if name in _JSON_FIELDS:
-            try:
-                found[name] = json.loads(text)
-            except json.JSONDecodeError:
-                found[name] = text
-        else:
-            found[name] = text
-    return found
 
 
 def format_validation_error(source: str, error: ValidationError) -> list[str]:
@@ -226,7 +215,7 @@ def parse_config(data: Any, source: str = "<config>") -> DaqConfig:
     if not isinstance(data, dict):
         raise ConfigError(source, [f"{source}: the config must be a JSON object, got {type(data).__name__}"])
     try:
-        return DaqConfig.model_validate(data)
+        return DaqConfig(**data)
     except ValidationError as error:
         raise ConfigError(source, format_validation_error(source, error)) from None
 
