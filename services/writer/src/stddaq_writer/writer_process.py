@@ -64,6 +64,8 @@ FLUSH_INTERVAL_S = 1.0
 HEARTBEAT_INTERVAL_S = 1.0
 MAX_DRAIN_S = 0.1
 """Longest stretch of command handling before the timed work runs."""
+ANSWER_WAIT_S = 1.0
+"""Longest wait for the driver's connection when sending an answer."""
 REMEMBERED_ACQUISITIONS = 16
 """Recent `create` commands kept for their `master` (user, parameters, config)."""
 STD_DAQ_PREFIX = "file"
@@ -157,8 +159,9 @@ class WriterService:
         """An answer or message in the driver's dialect: a stddaq driver gets the event, a
         std_daq driver only answers (code and reason), never anything unasked."""
         kind = EventKind(event)
+        unasked = kind in (EventKind.PROGRESS, EventKind.HEARTBEAT)
         if self._plain(acq):
-            if kind in (EventKind.PROGRESS, EventKind.HEARTBEAT, EventKind.READY):
+            if unasked or kind is EventKind.READY:
                 return
             self._push(encode_plain_response(kind is not EventKind.ERROR, fields.get("reason", "")))
             return
@@ -172,7 +175,7 @@ class WriterService:
             fields.setdefault("bytes_written", acq.file.bytes_written)
             fields.setdefault("missing_ids", acq.take_missing_ids())
             fields.setdefault("flushed", acq.flushed)
-        self._push(encode_event(self.index, kind, **fields))
+        self._push(encode_event(self.index, kind, **fields), wait=not unasked)
 
     def _plain(self, acq: Acquisition | None) -> bool:
         """True if messages about `acq` (None: no acquisition) go to a std_daq driver."""
@@ -180,12 +183,23 @@ class WriterService:
             return self._plain_acq
         return not self._stddaq_driver
 
-    def _push(self, payload: bytes) -> None:
+    def _push(self, payload: bytes, *, wait: bool = True) -> bool:
+        """Send without blocking; an answer may wait up to ANSWER_WAIT_S for the driver's
+        connection (it just sent the command). False (counted) if it was dropped."""
+        self._last_event = time.monotonic()
         try:
             self._events.send(payload, zmq.NOBLOCK)
+            return True
         except zmq.Again:
-            self._dropped_events.inc()
-        self._last_event = time.monotonic()
+            pass
+        if wait and self._events.poll(int(ANSWER_WAIT_S * 1000), zmq.POLLOUT):
+            try:
+                self._events.send(payload, zmq.NOBLOCK)
+                return True
+            except zmq.Again:
+                pass
+        self._dropped_events.inc()
+        return False
 
     # ----------------------------------------------------------------- loop
 
@@ -434,8 +448,10 @@ class WriterService:
         acq = self._acq
         if command.probe:
             kind = EventKind.HEARTBEAT if self._ready_sent else EventKind.READY
-            self._ready_sent = True
-            self._send(kind, acq_id=acq.acq_id if acq is not None and acq.open else None)
+            payload = encode_event(
+                self.index, kind, acq_id=acq.acq_id if acq is not None and acq.open else None
+            )
+            self._ready_sent = self._push(payload) or self._ready_sent
             return
         plain = command.acq_id is None
         if acq is None or (plain != self._plain_acq) or (not plain and acq.acq_id != command.acq_id):
