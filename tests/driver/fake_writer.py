@@ -8,6 +8,7 @@ acquisitions.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -97,10 +98,8 @@ class FakeWriter:
 
     def _send(self, event: str, **fields: Any) -> None:
         payload = encode_event(self.index, EventKind(event), **fields)
-        try:
+        with contextlib.suppress(zmq.Again):
             self._events.send(payload, zmq.NOBLOCK)
-        except zmq.Again:
-            pass
 
     def _run(self) -> None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from stddaq_common.bus.driver_writer import WriterEvent
 from stddaq_driver.acquisition import (
     Acquisition,
     AcquisitionPlan,
@@ -14,7 +15,6 @@ from stddaq_driver.acquisition import (
 )
 from stddaq_driver.state import DaqState
 from stddaq_driver.status_board import AcquisitionSnapshot
-from stddaq_common.bus.driver_writer import WriterEvent
 
 
 def test_round_robin_positions() -> None:

@@ -5,6 +5,7 @@ ZeroMQ with the messages of stddaq_common.bus.driver_writer. Events come back as
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -62,10 +63,8 @@ class DriverStub:
         self._next_probe = now + PROBE_S
         payload = encode_command(ConfirmCommand(probe=True))
         for push in self.commands:
-            try:
+            with contextlib.suppress(zmq.Again):
                 push.send(payload, zmq.NOBLOCK)
-            except zmq.Again:
-                pass
 
     def _receive(self) -> list[dict[str, Any]]:
         events = []
