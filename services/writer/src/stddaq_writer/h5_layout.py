@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers the bitshuffle filter with h5py)
 import numpy as np
 
 from stddaq_common.bus.metadata import DetectorInfo, EgInfo, GfInfo, JfInfo, PcoInfo
+from stddaq_common.wire.compression import FILE_COMPRESSIONS, CompressionName
 
 FILE_FORMAT_BOUNDS = ("v110", "v110")
 """libver of every file: 'latest' (HDF5 2.0 formats) would be unreadable by HDF5 1.10."""
@@ -44,8 +45,7 @@ STATUS_MISSING = 0
 METADATA_CHUNK_RECORDS = 4096
 """Records per chunk of the metadata and per-image field datasets (64 KiB / 32 KiB)."""
 
-CompressionName = Literal["none", "bitshuffle_lz4"]
-COMPRESSIONS: tuple[CompressionName, ...] = ("none", "bitshuffle_lz4")
+COMPRESSIONS = FILE_COMPRESSIONS
 
 
 @dataclass(frozen=True, slots=True)
