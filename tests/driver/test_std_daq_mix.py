@@ -278,6 +278,31 @@ def test_a_stddaq_and_a_std_daq_writer_under_the_stddaq_driver_with_the_master_f
         mix.close()
 
 
+def test_two_std_daq_writers_under_the_stddaq_driver_and_the_master_file_it_builds() -> None:
+    mix = _mix(2)
+    driver: DriverProcess | None = None
+    try:
+        mix.peer("writer", "0")
+        mix.peer("writer", "1")
+        driver = DriverProcess(mix.config_path, mix.root)
+        driver.wait_writers_alive()
+        started = driver.http.post("/start", json={"path": str(mix.root), "n_image": 5})
+        driver.wait_for_state("waiting_for_first_image")
+        ids = mix.produce(5)
+        status = driver.wait_idle_after(started.json()["acquisition_id"])
+        assert status["outcome"] == "file_saved", status["last_error"]
+        check_file(mix.root / "file0.h5", mix.detector, ids[0::2])
+        check_file(mix.root / "file1.h5", mix.detector, ids[1::2])
+        with h5py.File(mix.root / "file.h5", "r") as master:
+            data = master[f"/{mix.detector}/data"]
+            assert data.shape == (5, HEIGHT, WIDTH)
+            for position, image_id in enumerate(ids):
+                np.testing.assert_array_equal(data[position], frame(image_id))
+    finally:
+        assert (driver.stop() if driver is not None else 0) == 0
+        mix.close()
+
+
 # ----------------------------------------------------- std_daq's driver, stddaq writers
 
 

@@ -37,6 +37,7 @@ from stddaq_driver.acquisition import (
 )
 from stddaq_driver.driver_stats import EngineCounters
 from stddaq_driver.image_ids import image_id_of
+from stddaq_driver.master_builder import build_master_here
 from stddaq_driver.orphans import Orphans, orphan_reason
 from stddaq_driver.state import DaqState
 from stddaq_driver.status_board import AcquisitionSnapshot, StatusBoard
@@ -482,11 +483,16 @@ class Engine:
         plan = acquisition.plan
         assert plan.master_file is not None
         builders = [k for k in range(plan.n_writers) if self._link.style(k) == "stddaq"]
-        if not builders:
-            self._fail(
-                f"no stddaq writer to build the master file {plan.master_file}: every writer "
-                "answers as a std_daq writer (the writer files are complete)"
-            )
+        if not builders:  # std_daq writers only: the driver builds it (as its own user)
+            problem = build_master_here(plan.master_file, plan.detector, list(plan.files))
+            if problem is None:
+                acquisition.master_state = "closed"
+                log.info("acquisition %d: built the master file %s", plan.acquisition_id,
+                         plan.master_file)
+                self._advance()
+            else:
+                acquisition.master_state = "error"
+                self._fail(f"master file {plan.master_file}: {problem}")
             return
         acquisition.master_state = "building"
         self._deadline = time.monotonic() + MASTER_TIMEOUT_S

@@ -27,10 +27,8 @@ import hdf5plugin  # noqa: F401  (registers the bitshuffle filter with h5py)
 import numpy as np
 
 from stddaq_common.bus.metadata import DetectorInfo, EgInfo, GfInfo, JfInfo, PcoInfo
+from stddaq_common.hdf5 import FILE_FORMAT_BOUNDS
 from stddaq_common.wire.compression import FILE_COMPRESSIONS, CompressionName
-
-FILE_FORMAT_BOUNDS = ("v110", "v110")
-"""libver of every file: 'latest' (HDF5 2.0 formats) would be unreadable by HDF5 1.10."""
 
 BITSHUFFLE_FILTER_ID = 32008
 BITSHUFFLE_LZ4_OPTIONS = (0, 2)
