@@ -1,9 +1,8 @@
 """The writer service: driver commands in, images from the ring into HDF5, answers out.
 
-Sockets, as std_daq's writer has them (docs/driver-writer-protocol.md): PULL connected to
-the driver's `ipc://<ipc_dir>/<D>-driver-<k>` (commands), PUSH bound at
-`ipc://<ipc_dir>/<D>-writer-<k>` (answers), both LINGER 0, answers sent without blocking
-(dropped and counted if no driver takes them). Names and bytes: stddaq_common.bus.driver_writer.
+Sockets (driver_link.py), as std_daq's writer has them: commands from the driver's
+`<D>-driver-<k>`, answers on this writer's `<D>-writer-<k>`, sent without blocking (dropped
+and counted if no driver takes them). Messages: stddaq_common.bus.driver_writer.
 
 Which driver: a command carrying stddaq's additions comes from a stddaq driver; the
 writer then answers with its events (counts, missing ids, ...) and also sends `progress`
@@ -26,8 +25,6 @@ import threading
 import time
 from typing import Any
 
-import zmq
-
 from stddaq_common.bus.driver_writer import (
     CloseCommand,
     ConfirmCommand,
@@ -36,13 +33,10 @@ from stddaq_common.bus.driver_writer import (
     ImageCommand,
     MasterCommand,
     ProtocolError,
-    driver_address,
     encode_event,
     encode_plain_response,
     parse_command,
-    writer_address,
 )
-from stddaq_common.bus.ipc_socket import OwnSocketFile, claim
 from stddaq_common.bus.metadata import MetadataError, decode_image_metadata
 from stddaq_common.config.model import ConfigError, DaqConfig, parse_config
 from stddaq_common.names import shm_name
@@ -51,6 +45,7 @@ from stddaq_common.ring.image_ring import ImageRing, RingError
 from stddaq_common.runtime.stats import Stats
 from stddaq_writer.acquisition import Acquisition, AcquisitionError, check_new_file
 from stddaq_writer.chunk_writer import Outcome, ReadMode
+from stddaq_writer.driver_link import DriverLink
 from stddaq_writer.h5_layout import FileSpec, image_columns
 from stddaq_writer.master_file import MasterFileError, build_master_file
 from stddaq_writer.uid import UserSwitchError, acting_as, needs_switch, resolve_owner
@@ -64,8 +59,6 @@ FLUSH_INTERVAL_S = 1.0
 HEARTBEAT_INTERVAL_S = 1.0
 MAX_DRAIN_S = 0.1
 """Longest stretch of command handling before the timed work runs."""
-ANSWER_WAIT_S = 1.0
-"""Longest wait for the driver's connection when sending an answer."""
 REMEMBERED_ACQUISITIONS = 16
 """Recent `create` commands kept for their `master` (user, parameters, config)."""
 STD_DAQ_PREFIX = "file"
@@ -114,23 +107,7 @@ class WriterService:
         self._received = 0
         """Images received for the open std_daq acquisition (the next one's position)."""
         self._ready_sent = False
-        answers = writer_address(config.detector_name, index, config.ipc_dir)
-        claim(answers)  # never take the name from a live process (AddressInUse: no start)
-        self._context = zmq.Context()
-        self._events = self._context.socket(zmq.PUSH)
-        self._events.setsockopt(zmq.LINGER, 0)
-        self._events.setsockopt(zmq.SNDHWM, 100_000)
-        try:
-            self._events.bind(answers)
-        except zmq.ZMQError as error:
-            self._events.close(0)
-            self._context.term()
-            raise OSError(f"cannot bind {answers}: {error.strerror}") from None
-        self._own_file = OwnSocketFile(answers)
-        self._commands = self._context.socket(zmq.PULL)
-        self._commands.setsockopt(zmq.LINGER, 0)
-        self._commands.setsockopt(zmq.RCVHWM, 1_000_000)
-        self._commands.connect(driver_address(config.detector_name, index, config.ipc_dir))
+        self._link = DriverLink(config.detector_name, config.ipc_dir, index)
         self._recent: dict[int, CreateCommand] = {}
         self._latency_sum = 0.0
         self._latency_count = 0
@@ -184,20 +161,11 @@ class WriterService:
         return not self._stddaq_driver
 
     def _push(self, payload: bytes, *, wait: bool = True) -> bool:
-        """Send without blocking; an answer may wait up to ANSWER_WAIT_S for the driver's
-        connection (it just sent the command). False (counted) if it was dropped."""
+        """Send (an answer, `wait`, may wait briefly for the driver's connection); False
+        (counted) if it was dropped."""
         self._last_event = time.monotonic()
-        try:
-            self._events.send(payload, zmq.NOBLOCK)
+        if self._link.send(payload, wait=wait):
             return True
-        except zmq.Again:
-            pass
-        if wait and self._events.poll(int(ANSWER_WAIT_S * 1000), zmq.POLLOUT):
-            try:
-                self._events.send(payload, zmq.NOBLOCK)
-                return True
-            except zmq.Again:
-                pass
         self._dropped_events.inc()
         return False
 
@@ -206,19 +174,16 @@ class WriterService:
     def run(self, stop: threading.Event) -> None:
         """Handle commands until `stop` is set (nothing is sent before a driver speaks:
         a std_daq driver expects only answers)."""
-        poller = zmq.Poller()
-        poller.register(self._commands, zmq.POLLIN)
         while not stop.is_set():
-            if poller.poll(int(TICK_S * 1000)):
+            if self._link.wait_for_command(int(TICK_S * 1000)):
                 self._drain()
             self._timed_work(time.monotonic())
 
     def _drain(self) -> None:
         deadline = time.monotonic() + MAX_DRAIN_S
         while True:
-            try:
-                parts = self._commands.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            parts = self._link.receive()
+            if parts is None:
                 return
             self.handle(parts)
             if time.monotonic() > deadline:
@@ -554,10 +519,7 @@ class WriterService:
                 notify=not self._plain_acq,
             )
         self._acq = None
-        self._commands.close(0)
-        self._events.close(0)
-        self._context.term()
-        self._own_file.remove()
+        self._link.close()
         if self._ring is not None:
             self._ring.close()
             self._ring = None
