@@ -303,6 +303,30 @@ def test_two_std_daq_writers_under_the_stddaq_driver_and_the_master_file_it_buil
         mix.close()
 
 
+def test_a_dead_std_daq_writer_fails_the_acquisition_naming_it() -> None:
+    """No heartbeats from a std_daq writer: the driver sees it dead when its answer does
+    not come (or the message cannot be delivered), never waits forever."""
+    mix = _mix(1)
+    driver: DriverProcess | None = None
+    try:
+        peer = mix.peer("writer", "0")
+        driver = DriverProcess(mix.config_path, mix.root)
+        driver.wait_writers_alive()
+        started = driver.http.post("/start", json={"path": str(mix.root)})
+        driver.wait_for_state("waiting_for_first_image")
+        mix.produce(2)
+        wait_until(lambda: driver.status()["images_dealt"] == 2, "2 images dealt")
+        os.kill(peer.pid, signal.SIGKILL)
+        peer.wait(DEADLINE_S)
+        assert driver.http.post("/stop").status_code == 202
+        status = driver.wait_idle_after(started.json()["acquisition_id"])
+        assert status["outcome"] == "error"
+        assert "writer 0" in status["last_error"], status["last_error"]
+    finally:
+        assert (driver.stop() if driver is not None else 0) == 0
+        mix.close()
+
+
 # ----------------------------------------------------- std_daq's driver, stddaq writers
 
 
