@@ -188,9 +188,10 @@ def _contract_spots(path: Path) -> list[str]:
             spots.append(f"{path}:{node.lineno} {node.attr}")
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
             text: Any = node.value
-            if text in ("driver-", "writer-events") or "-driver-" in text or text.endswith(
-                "}-writer-"
-            ) or text == "-writer-":
+            # f"{detector}-driver-{k}" / f"driver-{k}" leave the pieces "-driver-" / "driver-"
+            if text in ("driver-", "-driver-", "-writer-") or text.endswith(
+                ("}-driver-", "}-writer-")
+            ) or "writer-events" in text:
                 spots.append(f"{path}:{node.lineno} {text!r}")
     return spots
 
