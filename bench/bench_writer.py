@@ -23,10 +23,10 @@ Runs alternate (ceiling, pipeline, ...) and the best of each is kept: the disk i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -41,6 +41,17 @@ import zmq
 
 from bench.disk_ceiling import aligned_copies, direct_write_seconds
 from bench.harness import BenchRecord, Stopwatch, rate, record
+from stddaq_common.bus.driver_writer import (
+    CloseCommand,
+    ConfirmCommand,
+    CreateCommand,
+    WriterEvent,
+    driver_address,
+    encode_command,
+    encode_image,
+    parse_response,
+    writer_address,
+)
 from stddaq_common.bus.metadata import Dtype, ImageMeta, PcoInfo, encode_image_metadata
 from stddaq_common.config.model import parse_config
 from stddaq_common.names import shm_name
@@ -125,15 +136,15 @@ class BenchDriver:
         self.ring = ImageRing.create(shm_name(self.detector), ring_geometry(parsed))
         self.context = zmq.Context()
         self.pushes = []
+        self.events = self.context.socket(zmq.PULL)  # connected to every writer's answers
+        self.events.setsockopt(zmq.LINGER, 0)
         for k in range(2):
             push = self.context.socket(zmq.PUSH)
             push.setsockopt(zmq.LINGER, 0)
             push.setsockopt(zmq.SNDTIMEO, 30_000)
-            push.bind(f"ipc://{workdir}/{self.detector}-writer-{k}")
+            push.bind(driver_address(self.detector, k, str(workdir)))
             self.pushes.append(push)
-        self.events = self.context.socket(zmq.PULL)
-        self.events.setsockopt(zmq.LINGER, 0)
-        self.events.bind(f"ipc://{workdir}/{self.detector}-writer-events")
+            self.events.connect(writer_address(self.detector, k, str(workdir)))
         self.writers = [
             subprocess.Popen(
                 [sys.executable, "-m", "stddaq_writer", str(self.config_path), "--index", str(k),
@@ -144,18 +155,23 @@ class BenchDriver:
         ]
         self.acq_id = 0
         self.next_image = 0
-        ready = {self.wait("ready")["writer"] for _ in range(2)}
+        ready = {self.wait("ready", probe=True).writer for _ in range(2)}
         assert ready == {0, 1}
 
-    def wait(self, kind: str, timeout: float = 60.0) -> dict[str, Any]:
-        """The next event of `kind` (others are dropped)."""
+    def wait(self, kind: str, timeout: float = 60.0, probe: bool = False) -> WriterEvent:
+        """The next event of `kind` (others are dropped); `probe`: probe the writers meanwhile."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if probe:
+                for push in self.pushes:
+                    with contextlib.suppress(zmq.Again):
+                        push.send(encode_command(ConfirmCommand(probe=True)), zmq.NOBLOCK)
             if self.events.poll(100):
-                event: dict[str, Any] = json.loads(self.events.recv())
-                if event["event"] == "error":
-                    raise RuntimeError(f"writer error: {event['reason']}")
-                if event["event"] == kind:
+                event = parse_response(self.events.recv()).event
+                assert event is not None
+                if event.event == "error":
+                    raise RuntimeError(f"writer error: {event.reason}")
+                if event.event == kind:
                     return event
         raise TimeoutError(f"no {kind} event in {timeout} s")
 
@@ -163,13 +179,13 @@ class BenchDriver:
         """Write n frames through writer `writer`; (seconds, images lost)."""
         self.acq_id += 1
         path = self.workdir / f"run{self.acq_id}.h5"
-        create = {
-            "acq_id": self.acq_id, "file": str(path), "uid": 0, "gid": None,
-            "compression": compression, "writer_index": writer, "n_writers": 1, "params": {},
-            "config": {},
-        }
+        create = CreateCommand(
+            path=str(path), uid=0, acq_id=self.acq_id, file=str(path),
+            compression=compression,  # type: ignore[arg-type]
+            writer_index=writer, n_writers=1,
+        )
         push = self.pushes[writer]
-        push.send_multipart([b"create", json.dumps(create).encode()])
+        push.send(encode_command(create))
         self.wait("file_created")
         done = 0
         meta = ImageMeta(0, HEIGHT, WIDTH, FRAME_BYTES, Dtype.UINT16, detail=PcoInfo(0, 0, "x"))
@@ -177,21 +193,21 @@ class BenchDriver:
             for index in range(n):
                 while index - done >= WINDOW:
                     if self.events.poll(50):
-                        event = json.loads(self.events.recv())
-                        if event["event"] == "error":
-                            raise RuntimeError(f"writer error: {event['reason']}")
-                        if event["event"] == "progress":
-                            done = event["written"] + event["missing"]
+                        event = parse_response(self.events.recv()).event
+                        assert event is not None
+                        if event.event == "error":
+                            raise RuntimeError(f"writer error: {event.reason}")
+                        if event.event == "progress":
+                            done = (event.written or 0) + (event.missing or 0)
                 image_id = self.next_image
                 self.next_image += 1
                 self.ring.write(image_id, self.frames[image_id % N_DISTINCT])
                 meta.image_id = image_id
-                header = struct.pack("<QQ", self.acq_id, index)
-                push.send_multipart([b"image", header, encode_image_metadata(meta)])
-            push.send_multipart([b"close", json.dumps({"acq_id": self.acq_id, "n_images": n}).encode()])
+                push.send(encode_image(encode_image_metadata(meta), self.acq_id, index))
+            push.send(encode_command(CloseCommand(self.acq_id, n)))
             closed = self.wait("closed")
         path.unlink()
-        return watch.seconds, int(closed["missing"])
+        return watch.seconds, int(closed.missing or 0)
 
     def close(self) -> None:
         """Stop the writers by pid, close sockets and the ring."""

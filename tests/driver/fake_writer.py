@@ -1,13 +1,14 @@
-"""A minimal writer that speaks docs/driver-writer-protocol.md over real ZeroMQ sockets.
+"""A minimal stddaq writer that speaks docs/driver-writer-protocol.md over real ZeroMQ
+sockets (messages from stddaq_common.bus.driver_writer).
 
-It writes no files: it records what the driver sent and answers as a writer would. Tests
-steer it with attributes (`fail_create`, `fail_after_images`) between acquisitions.
+It writes no files: it records what the driver sent (as plain dicts) and answers as a
+writer would. Tests steer it with attributes (`fail_create`, `fail_after_images`) between
+acquisitions.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,9 +16,20 @@ from typing import Any
 
 import zmq
 
+from stddaq_common.bus.driver_writer import (
+    CloseCommand,
+    ConfirmCommand,
+    CreateCommand,
+    EventKind,
+    ImageCommand,
+    MasterCommand,
+    ProtocolError,
+    driver_address,
+    encode_event,
+    parse_command,
+    writer_address,
+)
 from stddaq_driver.image_ids import image_id_of
-from stddaq_driver.writer_link import events_address, writer_address
-from stddaq_driver.writer_messages import IMAGE_HEADER
 
 
 @dataclass
@@ -33,6 +45,20 @@ class FakeAcquisition:
     failed: bool = False
 
 
+def _create_body(command: CreateCommand) -> dict[str, Any]:
+    return {
+        "acq_id": command.acq_id,
+        "file": command.file,
+        "uid": command.uid,
+        "gid": command.gid,
+        "compression": command.compression,
+        "writer_index": command.writer_index,
+        "n_writers": command.n_writers,
+        "params": command.params,
+        "config": command.config,
+    }
+
+
 class FakeWriter:
     """Writer `index` of `detector`, running in a thread of the test process."""
 
@@ -46,14 +72,15 @@ class FakeWriter:
         self.protocol_errors: list[str] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._ready_sent = False
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-        self._commands = context.socket(zmq.PULL)
-        self._commands.setsockopt(zmq.LINGER, 0)
-        self._commands.connect(writer_address(detector, index, ipc_dir))
         self._events = context.socket(zmq.PUSH)
         self._events.setsockopt(zmq.LINGER, 0)
         self._events.setsockopt(zmq.SNDHWM, 10_000)
-        self._events.connect(events_address(detector, ipc_dir))
+        self._events.bind(writer_address(detector, index, ipc_dir))
+        self._commands = context.socket(zmq.PULL)
+        self._commands.setsockopt(zmq.LINGER, 0)
+        self._commands.connect(driver_address(detector, index, ipc_dir))
         self._thread = threading.Thread(target=self._run, name=f"fake-writer-{index}", daemon=True)
         self._thread.start()
 
@@ -70,24 +97,23 @@ class FakeWriter:
     # --- the thread ---
 
     def _send(self, event: str, **fields: Any) -> None:
-        body = {"writer": self.index, "event": event, **fields}
+        payload = encode_event(self.index, EventKind(event), **fields)
         with contextlib.suppress(zmq.Again):
-            self._events.send(json.dumps(body).encode(), zmq.NOBLOCK)
+            self._events.send(payload, zmq.NOBLOCK)
 
     def _run(self) -> None:
         try:
-            self._send("ready", acq_id=None)
             last_sent = time.monotonic()
             while not self._stop.is_set():
                 if self._commands.poll(50):
                     while True:
                         try:
-                            parts = self._commands.recv_multipart(zmq.NOBLOCK)
+                            payload = self._commands.recv(zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        self._handle(parts)
+                        self._handle(payload)
                     last_sent = time.monotonic()
-                if time.monotonic() - last_sent > 0.3:
+                if self._ready_sent and time.monotonic() - last_sent > 0.3:
                     self._send("heartbeat", acq_id=self._open_acquisition())
                     last_sent = time.monotonic()
         finally:
@@ -103,54 +129,91 @@ class FakeWriter:
                     return acq.acq_id
         return None
 
-    def _handle(self, parts: list[bytes]) -> None:
-        kind = parts[0]
-        if kind == b"create":
-            body = json.loads(parts[1])
-            created = FakeAcquisition(body["acq_id"], body)
-            with self._lock:
-                self.acquisitions[created.acq_id] = created
-            if self.fail_create is not None:
-                reason, self.fail_create = self.fail_create, None
-                created.failed = True
-                self._send("error", acq_id=created.acq_id, file=body["file"], reason=reason)
-            else:
-                self._send("file_created", acq_id=created.acq_id, file=body["file"])
-        elif kind == b"image":
-            acq_id, index = IMAGE_HEADER.unpack(parts[1])
-            with self._lock:
-                acq = self.acquisitions.get(acq_id)
-                if acq is None or acq.failed:
-                    return
-                acq.images.append((index, image_id_of(parts[2])))
-                count = len(acq.images)
-            failure = self.fail_after_images
-            if failure is not None and count >= failure[0]:
-                self.fail_after_images = None
-                acq.failed = True
-                self._send("error", acq_id=acq_id, written=count, reason=failure[1])
-            else:
-                self._send("progress", acq_id=acq_id, written=count, missing=0,
-                           bytes=count * 100, missing_ids=[], write_latency_s=0.001)
-        elif kind == b"close":
-            body = json.loads(parts[1])
-            with self._lock:
-                acq = self.acquisitions.get(body["acq_id"])
-            if acq is None:
-                self.protocol_errors.append(f"close for unknown acquisition {body}")
-                return
-            acq.close = body
-            if not acq.failed:
-                self._send("closed", acq_id=acq.acq_id, written=len(acq.images),
-                           bytes=len(acq.images) * 100, file=acq.create["file"])
-        elif kind == b"master":
-            body = json.loads(parts[1])
-            with self._lock:
-                acq = self.acquisitions.get(body["acq_id"])
-            if acq is None:
-                self.protocol_errors.append(f"master for unknown acquisition {body}")
-                return
-            acq.master = body
-            self._send("closed", acq_id=acq.acq_id, file=body["file"])
+    def _handle(self, payload: bytes) -> None:
+        try:
+            command = parse_command(payload)
+        except ProtocolError as error:
+            self.protocol_errors.append(str(error))
+            return
+        if isinstance(command, CreateCommand):
+            self._on_create(command)
+        elif isinstance(command, ImageCommand):
+            self._on_image(command)
+        elif isinstance(command, ConfirmCommand):
+            self._on_confirm(command)
+        elif isinstance(command, CloseCommand):
+            self._on_close(command)
         else:
-            self.protocol_errors.append(f"unknown message kind {kind!r}")
+            self._on_master(command)
+
+    def _on_create(self, command: CreateCommand) -> None:
+        assert command.acq_id is not None, "a stddaq driver sends the acquisition id"
+        body = _create_body(command)
+        created = FakeAcquisition(command.acq_id, body)
+        with self._lock:
+            self.acquisitions[created.acq_id] = created
+        if self.fail_create is not None:
+            reason, self.fail_create = self.fail_create, None
+            created.failed = True
+            self._send("error", acq_id=created.acq_id, file=body["file"], reason=reason)
+        else:
+            self._send("file_created", acq_id=created.acq_id, file=body["file"])
+
+    def _on_image(self, command: ImageCommand) -> None:
+        acq_id = command.acq_id
+        with self._lock:
+            acq = self.acquisitions.get(acq_id) if acq_id is not None else None
+            if acq is None or acq.failed:
+                return
+            acq.images.append((command.index or 0, image_id_of(command.metadata)))
+            count = len(acq.images)
+        failure = self.fail_after_images
+        if failure is not None and count >= failure[0]:
+            self.fail_after_images = None
+            acq.failed = True
+            self._send("error", acq_id=acq.acq_id, written=count, reason=failure[1])
+        else:
+            self._send("progress", acq_id=acq.acq_id, written=count, missing=0,
+                       bytes_written=count * 100, missing_ids=[], write_latency_s=0.001)
+
+    def _on_confirm(self, command: ConfirmCommand) -> None:
+        if command.probe:
+            kind = "heartbeat" if self._ready_sent else "ready"
+            self._ready_sent = True
+            self._send(kind, acq_id=self._open_acquisition())
+            return
+        with self._lock:
+            acq = self.acquisitions.get(command.acq_id) if command.acq_id is not None else None
+        if acq is None:
+            self.protocol_errors.append(f"confirm for unknown acquisition {command}")
+            return
+        if not acq.failed:
+            self._send("confirmed", acq_id=acq.acq_id, written=len(acq.images),
+                       bytes_written=len(acq.images) * 100)
+
+    def _on_close(self, command: CloseCommand) -> None:
+        with self._lock:
+            acq = self.acquisitions.get(command.acq_id) if command.acq_id is not None else None
+        if acq is None:
+            self.protocol_errors.append(f"close for unknown acquisition {command}")
+            return
+        body: dict[str, Any] = {"acq_id": command.acq_id, "n_images": command.n_images}
+        if command.reason:
+            body["reason"] = command.reason
+        acq.close = body
+        if not acq.failed:
+            self._send("closed", acq_id=acq.acq_id, written=len(acq.images),
+                       bytes_written=len(acq.images) * 100, file=acq.create["file"])
+
+    def _on_master(self, command: MasterCommand) -> None:
+        with self._lock:
+            acq = self.acquisitions.get(command.acq_id)
+        if acq is None:
+            self.protocol_errors.append(f"master for unknown acquisition {command}")
+            return
+        acq.master = {
+            "acq_id": command.acq_id, "file": command.file, "files": command.files,
+            "n_images": command.n_images, "images_per_file": command.images_per_file,
+            "detector": command.detector,
+        }
+        self._send("closed", acq_id=acq.acq_id, file=command.file)

@@ -37,7 +37,7 @@ from tests.driver.harness import (
 
 HEIGHT, WIDTH = 32, 48
 
-stddaq_writer_protocol = pytest.importorskip("stddaq_writer.protocol")
+stddaq_writer_process = pytest.importorskip("stddaq_writer.writer_process")
 
 
 def frame(image_id: int) -> np.ndarray:

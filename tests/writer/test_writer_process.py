@@ -129,9 +129,9 @@ def test_bad_requests_get_a_clear_error_and_the_next_one_works(
         assert words in error["reason"] and error["file"] == path
         daq1.driver.send_images(bad_id, [meta_of(0, daq1.height, daq1.width)])  # no file: dropped
     assert existing.read_bytes() == b"keep me"
-    for parts in ([b"nonsense"], [b"image", b"short"], [b"create", b"{not json"]):
-        daq1.driver.send_raw(0, parts)
-    daq1.driver.send_raw(0, [b"close", b'{"acq_id": 999999, "n_images": 1}'])
+    for parts in ([b"nonsense"], [b"\x12\x05short"], [b"create", b"{not json"], [b"\x0a\x03\x08"]):
+        daq1.driver.send_raw(0, parts)  # not a WriterAction, truncated, two parts, bad create
+    daq1.driver.close(999999, 1)
     assert "no file here" in daq1.driver.wait_event("error", acq_id=999999)["reason"]
     ids = list(range(acq_id * 10_000, acq_id * 10_000 + 5))
     (closed,) = run_acquisition(daq1, acq_id, tmp_path, ids)

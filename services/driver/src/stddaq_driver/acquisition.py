@@ -10,12 +10,11 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from stddaq_common.bus.driver_writer import EventKind, WriterEvent
 from stddaq_driver.status_board import AcquisitionSnapshot, WriterSnapshot
-from stddaq_driver.writer_messages import (
-    IMAGE_HEADER,
-    MAX_MISSING_IDS_KEPT,
-    WriterEvent,
-)
+
+MAX_MISSING_IDS_KEPT = 1000
+"""Missing image ids kept per acquisition for the status (the count is always exact)."""
 
 
 class IdsWentBackwards(Exception):
@@ -110,8 +109,8 @@ class ImageDealer:
         self.first_id: int | None = None
         self.last_id: int | None = None
 
-    def deal(self, image_id: int) -> tuple[int, bytes] | None:
-        """The writer and 16-byte image header for this image; None for a repeated id."""
+    def deal(self, image_id: int) -> tuple[int, int] | None:
+        """(writer, position in that writer's file) for this image; None for a repeated id."""
         last = self.last_id
         if last is None:
             self.first_id = image_id
@@ -126,7 +125,7 @@ class ImageDealer:
         position = self.dealt
         self.dealt = position + 1
         index, writer = divmod(position, self.n_writers)
-        return writer, IMAGE_HEADER.pack(self.acquisition_id, index)
+        return writer, index
 
     @property
     def is_complete(self) -> bool:
@@ -164,12 +163,13 @@ class WriterTracker:
 
     def restarted_by(self, event: WriterEvent, acquisition_id: int) -> bool:
         """True if `event` shows that this writer, which had the acquisition's file open,
-        is a new process: a `ready` (sent only at start-up) or a heartbeat without it."""
-        if self.state != "file_created":
+        is a new process: a `ready` (sent only at start-up) or a heartbeat without it.
+        (A std_daq writer's plain answers say nothing about this.)"""
+        if self.state not in ("file_created", "confirmed") or not event.stddaq:
             return False
-        if event.event == "ready":
+        if event.event == EventKind.READY:
             return True
-        return event.event == "heartbeat" and event.acq_id != acquisition_id
+        return event.event == EventKind.HEARTBEAT and event.acq_id != acquisition_id
 
     def apply(self, event: WriterEvent) -> None:
         """Take the figures of an event of this acquisition (counts are cumulative)."""
@@ -186,11 +186,13 @@ class WriterTracker:
         room = MAX_MISSING_IDS_KEPT - len(self.missing_ids)
         if room > 0 and event.missing_ids:
             self.missing_ids.extend(event.missing_ids[:room])
-        if event.event == "file_created":
+        if event.event == EventKind.FILE_CREATED:
             self.state = "file_created"
-        elif event.event == "closed":
+        elif event.event == EventKind.CONFIRMED:
+            self.state = "confirmed"
+        elif event.event == EventKind.CLOSED:
             self.state = "closed"
-        elif event.event == "error":
+        elif event.event == EventKind.ERROR:
             self.state = "error"
             self.last_error = event.reason or "the writer reported an error without a reason"
 

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from stddaq_common.bus.driver_writer import (
+    CloseCommand,
+    CreateCommand,
+    EventKind,
+    MasterCommand,
+    WriterEvent,
+)
 from stddaq_common.bus.metadata import MetadataError
 from stddaq_common.bus.metadata_stream import MetadataSubscriber
 from stddaq_common.config.model import DaqConfig
@@ -29,11 +37,11 @@ from stddaq_driver.acquisition import (
 )
 from stddaq_driver.driver_stats import EngineCounters
 from stddaq_driver.image_ids import image_id_of
+from stddaq_driver.master_builder import build_master_here
 from stddaq_driver.orphans import Orphans, orphan_reason
 from stddaq_driver.state import DaqState
 from stddaq_driver.status_board import AcquisitionSnapshot, StatusBoard
 from stddaq_driver.writer_link import WriterLink, WriterUnreachable
-from stddaq_driver.writer_messages import WriterEvent
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,10 @@ PUBLISH_S = 0.1
 CREATE_TIMEOUT_S = 10.0
 WRITER_SILENT_S = 10.0
 """A writer that sends nothing for this long during an acquisition is taken for dead."""
+ANSWER_TIMEOUT_S = 10.0
+"""A std_daq writer (no heartbeats) that owes an answer this long is taken for dead."""
+PROBE_S = 0.5
+"""Liveness probes (ConfirmLastImageWritten marked as probe) go out this often."""
 CLEANUP_TIMEOUT_S = 10.0
 MASTER_TIMEOUT_S = 60.0
 SHUTDOWN_TIMEOUT_S = 5.0
@@ -125,6 +137,7 @@ class Engine:
         self._deadline: float | None = None
         self._files_pending = False
         self._next_publish = 0.0
+        self._next_probe = 0.0
         self._rate_mark = (time.monotonic(), 0, 0)
         self._subscriber_bad_seen = 0
         self._bad_metadata_log = _RateLimitedLog()
@@ -162,6 +175,9 @@ class Engine:
         self._handle_events()
         self._handle_commands()
         now = time.monotonic()
+        if now >= self._next_probe:
+            self._next_probe = now + PROBE_S
+            self._link.probe(acquisition_running=self._acquisition is not None)
         self._check_timeouts(now)
         if now >= self._next_publish:
             self._next_publish = now + PUBLISH_S
@@ -201,9 +217,9 @@ class Engine:
             self._counters.repeated_ids.inc()
             self._repeated_log.warning("skipped image %d: its id repeated", image_id)
             return
-        writer, header = dealt
+        writer, position = dealt
         try:
-            self._link.send_image(writer, header, raw)
+            self._link.send_image(writer, acquisition.plan.acquisition_id, position, raw)
         except WriterUnreachable as error:
             self._fail(str(error))
             return
@@ -253,19 +269,19 @@ class Engine:
         self._files_pending = True
         self._deadline = time.monotonic() + CREATE_TIMEOUT_S
         for index, file in enumerate(plan.files):
-            body = {
-                "acq_id": plan.acquisition_id,
-                "file": file,
-                "uid": plan.uid,
-                "gid": None,
-                "compression": plan.compression,
-                "writer_index": index,
-                "n_writers": plan.n_writers,
-                "params": plan.params,
-                "config": plan.config,
-            }
+            command = CreateCommand(
+                path=os.path.join(plan.path, plan.file_prefix),  # std_daq: <path><k>.h5
+                uid=plan.uid,
+                acq_id=plan.acquisition_id,
+                file=file,
+                compression=plan.compression,  # type: ignore[arg-type]
+                writer_index=index,
+                n_writers=plan.n_writers,
+                params=plan.params,
+                config=plan.config,
+            )
             try:
-                self._link.send_create(index, body)
+                self._link.send_create(index, command)
             except WriterUnreachable as error:
                 self._fail(str(error))
                 return
@@ -333,7 +349,7 @@ class Engine:
                     event.writer, event.acq_id, event.reason,
                 )
             return
-        if event.event in ("heartbeat", "ready"):
+        if event.event in (EventKind.HEARTBEAT, EventKind.READY):
             return
         master = acquisition.plan.master_file
         if master is not None and event.file == master and event.event in ("closed", "error"):
@@ -341,13 +357,18 @@ class Engine:
             return
         tracker = acquisition.writers[event.writer]
         written, not_written, nbytes = tracker.written, tracker.not_written, tracker.bytes_written
-        early_close = event.event == "closed" and self._state not in _CLOSING
+        early_close = event.event == EventKind.CLOSED and self._state not in _CLOSING
+        if not event.stddaq and event.event in (EventKind.CONFIRMED, EventKind.CLOSED):
+            # A std_daq writer reports no figures: it holds what it was dealt.
+            event = replace(event, written=acquisition.dealer.per_writer()[event.writer])
         tracker.apply(event)
         self._counters.images_written.inc(max(0, tracker.written - written))
         self._counters.images_not_written.inc(max(0, tracker.not_written - not_written))
         self._counters.bytes_written.inc(max(0, tracker.bytes_written - nbytes))
-        if event.event == "error":
+        if event.event == EventKind.ERROR:
             self._fail(f"writer {event.writer}: {tracker.last_error}")
+        elif event.event == EventKind.CONFIRMED and self._state is DaqState.SAVING_FILE:
+            self._send_close(tracker.index, acquisition.dealer.per_writer()[tracker.index])
         elif early_close:
             why = f": {event.reason}" if event.reason else ""
             self._fail(f"writer {event.writer} closed its file before it was asked to{why}")
@@ -375,9 +396,9 @@ class Engine:
             )
             if self._orphans.is_new(acq_id):
                 self._counters.acquisitions_failed.inc()
-            body = {"acq_id": acq_id, "n_images": 0, "reason": orphan_reason(acq_id)}
+            command = CloseCommand(acq_id, 0, orphan_reason(acq_id))
             try:
-                self._link.send_close(event.writer, body)
+                self._link.send_close(event.writer, command)
             except WriterUnreachable as error:
                 log.error("acquisition %d: %s", acq_id, error)
         elif not self._orphans.took_close(event):
@@ -434,14 +455,13 @@ class Engine:
     # --- saving, failing, finishing ---
 
     def _begin_saving(self) -> None:
+        """ConfirmLastImageWritten to every writer; each is sent CloseFile once it answered."""
         acquisition = self._acquisition
         assert acquisition is not None
         self._move(DaqState.SAVING_FILE)
-        counts = acquisition.dealer.per_writer()
-        for index, count in enumerate(counts):
-            body = {"acq_id": acquisition.plan.acquisition_id, "n_images": count}
+        for index in range(acquisition.plan.n_writers):
             try:
-                self._link.send_close(index, body)
+                self._link.send_confirm(index, acquisition.plan.acquisition_id)
             except WriterUnreachable as error:
                 self._fail(str(error))
                 return
@@ -450,20 +470,42 @@ class Engine:
             acquisition.plan.acquisition_id, acquisition.dealer.dealt,
         )
 
+    def _send_close(self, index: int, n_images: int) -> None:
+        acquisition = self._acquisition
+        assert acquisition is not None
+        try:
+            self._link.send_close(index, CloseCommand(acquisition.plan.acquisition_id, n_images))
+        except WriterUnreachable as error:
+            self._fail(str(error))
+
     def _send_master(self, acquisition: Acquisition) -> None:
+        """The master file is built by a stddaq writer (writer 0 when it is one)."""
         plan = acquisition.plan
+        assert plan.master_file is not None
+        builders = [k for k in range(plan.n_writers) if self._link.style(k) == "stddaq"]
+        if not builders:  # std_daq writers only: the driver builds it (as its own user)
+            problem = build_master_here(plan.master_file, plan.detector, list(plan.files))
+            if problem is None:
+                acquisition.master_state = "closed"
+                log.info("acquisition %d: built the master file %s", plan.acquisition_id,
+                         plan.master_file)
+                self._advance()
+            else:
+                acquisition.master_state = "error"
+                self._fail(f"master file {plan.master_file}: {problem}")
+            return
         acquisition.master_state = "building"
         self._deadline = time.monotonic() + MASTER_TIMEOUT_S
-        body = {
-            "acq_id": plan.acquisition_id,
-            "file": plan.master_file,
-            "files": list(plan.files),
-            "n_images": acquisition.dealer.dealt,
-            "images_per_file": images_per_writer(acquisition.dealer.dealt, plan.n_writers),
-            "detector": plan.detector,
-        }
+        command = MasterCommand(
+            acq_id=plan.acquisition_id,
+            file=plan.master_file,
+            files=list(plan.files),
+            detector=plan.detector,
+            n_images=acquisition.dealer.dealt,
+            images_per_file=images_per_writer(acquisition.dealer.dealt, plan.n_writers),
+        )
         try:
-            self._link.send_master(body)
+            self._link.send_master(builders[0], command)
         except WriterUnreachable as error:
             self._fail(str(error))
 
@@ -483,13 +525,13 @@ class Engine:
         for tracker in acquisition.writers:
             if tracker.state in ("closed", "error"):
                 continue
-            body = {
-                "acq_id": acquisition.plan.acquisition_id,
-                "n_images": counts[tracker.index],
-                "reason": f"the acquisition ended in error: {reason}",
-            }
+            command = CloseCommand(
+                acquisition.plan.acquisition_id,
+                counts[tracker.index],
+                f"the acquisition ended in error: {reason}",
+            )
             try:
-                self._link.send_close(tracker.index, body)
+                self._link.send_close(tracker.index, command)
             except WriterUnreachable as error:
                 log.error("acquisition %d: %s", acquisition.plan.acquisition_id, error)
                 tracker.mark_lost(
@@ -569,6 +611,16 @@ class Engine:
             if index >= len(acquisition.writers):
                 break
             if acquisition.writers[index].state == "closed":
+                continue
+            if self._link.style(index) == "std_daq":
+                # No heartbeats: dead when an answer it owes does not come.
+                owed = self._link.owed_since(index)
+                if owed is not None and now - owed[0] > ANSWER_TIMEOUT_S:
+                    self._fail(
+                        f"writer {index} did not answer the {owed[1]} message within "
+                        f"{ANSWER_TIMEOUT_S:g} s (is it running?)"
+                    )
+                    return
                 continue
             if age is None or age > WRITER_SILENT_S:
                 self._fail(

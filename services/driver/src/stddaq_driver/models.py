@@ -8,10 +8,11 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stddaq_common.wire.compression import CompressionName
 from stddaq_driver.path_policy import path_syntax_problem
 from stddaq_driver.state import DaqState
 
-Compression = Literal["none", "bitshuffle_lz4"]
+Compression = CompressionName
 
 FILE_PREFIX_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,199}$"
 MAX_UID = 2**32 - 2

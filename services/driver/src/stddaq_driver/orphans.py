@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from stddaq_driver.writer_messages import WriterEvent
+from stddaq_common.bus.driver_writer import WriterEvent
 
 
 def orphan_reason(acq_id: int) -> str:

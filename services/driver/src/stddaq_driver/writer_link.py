@@ -1,33 +1,40 @@
 """The driver's ZeroMQ sockets to its writers (docs/driver-writer-protocol.md).
 
-One PUSH socket per writer, bound at `ipc://<ipc_dir>/<D>-writer-<k>`, and one PULL socket
-for all writer events at `ipc://<ipc_dir>/<D>-writer-events`. Nothing blocks forever: a
-send that cannot leave within its timeout (writer not running, or not reading) raises
-WriterUnreachable naming the writer.
+Per writer k, as std_daq has it: a PUSH bound at `<D>-driver-<k>` (commands) and a PULL
+connected to the writer's PUSH at `<D>-writer-<k>` (answers). Names, messages and bytes
+come from stddaq_common.bus.driver_writer. Nothing blocks forever: a command that cannot
+leave within its timeout raises WriterUnreachable naming the writer.
+
+A std_daq writer answers each command with code and reason only. The link keeps, per
+writer, the answers still owed (writers answer in order) and turns such a plain answer
+into the event it stands for; a stddaq writer's answers carry their event themselves.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import time
-from typing import Any
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
 
 import zmq
 
-from stddaq_common.bus.metadata_stream import ipc_file_of
-from stddaq_common.names import ipc_address
-from stddaq_driver.writer_messages import (
-    KIND_CLOSE,
-    KIND_CREATE,
-    KIND_IMAGE,
-    KIND_MASTER,
-    EventError,
+from stddaq_common.bus.driver_writer import (
+    CloseCommand,
+    ConfirmCommand,
+    CreateCommand,
+    EventKind,
+    MasterCommand,
+    ProtocolError,
     WriterEvent,
-    json_part,
-    parse_event,
+    driver_address,
+    encode_command,
+    encode_image,
+    parse_response,
+    writer_address,
 )
+from stddaq_common.bus.ipc_socket import AddressInUse, OwnSocketFile, claim
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,9 @@ IMAGE_QUEUE_LENGTH = 100_000
 CONTROL_SEND_TIMEOUT_S = 2.0
 IMAGE_SEND_TIMEOUT_S = 2.0
 _BAD_EVENT_LOG_INTERVAL_S = 5.0
+
+WriterStyle = Literal["unknown", "stddaq", "std_daq"]
+"""What a writer showed itself to be: its answers carry stddaq's additions or not."""
 
 
 class WriterUnreachable(Exception):
@@ -50,14 +60,23 @@ class WriterUnreachable(Exception):
         )
 
 
-def writer_address(detector: str, index: int, ipc_dir: str) -> str:
-    """`ipc://<ipc_dir>/<D>-writer-<k>`: where the driver sends writer k its messages."""
-    return ipc_address(detector, f"writer-{index}", ipc_dir)
+@dataclass(slots=True)
+class _Owed:
+    """An answer a writer owes: what it stands for, for which acquisition, since when."""
+
+    kind: EventKind
+    acq_id: int | None
+    since: float
+    what: str
 
 
-def events_address(detector: str, ipc_dir: str) -> str:
-    """`ipc://<ipc_dir>/<D>-writer-events`: where every writer sends its events."""
-    return ipc_address(detector, "writer-events", ipc_dir)
+@dataclass(slots=True)
+class _Writer:
+    push: zmq.Socket[bytes]
+    pull: zmq.Socket[bytes]
+    own_file: OwnSocketFile
+    style: WriterStyle = "unknown"
+    owed: deque[_Owed] = field(default_factory=deque)
 
 
 class WriterLink:
@@ -68,41 +87,51 @@ class WriterLink:
         self.bad_events = 0
         """Writer messages that did not follow the protocol (logged and skipped)."""
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-        self._addresses: list[str] = []
-        self._pushes: list[zmq.Socket[bytes]] = []
-        self._events: zmq.Socket[bytes] | None = None
+        self._writers: list[_Writer] = []
         self._next_bad_log = 0.0
+        self._poller = zmq.Poller()
         try:
             for index in range(n_writers):
-                address = writer_address(detector, index, ipc_dir)
-                push = self._context.socket(zmq.PUSH)
-                self._pushes.append(push)
-                push.setsockopt(zmq.LINGER, 0)
-                push.setsockopt(zmq.SNDHWM, IMAGE_QUEUE_LENGTH)
-                push.bind(address)
-                self._addresses.append(address)
-            address = events_address(detector, ipc_dir)
-            self._events = self._context.socket(zmq.PULL)
-            self._events.setsockopt(zmq.LINGER, 0)
-            self._events.setsockopt(zmq.RCVHWM, 100_000)
-            self._events.bind(address)
-            self._addresses.append(address)
-        except zmq.ZMQError as error:
+                self._writers.append(self._open(detector, ipc_dir, index))
+        except (zmq.ZMQError, AddressInUse) as error:
             self.close()
+            if isinstance(error, AddressInUse):
+                raise
             raise OSError(f"cannot bind the writer sockets in {ipc_dir}: {error.strerror}") from None
-        self._poller = zmq.Poller()
-        self._poller.register(self._events, zmq.POLLIN)
 
-    @property
-    def events_socket(self) -> zmq.Socket[bytes]:
-        """The PULL socket of writer events (to poll it with others)."""
-        assert self._events is not None
-        return self._events
-
-    def _send(self, index: int, parts: list[bytes], what: str, timeout_s: float) -> None:
-        push = self._pushes[index]
+    def _open(self, detector: str, ipc_dir: str, index: int) -> _Writer:
+        address = driver_address(detector, index, ipc_dir)
+        claim(address)
+        push = self._context.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.setsockopt(zmq.SNDHWM, IMAGE_QUEUE_LENGTH)
         try:
-            push.send_multipart(parts, zmq.NOBLOCK)
+            push.bind(address)
+        except zmq.ZMQError:
+            push.close(linger=0)
+            raise
+        pull = self._context.socket(zmq.PULL)
+        pull.setsockopt(zmq.LINGER, 0)
+        pull.setsockopt(zmq.RCVHWM, 100_000)
+        pull.connect(writer_address(detector, index, ipc_dir))
+        self._poller.register(pull, zmq.POLLIN)
+        return _Writer(push, pull, OwnSocketFile(address))
+
+    def style(self, index: int) -> WriterStyle:
+        """What writer `index` showed itself to be so far."""
+        return self._writers[index].style
+
+    def owed_since(self, index: int) -> tuple[float, str] | None:
+        """(when, what) of the oldest answer writer `index` still owes; None: none."""
+        owed = self._writers[index].owed
+        return (owed[0].since, owed[0].what) if owed else None
+
+    # --- sending ---
+
+    def _send(self, index: int, payload: bytes, what: str, timeout_s: float) -> None:
+        push = self._writers[index].push
+        try:
+            push.send(payload, zmq.NOBLOCK)
             return
         except zmq.Again:
             pass
@@ -112,76 +141,124 @@ class WriterLink:
             if left_ms <= 0 or not push.poll(left_ms, zmq.POLLOUT):
                 raise WriterUnreachable(index, what, timeout_s)
             try:
-                push.send_multipart(parts, zmq.NOBLOCK)
+                push.send(payload, zmq.NOBLOCK)
                 return
             except zmq.Again:
                 continue
 
-    def send_create(self, index: int, body: dict[str, Any]) -> None:
-        """`[b"create", json]` to writer `index`."""
-        self._send(index, [KIND_CREATE, json_part(body)], "create", CONTROL_SEND_TIMEOUT_S)
+    def _owe(self, index: int, kind: EventKind, acq_id: int | None, what: str) -> None:
+        self._writers[index].owed.append(_Owed(kind, acq_id, time.monotonic(), what))
 
-    def send_image(self, index: int, header: bytes, raw_metadata: bytes) -> None:
-        """`[b"image", header, metadata]` to writer `index` (the metadata bytes unchanged)."""
+    def send_create(self, index: int, command: CreateCommand) -> None:
+        """CreateFileCommand to writer `index`; it answers once."""
+        self._send(index, encode_command(command), "create", CONTROL_SEND_TIMEOUT_S)
+        self._owe(index, EventKind.FILE_CREATED, command.acq_id, "create")
+
+    def send_image(self, index: int, acq_id: int, position: int, raw_metadata: bytes) -> None:
+        """RecordImage to writer `index` (the metadata bytes unchanged); no answer."""
+        payload = encode_image(raw_metadata, acq_id, position)
         try:
-            self._pushes[index].send_multipart([KIND_IMAGE, header, raw_metadata], zmq.NOBLOCK)
+            self._writers[index].push.send(payload, zmq.NOBLOCK)
         except zmq.Again:
-            self._send(index, [KIND_IMAGE, header, raw_metadata], "image", IMAGE_SEND_TIMEOUT_S)
+            self._send(index, payload, "image", IMAGE_SEND_TIMEOUT_S)
 
-    def send_close(self, index: int, body: dict[str, Any]) -> None:
-        """`[b"close", json]` to writer `index`."""
-        self._send(index, [KIND_CLOSE, json_part(body)], "close", CONTROL_SEND_TIMEOUT_S)
+    def send_confirm(self, index: int, acq_id: int) -> None:
+        """ConfirmLastImageWritten to writer `index`; it answers once."""
+        self._send(index, encode_command(ConfirmCommand(acq_id)), "confirm", CONTROL_SEND_TIMEOUT_S)
+        self._owe(index, EventKind.CONFIRMED, acq_id, "confirm")
 
-    def send_master(self, body: dict[str, Any]) -> None:
-        """`[b"master", json]` to writer 0, which builds the master file."""
-        self._send(0, [KIND_MASTER, json_part(body)], "master", CONTROL_SEND_TIMEOUT_S)
+    def send_close(self, index: int, command: CloseCommand) -> None:
+        """CloseFile to writer `index`; it answers once."""
+        self._send(index, encode_command(command), "close", CONTROL_SEND_TIMEOUT_S)
+        self._owe(index, EventKind.CLOSED, command.acq_id, "close")
+
+    def send_master(self, index: int, command: MasterCommand) -> None:
+        """BuildMasterFile to (stddaq) writer `index`; it answers with the master's event."""
+        self._send(index, encode_command(command), "master", CONTROL_SEND_TIMEOUT_S)
+
+    def probe(self, acquisition_running: bool) -> None:
+        """A liveness probe to every writer that should get one now: stddaq writers and
+        writers not heard from yet always, std_daq writers only while idle and owing
+        nothing (a std_daq writer is then seen alive through its answer). Never waits."""
+        payload = encode_command(ConfirmCommand(probe=True))
+        for index, writer in enumerate(self._writers):
+            if writer.style == "std_daq" and (acquisition_running or writer.owed):
+                continue
+            try:
+                writer.push.send(payload, zmq.NOBLOCK)
+            except zmq.Again:
+                continue  # not connected (not running) or its queue is full: no backlog
+            if writer.style == "std_daq":
+                self._owe(index, EventKind.HEARTBEAT, None, "probe")
+
+    # --- receiving ---
 
     def wait_for_event(self, timeout_ms: int) -> bool:
-        """True if an event can be received within `timeout_ms`."""
+        """True if an answer can be received within `timeout_ms`."""
         return bool(self._poller.poll(timeout_ms))
 
     def receive_events(self, limit: int = 1000) -> list[WriterEvent]:
-        """The events waiting now (at most `limit`); bad ones are counted, logged, skipped."""
+        """The events waiting now (at most `limit` per writer); bad ones are counted,
+        logged and skipped."""
         events: list[WriterEvent] = []
-        socket = self.events_socket
-        for _ in range(limit):
-            try:
-                parts = socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            try:
-                event = parse_event(parts)
-            except EventError as error:
-                self._bad_event(str(error), parts)
-                continue
-            if event.writer >= self.n_writers:
-                self._bad_event(
-                    f"writer index {event.writer} is not below number_of_writers "
-                    f"({self.n_writers})",
-                    parts,
-                )
-                continue
-            events.append(event)
+        for index, writer in enumerate(self._writers):
+            for _ in range(limit):
+                try:
+                    payload = writer.pull.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                event = self._event_of(index, writer, payload)
+                if event is not None:
+                    events.append(event)
         return events
 
-    def _bad_event(self, reason: str, parts: list[bytes]) -> None:
+    def _event_of(self, index: int, writer: _Writer, payload: bytes) -> WriterEvent | None:
+        try:
+            response = parse_response(payload)
+        except ProtocolError as error:
+            self._bad_event(f"writer {index}: {error}", payload)
+            return None
+        event = response.event
+        if event is not None:
+            if event.writer != index:
+                self._bad_event(
+                    f"the answer on writer {index}'s socket says it is writer {event.writer} "
+                    "(started with the wrong --index?)",
+                    payload,
+                )
+                return None
+            writer.style = "stddaq"
+            writer.owed.clear()  # a stddaq writer names what it answers
+            return event
+        if writer.style != "std_daq":
+            log.info("writer %d answers with std_daq's fields only: a std_daq writer", index)
+        writer.style = "std_daq"
+        if not writer.owed:
+            self._bad_event(f"writer {index} answered although it owed no answer", payload)
+            return None
+        owed = writer.owed.popleft()
+        kind = owed.kind if response.ok else EventKind.ERROR
+        if owed.kind is EventKind.HEARTBEAT and not response.ok:
+            kind = EventKind.HEARTBEAT  # a probe's answer only shows it is alive
+        return WriterEvent(
+            writer=index,
+            event=kind,
+            acq_id=owed.acq_id,
+            reason=response.reason or None,
+            stddaq=False,
+        )
+
+    def _bad_event(self, reason: str, payload: bytes) -> None:
         self.bad_events += 1
         now = time.monotonic()
         if now >= self._next_bad_log:
             self._next_bad_log = now + _BAD_EVENT_LOG_INTERVAL_S
-            log.warning("skipped a bad writer event: %s (%r)", reason, parts[0][:200] if parts else b"")
+            log.warning("skipped a bad writer message: %s (%r)", reason, payload[:200])
 
     def close(self) -> None:
-        """Close every socket and remove the socket files this link bound."""
-        for push in self._pushes:
-            push.close(linger=0)
-        self._pushes = []
-        if self._events is not None:
-            self._events.close(linger=0)
-            self._events = None
-        for address in self._addresses:
-            path = ipc_file_of(address)
-            if path is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-        self._addresses = []
+        """Close every socket and remove the socket files this link created."""
+        for writer in self._writers:
+            writer.push.close(linger=0)
+            writer.pull.close(linger=0)
+            writer.own_file.remove()
+        self._writers = []

@@ -13,6 +13,7 @@ from types import FrameType
 from typing import Any
 
 from stddaq_common.config.model import ConfigError, DaqConfig, load_config
+from stddaq_common.wire.compression import FILE_COMPRESSIONS
 from stddaq_stack.leftovers import remove_leftovers
 from stddaq_stack.progress import progress_line, watch
 from stddaq_stack.rest_client import DriverClient, DriverError
@@ -184,7 +185,7 @@ def register_acquire(commands: _Subparsers) -> None:
         "--n-images", type=int, default=None, help="images to write (default: until stopped)"
     )
     acquire.add_argument("--prefix", default=None, help="file prefix (default: file)")
-    acquire.add_argument("--compression", choices=("none", "bitshuffle_lz4"), default=None)
+    acquire.add_argument("--compression", choices=FILE_COMPRESSIONS, default=None)
     acquire.add_argument("--uid", type=int, default=None, help="uid the files are written as")
     acquire.add_argument("--no-watch", action="store_true", help="start and return at once")
     acquire.set_defaults(func=run_acquire)

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from stddaq_common.bus.driver_writer import CreateCommand
 from stddaq_common.bus.metadata import ImageMeta
 from stddaq_writer.chunk_writer import ChunkWriter, Outcome, ReadMode, RingLike
 from stddaq_writer.disk_reserve import DiskReserve, file_size_budget
 from stddaq_writer.h5_layout import FileSpec
 from stddaq_writer.image_file import FileSummary, ImageFile
-from stddaq_writer.protocol import CreateCommand
 from stddaq_writer.uid import FileOwner, UserSwitchError, acting_as
 
 log = logging.getLogger("stddaq.writer")
@@ -93,8 +93,8 @@ class Acquisition:
     ) -> None:
         """Create the file (as `owner`); AcquisitionError with the reason if impossible."""
         self.command = command
-        self.acq_id = command.acq_id
-        self.path = command.file
+        self.acq_id = command.acq_id or 0
+        self.path = command.file or ""
         self.failure: str | None = None
         self.progress = Progress()
         self.summary: FileSummary | None = None
@@ -115,7 +115,7 @@ class Acquisition:
                 self.path,
                 spec,
                 attributes={
-                    "acquisition_id": np.int64(command.acq_id),
+                    "acquisition_id": np.int64(self.acq_id),
                     "writer_index": np.int64(command.writer_index),
                     "n_writers": np.int64(command.n_writers),
                     "file_uid": np.int64(owner.uid if owner else os.geteuid()),

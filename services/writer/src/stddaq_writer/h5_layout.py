@@ -20,16 +20,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers the bitshuffle filter with h5py)
 import numpy as np
 
 from stddaq_common.bus.metadata import DetectorInfo, EgInfo, GfInfo, JfInfo, PcoInfo
-
-FILE_FORMAT_BOUNDS = ("v110", "v110")
-"""libver of every file: 'latest' (HDF5 2.0 formats) would be unreadable by HDF5 1.10."""
+from stddaq_common.hdf5 import FILE_FORMAT_BOUNDS
+from stddaq_common.wire.compression import FILE_COMPRESSIONS, CompressionName
 
 BITSHUFFLE_FILTER_ID = 32008
 BITSHUFFLE_LZ4_OPTIONS = (0, 2)
@@ -44,8 +43,7 @@ STATUS_MISSING = 0
 METADATA_CHUNK_RECORDS = 4096
 """Records per chunk of the metadata and per-image field datasets (64 KiB / 32 KiB)."""
 
-CompressionName = Literal["none", "bitshuffle_lz4"]
-COMPRESSIONS: tuple[CompressionName, ...] = ("none", "bitshuffle_lz4")
+COMPRESSIONS = FILE_COMPRESSIONS
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,14 @@
-"""The writer service: driver commands in, images from the ring into HDF5, events out.
+"""The writer service: driver commands in, images from the ring into HDF5, answers out.
 
-Sockets (docs/driver-writer-protocol.md): PULL connected to `ipc://<ipc_dir>/D-writer-<k>`
-(commands), PUSH connected to `ipc://<ipc_dir>/D-writer-events` (events), both LINGER 0,
-events sent without blocking (dropped and counted if the driver is gone).
+Sockets (driver_link.py), as std_daq's writer has them: commands from the driver's
+`<D>-driver-<k>`, answers on this writer's `<D>-writer-<k>`, sent without blocking (dropped
+and counted if no driver takes them). Messages: stddaq_common.bus.driver_writer.
+
+Which driver: a command carrying stddaq's additions comes from a stddaq driver; the
+writer then answers with its events (counts, missing ids, ...) and also sends `progress`
+and `heartbeat` on its own. A CreateFileCommand without them comes from a std_daq driver:
+the writer then sends only std_daq's answers (code and reason, one per create, confirm
+and close), names its file `<path><k>.h5` and writes images in the order received.
 
 The loop polls the command socket for at most `TICK_S`, handles every command that is
 queued, then does the timed work: a `progress` event at most every 100 ms while images
@@ -12,14 +18,25 @@ second behind), a `heartbeat` when nothing else was sent for a second, and the s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 import time
 from typing import Any
 
-import zmq
-
+from stddaq_common.bus.driver_writer import (
+    CloseCommand,
+    ConfirmCommand,
+    CreateCommand,
+    EventKind,
+    ImageCommand,
+    MasterCommand,
+    ProtocolError,
+    encode_event,
+    encode_plain_response,
+    parse_command,
+)
 from stddaq_common.bus.metadata import MetadataError, decode_image_metadata
 from stddaq_common.config.model import ConfigError, DaqConfig, parse_config
 from stddaq_common.names import shm_name
@@ -28,18 +45,9 @@ from stddaq_common.ring.image_ring import ImageRing, RingError
 from stddaq_common.runtime.stats import Stats
 from stddaq_writer.acquisition import Acquisition, AcquisitionError, check_new_file
 from stddaq_writer.chunk_writer import Outcome, ReadMode
+from stddaq_writer.driver_link import DriverLink
 from stddaq_writer.h5_layout import FileSpec, image_columns
 from stddaq_writer.master_file import MasterFileError, build_master_file
-from stddaq_writer.protocol import (
-    CloseCommand,
-    CreateCommand,
-    EventKind,
-    ImageCommand,
-    MasterCommand,
-    ProtocolError,
-    encode_event,
-    parse_command,
-)
 from stddaq_writer.uid import UserSwitchError, acting_as, needs_switch, resolve_owner
 from stddaq_writer.write_behind import DEFAULT_WINDOW_BYTES
 
@@ -53,16 +61,17 @@ MAX_DRAIN_S = 0.1
 """Longest stretch of command handling before the timed work runs."""
 REMEMBERED_ACQUISITIONS = 16
 """Recent `create` commands kept for their `master` (user, parameters, config)."""
+STD_DAQ_PREFIX = "file"
+"""std_daq's default file prefix: a std_daq create whose path is a directory writes
+`<path>/file<k>.h5`."""
 
 
-def command_address(ipc_dir: str, detector_name: str, index: int) -> str:
-    """The driver's PUSH socket for writer `index`."""
-    return f"ipc://{ipc_dir.rstrip('/')}/{detector_name}-writer-{index}"
-
-
-def events_address(ipc_dir: str, detector_name: str) -> str:
-    """The driver's PULL socket for writer events."""
-    return f"ipc://{ipc_dir.rstrip('/')}/{detector_name}-writer-events"
+def std_daq_file(path: str, index: int) -> str:
+    """The file writer `index` writes for a std_daq CreateFileCommand: `<path><k>.h5`, where
+    std_daq's driver sends `<dir>/<file_prefix>` as the path (a directory: `file<k>.h5` in it)."""
+    if path.endswith(os.sep) or os.path.isdir(path):
+        return os.path.join(path, f"{STD_DAQ_PREFIX}{index}.h5")
+    return f"{path}{index}.h5"
 
 
 class WriterService:
@@ -91,15 +100,14 @@ class WriterService:
         self._shm_dir = shm_dir
         self._ring: ImageRing | None = None
         self._acq: Acquisition | None = None
-        self._context = zmq.Context()
-        self._commands = self._context.socket(zmq.PULL)
-        self._commands.setsockopt(zmq.LINGER, 0)
-        self._commands.setsockopt(zmq.RCVHWM, 1_000_000)
-        self._commands.connect(command_address(config.ipc_dir, config.detector_name, index))
-        self._events = self._context.socket(zmq.PUSH)
-        self._events.setsockopt(zmq.LINGER, 0)
-        self._events.setsockopt(zmq.SNDHWM, 100_000)
-        self._events.connect(events_address(config.ipc_dir, config.detector_name))
+        self._stddaq_driver = False
+        """The last driver that spoke is a stddaq driver (it sends stddaq's additions)."""
+        self._plain_acq = False
+        """The open acquisition came from a std_daq driver (plain answers, arrival order)."""
+        self._received = 0
+        """Images received for the open std_daq acquisition (the next one's position)."""
+        self._ready_sent = False
+        self._link = DriverLink(config.detector_name, config.ipc_dir, index)
         self._recent: dict[int, CreateCommand] = {}
         self._latency_sum = 0.0
         self._latency_count = 0
@@ -135,7 +143,18 @@ class WriterService:
 
     # ----------------------------------------------------------------- events
 
-    def _send(self, event: EventKind, acq: Acquisition | None = None, **fields: Any) -> None:
+    def _send(
+        self, event: EventKind | str, acq: Acquisition | None = None, **fields: Any
+    ) -> None:
+        """An answer or message in the driver's dialect: a stddaq driver gets the event, a
+        std_daq driver only answers (code and reason), never anything unasked."""
+        kind = EventKind(event)
+        unasked = kind in (EventKind.PROGRESS, EventKind.HEARTBEAT)
+        if self._plain(acq):
+            if unasked or kind is EventKind.READY:
+                return
+            self._push(encode_plain_response(kind is not EventKind.ERROR, fields.get("reason", "")))
+            return
         if acq is not None:
             counts = acq.writer.counts
             summary = acq.summary
@@ -146,31 +165,38 @@ class WriterService:
             fields.setdefault("bytes_written", acq.file.bytes_written)
             fields.setdefault("missing_ids", acq.take_missing_ids())
             fields.setdefault("flushed", acq.flushed)
-        payload = encode_event(self.index, event, **fields)
-        try:
-            self._events.send(payload, zmq.NOBLOCK)
-        except zmq.Again:
-            self._dropped_events.inc()
+        self._push(encode_event(self.index, kind, **fields), wait=not unasked)
+
+    def _plain(self, acq: Acquisition | None) -> bool:
+        """True if messages about `acq` (None: no acquisition) go to a std_daq driver."""
+        if acq is not None and acq is self._acq:
+            return self._plain_acq
+        return not self._stddaq_driver
+
+    def _push(self, payload: bytes, *, wait: bool = True) -> bool:
+        """Send (an answer, `wait`, may wait briefly for the driver's connection); False
+        (counted) if it was dropped."""
         self._last_event = time.monotonic()
+        if self._link.send(payload, wait=wait):
+            return True
+        self._dropped_events.inc()
+        return False
 
     # ----------------------------------------------------------------- loop
 
     def run(self, stop: threading.Event) -> None:
-        """Handle commands until `stop` is set."""
-        self._send("ready")
-        poller = zmq.Poller()
-        poller.register(self._commands, zmq.POLLIN)
+        """Handle commands until `stop` is set (nothing is sent before a driver speaks:
+        a std_daq driver expects only answers)."""
         while not stop.is_set():
-            if poller.poll(int(TICK_S * 1000)):
+            if self._link.wait_for_command(int(TICK_S * 1000)):
                 self._drain()
             self._timed_work(time.monotonic())
 
     def _drain(self) -> None:
         deadline = time.monotonic() + MAX_DRAIN_S
         while True:
-            try:
-                parts = self._commands.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            parts = self._link.receive()
+            if parts is None:
                 return
             self.handle(parts)
             if time.monotonic() > deadline:
@@ -241,17 +267,28 @@ class WriterService:
         )
 
     def handle(self, parts: list[bytes]) -> None:
-        """Handle one multipart driver message."""
+        """Handle one driver message (one WriterAction part)."""
         try:
-            command = parse_command(parts)
+            if len(parts) != 1:
+                raise ProtocolError(f"a command is one WriterAction part, got {len(parts)} parts")
+            command = parse_command(parts[0])
         except ProtocolError as error:
             self._bad_messages.inc()
             log.warning("bad driver message: %s", error)
             return
         if isinstance(command, ImageCommand):
             self._on_image(command)
-        elif isinstance(command, CreateCommand):
+            return
+        if isinstance(command, CreateCommand):
+            self._stddaq_driver = command.stddaq
             self._on_create(command)
+            return
+        if isinstance(command, MasterCommand) or command.acq_id is not None or (
+            isinstance(command, ConfirmCommand) and command.probe
+        ):
+            self._stddaq_driver = True
+        if isinstance(command, ConfirmCommand):
+            self._on_confirm(command)
         elif isinstance(command, CloseCommand):
             self._on_close(command)
         else:
@@ -261,23 +298,31 @@ class WriterService:
 
     def _on_image(self, command: ImageCommand) -> None:
         acq = self._acq
-        if acq is None or acq.acq_id != command.acq_id or not acq.open:
-            self._stale.inc()
-            return
+        if command.acq_id is None:  # std_daq: the open file, in the order received
+            if acq is None or not self._plain_acq or not acq.open:
+                self._stale.inc()
+                return
+            index = self._received
+            self._received += 1
+        else:
+            if acq is None or self._plain_acq or acq.acq_id != command.acq_id or not acq.open:
+                self._stale.inc()
+                return
+            index = command.index or 0
         started = time.perf_counter()
         try:
             meta = decode_image_metadata(command.metadata)
         except MetadataError as error:
-            log.warning("image at index %d: %s", command.index, error)
+            log.warning("image at index %d: %s", index, error)
             self._bad_messages.inc()
             try:
-                acq.record_unreadable(command.index)
+                acq.record_unreadable(index)
             except AcquisitionError as failure:
                 self._report_failure(acq, str(failure))
             self._missing.inc()
             return
         try:
-            outcome = acq.write(command.index, meta)
+            outcome = acq.write(index, meta)
         except AcquisitionError as failure:
             self._report_failure(acq, str(failure))
             return
@@ -290,31 +335,50 @@ class WriterService:
         self._latency_count += 1
         self._write_latency.set(round(latency * 1e6, 1))
 
-    def _report_failure(self, acq: Acquisition, reason: str) -> None:
+    def _report_failure(self, acq: Acquisition, reason: str, *, answer: bool = False) -> None:
+        """Count a failed acquisition and tell the driver: a stddaq driver at once, a
+        std_daq driver in the answer to its next confirm or close (it expects no other)."""
         self._errors.inc()
         self._bytes.inc(acq.file.bytes_written)
-        self._send("error", acq, reason=reason)
+        if answer or not self._plain(acq):
+            self._send("error", acq, reason=reason)
 
     def _on_create(self, command: CreateCommand) -> None:
+        if not command.stddaq:  # std_daq's driver: name the file as std_daq's writer does
+            command = dataclasses.replace(
+                command,
+                acq_id=0,
+                file=std_daq_file(command.path, self.index),
+                writer_index=self.index,
+                n_writers=self.config.writers,
+                params={"path": command.path, "writer_id": command.uid},
+            )
+        acq_id = command.acq_id or 0
+        file = command.file or ""
         previous = self._acq
         if previous is not None and previous.open:
-            log.warning("acquisition %d replaced by %d before close", previous.acq_id, command.acq_id)
-            self._close(previous, None, f"replaced by acquisition {command.acq_id} before close")
+            log.warning("acquisition %d replaced by %d before close", previous.acq_id, acq_id)
+            self._close(
+                previous, None, f"replaced by acquisition {acq_id} before close",
+                notify=not self._plain_acq,
+            )
         self._acq = None
+        self._plain_acq = not self._stddaq_driver
+        self._received = 0
         try:
             acq = self._open(command)
         except AcquisitionError as error:
             self._errors.inc()
-            log.error("acquisition %d: %s", command.acq_id, error)
-            self._send("error", acq_id=command.acq_id, file=command.file, reason=str(error))
+            log.error("acquisition %d: %s", acq_id, error)
+            self._send("error", acq_id=acq_id, file=file, reason=str(error))
             return
         self._acq = acq
-        self._recent[command.acq_id] = command
+        self._recent[acq_id] = command
         while len(self._recent) > REMEMBERED_ACQUISITIONS:
             del self._recent[next(iter(self._recent))]
         self._acquisitions.inc()
         self._last_flush = time.monotonic()
-        log.info("acquisition %d: writing %s", command.acq_id, command.file)
+        log.info("acquisition %d: writing %s", acq_id, file)
         self._send("file_created", acq)
 
     def _open(self, command: CreateCommand) -> Acquisition:
@@ -385,9 +449,35 @@ class WriterService:
             self._ring_unverified.set(not ring.verified)
         return ring
 
+    def _on_confirm(self, command: ConfirmCommand) -> None:
+        """A probe: `ready` (first time) or `heartbeat`. Else: every image sent before is
+        written (images are written as they come): `confirmed`, or the acquisition's error."""
+        acq = self._acq
+        if command.probe:
+            kind = EventKind.HEARTBEAT if self._ready_sent else EventKind.READY
+            payload = encode_event(
+                self.index, kind, acq_id=acq.acq_id if acq is not None and acq.open else None
+            )
+            self._ready_sent = self._push(payload) or self._ready_sent
+            return
+        plain = command.acq_id is None
+        if acq is None or (plain != self._plain_acq) or (not plain and acq.acq_id != command.acq_id):
+            self._bad_messages.inc()
+            self._send(
+                "error",
+                acq_id=command.acq_id,
+                reason=f"confirm for acquisition {command.acq_id}, which has no file here",
+            )
+            return
+        if acq.failure is not None:
+            self._send("error", acq, reason=acq.failure)
+        else:
+            self._send("confirmed", acq)
+
     def _on_close(self, command: CloseCommand) -> None:
         acq = self._acq
-        if acq is None or acq.acq_id != command.acq_id:
+        plain = command.acq_id is None
+        if acq is None or (plain != self._plain_acq) or (not plain and acq.acq_id != command.acq_id):
             self._bad_messages.inc()
             self._send(
                 "error",
@@ -398,12 +488,15 @@ class WriterService:
         self._close(acq, command.n_images, command.reason)
         self._acq = None
 
-    def _close(self, acq: Acquisition, n_images: int | None, reason: str) -> None:
+    def _close(
+        self, acq: Acquisition, n_images: int | None, reason: str, *, notify: bool = True
+    ) -> None:
+        """Close `acq`'s file; answer `closed` or `error` (unless not `notify`)."""
         was_open = acq.open
         try:
             summary = acq.close(n_images, reason)
         except AcquisitionError as error:
-            self._report_failure(acq, str(error))
+            self._report_failure(acq, str(error), answer=notify)
             return
         if was_open:
             self._bytes.inc(summary.bytes_written)
@@ -411,7 +504,12 @@ class WriterService:
             "acquisition %d: closed %s (%d images, %d written, %d missing)",
             acq.acq_id, acq.path, summary.n_images, summary.n_written, summary.n_missing,
         )
-        self._send("closed", acq, reason=acq.failure or reason)
+        if not notify:
+            return
+        if self._plain_acq and acq.failure is not None:
+            self._send("error", acq, reason=acq.failure)  # std_daq: FAILURE, the reason
+        else:
+            self._send("closed", acq, reason=acq.failure or reason)
 
     def _on_master(self, command: MasterCommand) -> None:
         """Build the master file as the acquisition's user; answer `closed` or `error`."""
@@ -457,12 +555,13 @@ class WriterService:
     def close(self) -> None:
         """Close an open file (reason: writer stopped), the sockets and the ring."""
         acq = self._acq
-        if acq is not None and acq.open:
-            self._close(acq, None, "writer stopped before the acquisition was closed")
+        if acq is not None and acq.open:  # a std_daq driver expects no unasked answer
+            self._close(
+                acq, None, "writer stopped before the acquisition was closed",
+                notify=not self._plain_acq,
+            )
         self._acq = None
-        self._commands.close(0)
-        self._events.close(0)
-        self._context.term()
+        self._link.close()
         if self._ring is not None:
             self._ring.close()
             self._ring = None

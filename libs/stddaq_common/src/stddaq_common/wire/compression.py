@@ -16,7 +16,7 @@ to stay inside the input, because that decoder trusts the block lengths it reads
 from __future__ import annotations
 
 import struct
-from typing import Final
+from typing import Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +24,11 @@ import numpy.typing as npt
 from stddaq_common.wire import _bshuf_native as native
 from stddaq_common.wire.byte_views import BufferLike, address_of, byte_view, writable_byte_view
 from stddaq_common.wire.errors import COMPRESSION, SIZE, WireFormatError
+
+CompressionName = Literal["none", "bitshuffle_lz4"]
+"""How a file's images are compressed: the one list of these names (acquisition request,
+driver-writer protocol, HDF5 layout)."""
+FILE_COMPRESSIONS: Final[tuple[CompressionName, ...]] = ("none", "bitshuffle_lz4")
 
 BITSHUFFLE_HEADER_BYTES: Final = 12
 """uint64 BE uncompressed bytes + uint32 BE block size in bytes."""

@@ -1,0 +1,447 @@
+"""The driver <-> writer contract: socket names, messages, encoding and parsing both ways.
+
+std_daq's own wire protocol (docs/interfaces.md section 3, docs/driver-writer-protocol.md):
+per writer k the driver binds PUSH `ipc://<ipc_dir>/<D>-driver-<k>` (the writer connects
+PULL) and writer k binds PUSH `ipc://<ipc_dir>/<D>-writer-<k>` for its answers (the driver
+connects PULL). Every message is one ZeroMQ part: a protobuf `WriterAction` from the
+driver, a protobuf `WriterResponse` from a writer. stddaq's additions (acquisition id,
+position in the file, compression, progress, heartbeats, the master file, ...) travel in
+fields numbered from 1000 up (protos/stddaq_driver_writer.proto), which a std_daq peer
+skips; a message from a std_daq peer has none of them (`stddaq` is False / None below).
+
+This is the only module that knows these names and bytes; no sockets here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+from google.protobuf.message import DecodeError
+
+from stddaq_common._proto import stddaq_driver_writer_pb2 as pb
+from stddaq_common.names import ipc_address
+from stddaq_common.wire.compression import FILE_COMPRESSIONS, CompressionName
+
+__all__ = [
+    "FILE_COMPRESSIONS",
+    "CloseCommand",
+    "Command",
+    "CompressionName",
+    "ConfirmCommand",
+    "CreateCommand",
+    "EventKind",
+    "ImageCommand",
+    "MasterCommand",
+    "ProtocolError",
+    "Response",
+    "WriterEvent",
+    "driver_address",
+    "encode_command",
+    "encode_event",
+    "encode_image",
+    "encode_plain_response",
+    "parse_command",
+    "parse_response",
+    "writer_address",
+]
+
+
+def driver_address(detector: str, index: int, ipc_dir: str) -> str:
+    """`ipc://<ipc_dir>/<D>-driver-<k>`: the driver's PUSH to writer k (bound by the driver)."""
+    return ipc_address(detector, f"driver-{index}", ipc_dir)
+
+
+def writer_address(detector: str, index: int, ipc_dir: str) -> str:
+    """`ipc://<ipc_dir>/<D>-writer-<k>`: writer k's PUSH of answers (bound by the writer)."""
+    return ipc_address(detector, f"writer-{index}", ipc_dir)
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol (the text says what is wrong)."""
+
+
+# ----------------------------------------------------------------- driver -> writer
+
+
+@dataclass(frozen=True, slots=True)
+class CreateCommand:
+    """CreateFileCommand. std_daq's fields: `path` and `uid` (writer_id); the rest is
+    stddaq's and None/default when a std_daq driver sent it (`acq_id is None`)."""
+
+    path: str
+    uid: int
+    acq_id: int | None = None
+    file: str | None = None
+    """The exact file (stddaq); from a std_daq driver the writer names it from `path`."""
+    gid: int | None = None
+    compression: CompressionName = "none"
+    writer_index: int = 0
+    n_writers: int = 1
+    params: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stddaq(self) -> bool:
+        """True if a stddaq driver sent it (it carries the additions)."""
+        return self.acq_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageCommand:
+    """RecordImage: the ImageMetadata bytes as published on D-image; stddaq adds the
+    acquisition and the image's position `index` in this writer's file."""
+
+    metadata: bytes
+    acq_id: int | None = None
+    index: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmCommand:
+    """ConfirmLastImageWritten (answer once every image sent before it is written).
+    stddaq also uses it as a liveness probe outside acquisitions (`probe`)."""
+
+    acq_id: int | None = None
+    probe: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CloseCommand:
+    """CloseFile; stddaq adds the acquisition, the images dealt and a close reason."""
+
+    acq_id: int | None = None
+    n_images: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MasterCommand:
+    """stddaq only (to a stddaq writer): build the master file `file` over `files`."""
+
+    acq_id: int
+    file: str
+    files: list[str]
+    detector: str
+    n_images: int | None = None
+    images_per_file: list[int] | None = None
+
+
+Command = CreateCommand | ImageCommand | ConfirmCommand | CloseCommand | MasterCommand
+
+_COMPRESSION_CODES: Final[dict[str, int]] = {
+    "none": pb.COMPRESSION_NONE,
+    "bitshuffle_lz4": pb.COMPRESSION_BITSHUFFLE_LZ4,
+}
+_COMPRESSION_NAMES: Final[dict[int, CompressionName]] = {
+    pb.COMPRESSION_NONE: "none",
+    pb.COMPRESSION_BITSHUFFLE_LZ4: "bitshuffle_lz4",
+}
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _length_delimited(tag: bytes, body: bytes) -> bytes:
+    return tag + _varint(len(body)) + body
+
+
+_TAG_FIELD_1: Final = b"\x0a"  # field 1, wire type 2
+_TAG_FIELD_2: Final = b"\x12"  # field 2, wire type 2
+_TAG_EXTRAS: Final = _varint(1000 << 3 | 2)  # field 1000, wire type 2
+
+
+def encode_image(metadata: bytes, acq_id: int | None = None, index: int | None = None) -> bytes:
+    """WriterAction{record_image} around ImageMetadata bytes, without re-encoding them.
+
+    Built by hand (the hot path: one per image); the same bytes the generated code makes
+    (checked by tests/driver/test_driver_writer_contract.py).
+    """
+    record = _length_delimited(_TAG_FIELD_1, metadata) if metadata else b""
+    if acq_id is not None:
+        extras = b""
+        if acq_id:
+            extras += b"\x08" + _varint(acq_id)
+        if index:
+            extras += b"\x10" + _varint(index)
+        record += _length_delimited(_TAG_EXTRAS, extras)
+    return _length_delimited(_TAG_FIELD_2, record)
+
+
+def encode_command(command: Command) -> bytes:
+    """One WriterAction (a stddaq command carries its additions; see the dataclasses)."""
+    if isinstance(command, ImageCommand):
+        return encode_image(command.metadata, command.acq_id, command.index)
+    action = pb.WriterAction()
+    if isinstance(command, CreateCommand):
+        create = action.create_file
+        create.path = command.path
+        create.writer_id = command.uid
+        if command.acq_id is not None:
+            extras = create.stddaq
+            extras.acquisition_id = command.acq_id
+            extras.file = command.file or ""
+            if command.gid is not None:
+                extras.gid = command.gid
+            extras.compression = _COMPRESSION_CODES[command.compression]  # type: ignore[assignment]
+            extras.writer_index = command.writer_index
+            extras.n_writers = command.n_writers
+            extras.params_json = json.dumps(command.params) if command.params else ""
+            extras.config_json = json.dumps(command.config) if command.config else ""
+    elif isinstance(command, ConfirmCommand):
+        confirm = action.confirm_last_image
+        confirm.SetInParent()
+        if command.acq_id is not None or command.probe:
+            confirm.stddaq.SetInParent()
+            confirm.stddaq.acquisition_id = command.acq_id or 0
+            confirm.stddaq.probe = command.probe
+    elif isinstance(command, CloseCommand):
+        close = action.close_file
+        close.SetInParent()
+        if command.acq_id is not None:
+            close.stddaq.SetInParent()
+            close.stddaq.acquisition_id = command.acq_id
+            close.stddaq.n_images = command.n_images or 0
+            close.stddaq.reason = command.reason
+    else:
+        master = action.build_master_file
+        master.SetInParent()
+        master.acquisition_id = command.acq_id
+        master.file = command.file
+        master.files.extend(command.files)
+        master.n_images = command.n_images or 0
+        master.images_per_file.extend(command.images_per_file or [])
+        master.detector = command.detector
+    return action.SerializeToString()
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ProtocolError(f"create: {what} is not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise ProtocolError(f"create: {what} must be a JSON object")
+    return value
+
+
+def _parse_create(create: pb.CreateFileCommand) -> CreateCommand:
+    if not create.HasField("stddaq"):
+        if not create.path:
+            raise ProtocolError("create: 'path' is empty")
+        return CreateCommand(path=create.path, uid=max(create.writer_id, 0))
+    extras = create.stddaq
+    if not extras.file:
+        raise ProtocolError("create: the file path is empty")
+    compression = _COMPRESSION_NAMES.get(extras.compression)
+    if compression is None:
+        raise ProtocolError(
+            f"create: compression must be one of {FILE_COMPRESSIONS}, got code {extras.compression}"
+        )
+    if create.writer_id < 0:
+        raise ProtocolError(f"create: writer_id (uid) must not be negative, got {create.writer_id}")
+    return CreateCommand(
+        path=create.path,
+        uid=create.writer_id,
+        acq_id=extras.acquisition_id,
+        file=extras.file,
+        gid=extras.gid if extras.HasField("gid") else None,
+        compression=compression,
+        writer_index=extras.writer_index,
+        n_writers=extras.n_writers or 1,
+        params=_json_object(extras.params_json, "params"),
+        config=_json_object(extras.config_json, "config"),
+    )
+
+
+def parse_command(data: bytes) -> Command:
+    """Parse one WriterAction; ProtocolError if it is not a valid command."""
+    try:
+        action = pb.WriterAction.FromString(data)
+    except DecodeError as error:
+        raise ProtocolError(f"not a WriterAction: {error}") from None
+    kind = action.WhichOneof("action")
+    if kind == "record_image":
+        record = action.record_image
+        if not record.image_metadata:
+            raise ProtocolError("record_image without image_metadata")
+        if record.HasField("stddaq"):
+            return ImageCommand(
+                record.image_metadata, record.stddaq.acquisition_id, record.stddaq.index
+            )
+        return ImageCommand(record.image_metadata)
+    if kind == "create_file":
+        return _parse_create(action.create_file)
+    if kind == "confirm_last_image":
+        confirm = action.confirm_last_image
+        if not confirm.HasField("stddaq"):
+            return ConfirmCommand()
+        if confirm.stddaq.probe:
+            return ConfirmCommand(probe=True)
+        return ConfirmCommand(confirm.stddaq.acquisition_id)
+    if kind == "close_file":
+        close = action.close_file
+        if not close.HasField("stddaq"):
+            return CloseCommand()
+        extras = close.stddaq
+        return CloseCommand(extras.acquisition_id, extras.n_images, extras.reason)
+    if kind == "build_master_file":
+        master = action.build_master_file
+        if not master.file:
+            raise ProtocolError("master: 'file' is empty")
+        if not master.detector:
+            raise ProtocolError("master: 'detector' is empty")
+        if not master.files:
+            raise ProtocolError("master: 'files' is empty")
+        return MasterCommand(
+            acq_id=master.acquisition_id,
+            file=master.file,
+            files=list(master.files),
+            detector=master.detector,
+            n_images=master.n_images,
+            images_per_file=list(master.images_per_file) or None,
+        )
+    raise ProtocolError("a WriterAction without an action this writer knows")
+
+
+# ----------------------------------------------------------------- writer -> driver
+
+
+class EventKind(StrEnum):
+    """What a stddaq writer's answer or unsolicited message says."""
+
+    READY = "ready"
+    FILE_CREATED = "file_created"
+    PROGRESS = "progress"
+    CONFIRMED = "confirmed"
+    CLOSED = "closed"
+    ERROR = "error"
+    HEARTBEAT = "heartbeat"
+
+
+_EVENT_CODES: Final[dict[EventKind, int]] = {
+    EventKind.READY: pb.READY,
+    EventKind.FILE_CREATED: pb.FILE_CREATED,
+    EventKind.PROGRESS: pb.PROGRESS,
+    EventKind.CONFIRMED: pb.CONFIRMED,
+    EventKind.CLOSED: pb.CLOSED,
+    EventKind.ERROR: pb.ERROR,
+    EventKind.HEARTBEAT: pb.HEARTBEAT,
+}
+_EVENT_KINDS: Final[dict[int, EventKind]] = {code: kind for kind, code in _EVENT_CODES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class WriterEvent:
+    """What a writer said: a stddaq writer's event, or what the driver made of a std_daq
+    writer's plain answer (then only `event` and `reason` come from the writer)."""
+
+    writer: int
+    event: EventKind
+    acq_id: int | None = None
+    written: int | None = None
+    missing: int | None = None
+    missing_ids: tuple[int, ...] = ()
+    bytes_written: int | None = None
+    file: str | None = None
+    reason: str | None = None
+    write_latency_s: float | None = None
+    flushed: int | None = None
+    """Images written as of the writer's last flush (what its file holds even after a crash)."""
+    stddaq: bool = True
+    """False: a std_daq writer's plain WriterResponse (figures are the driver's own)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """One WriterResponse: std_daq's code and reason, and stddaq's event if present."""
+
+    ok: bool
+    reason: str
+    event: WriterEvent | None
+
+
+def encode_plain_response(ok: bool, reason: str = "") -> bytes:
+    """A WriterResponse with std_daq's fields only (SUCCESS / FAILURE and a reason)."""
+    response = pb.WriterResponse(code=pb.SUCCESS if ok else pb.FAILURE, reason=reason)
+    return response.SerializeToString()
+
+
+def encode_event(
+    writer: int,
+    event: EventKind | str,
+    *,
+    acq_id: int | None = None,
+    written: int = 0,
+    missing: int = 0,
+    missing_ids: list[int] | None = None,
+    bytes_written: int = 0,
+    file: str = "",
+    reason: str = "",
+    write_latency_s: float | None = None,
+    flushed: int | None = None,
+) -> bytes:
+    """A stddaq writer's WriterResponse: code FAILURE for `error`, else SUCCESS, the reason,
+    and the event in the additions."""
+    kind = EventKind(event)
+    response = pb.WriterResponse(
+        code=pb.FAILURE if kind is EventKind.ERROR else pb.SUCCESS, reason=reason
+    )
+    extras = response.stddaq
+    extras.writer = writer
+    extras.event = _EVENT_CODES[kind]  # type: ignore[assignment]
+    if acq_id is not None:
+        extras.acquisition_id = acq_id
+    extras.written = written
+    extras.missing = missing
+    extras.missing_ids.extend(missing_ids or [])
+    extras.bytes = bytes_written
+    extras.file = file
+    if write_latency_s is not None:
+        extras.write_latency_s = write_latency_s
+    if flushed is not None:
+        extras.flushed = flushed
+    return response.SerializeToString()
+
+
+def parse_response(data: bytes) -> Response:
+    """Parse one WriterResponse; ProtocolError if it is not one."""
+    try:
+        response = pb.WriterResponse.FromString(data)
+    except DecodeError as error:
+        raise ProtocolError(f"not a WriterResponse: {error}") from None
+    if response.code not in (pb.SUCCESS, pb.FAILURE):
+        raise ProtocolError(f"response code must be SUCCESS or FAILURE, got {response.code}")
+    ok = response.code == pb.SUCCESS
+    if not response.HasField("stddaq"):
+        return Response(ok, response.reason, None)
+    extras = response.stddaq
+    kind = _EVENT_KINDS.get(extras.event)
+    if kind is None:
+        raise ProtocolError(f"unknown event code {extras.event}")
+    if ok == (kind is EventKind.ERROR):
+        raise ProtocolError(f"code {response.code} does not go with event {kind.value!r}")
+    event = WriterEvent(
+        writer=extras.writer,
+        event=kind,
+        acq_id=extras.acquisition_id if extras.HasField("acquisition_id") else None,
+        written=extras.written,
+        missing=extras.missing,
+        missing_ids=tuple(extras.missing_ids),
+        bytes_written=extras.bytes,
+        file=extras.file or None,
+        reason=response.reason or None,
+        write_latency_s=extras.write_latency_s if extras.HasField("write_latency_s") else None,
+        flushed=extras.flushed if extras.HasField("flushed") else None,
+    )
+    return Response(ok, response.reason, event)

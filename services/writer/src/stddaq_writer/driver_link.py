@@ -1,0 +1,77 @@
+"""The writer's ZeroMQ sockets to its driver (docs/driver-writer-protocol.md).
+
+As std_daq's writer has them: PUSH bound at `ipc://<ipc_dir>/<D>-writer-<k>` (answers) and
+PULL connected to the driver's `ipc://<ipc_dir>/<D>-driver-<k>` (commands), LINGER 0.
+Names come from stddaq_common.bus.driver_writer; the answer name is never taken from a
+live process (AddressInUse) and only the socket file this bind made is removed. Bytes
+only: what the messages mean is writer_process's business.
+"""
+
+from __future__ import annotations
+
+import zmq
+
+from stddaq_common.bus.driver_writer import driver_address, writer_address
+from stddaq_common.bus.ipc_socket import OwnSocketFile, claim
+
+ANSWER_WAIT_S = 1.0
+"""Longest wait for the driver's connection when sending an answer."""
+
+
+class DriverLink:
+    """Writer `index`'s two sockets; used by one thread only."""
+
+    def __init__(self, detector: str, ipc_dir: str, index: int) -> None:
+        answers = writer_address(detector, index, ipc_dir)
+        claim(answers)  # raises AddressInUse (an OSError) naming what serves it
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._answers = self._context.socket(zmq.PUSH)
+        self._answers.setsockopt(zmq.LINGER, 0)
+        self._answers.setsockopt(zmq.SNDHWM, 100_000)
+        try:
+            self._answers.bind(answers)
+        except zmq.ZMQError as error:
+            self._answers.close(0)
+            self._context.term()
+            raise OSError(f"cannot bind {answers}: {error.strerror}") from None
+        self._own_file = OwnSocketFile(answers)
+        self._commands = self._context.socket(zmq.PULL)
+        self._commands.setsockopt(zmq.LINGER, 0)
+        self._commands.setsockopt(zmq.RCVHWM, 1_000_000)
+        self._commands.connect(driver_address(detector, index, ipc_dir))
+        self._poller = zmq.Poller()
+        self._poller.register(self._commands, zmq.POLLIN)
+
+    def wait_for_command(self, timeout_ms: int) -> bool:
+        """True if a command can be received within `timeout_ms`."""
+        return bool(self._poller.poll(timeout_ms))
+
+    def receive(self) -> list[bytes] | None:
+        """The next command's parts, None if none is waiting."""
+        try:
+            return self._commands.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+
+    def send(self, payload: bytes, *, wait: bool) -> bool:
+        """Send without blocking; with `wait` (an answer: the driver just sent the command
+        and may still be connecting) wait up to ANSWER_WAIT_S. False if it was dropped."""
+        try:
+            self._answers.send(payload, zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            pass
+        if wait and self._answers.poll(int(ANSWER_WAIT_S * 1000), zmq.POLLOUT):
+            try:
+                self._answers.send(payload, zmq.NOBLOCK)
+                return True
+            except zmq.Again:
+                pass
+        return False
+
+    def close(self) -> None:
+        """Close both sockets and remove the answer socket file this link made."""
+        self._commands.close(0)
+        self._answers.close(0)
+        self._context.term()
+        self._own_file.remove()
