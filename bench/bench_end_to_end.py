@@ -59,10 +59,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import bench_receiver
+from bench import bench_receiver, e2e_cost
 from bench.e2e_checks import check_files, disk_ceiling_seconds, hdf5_ceiling_seconds
 from bench.e2e_stack import BenchStack, ViewerCounts, cpu_delta
 from bench.harness import BenchRecord, record
+from bench.proc_cpu import CpuTimes, times_delta
 from stddaq_fake_camera.frames import DEFAULT_PERIOD
 from stddaq_stack.rest_client import DriverError
 
@@ -91,6 +92,8 @@ class Step:
     seconds: float = 0.0
     stopped_early: bool = False
     cpu: dict[str, Any] = field(default_factory=dict)
+    times: dict[str, CpuTimes] = field(default_factory=dict)
+    """User and system CPU seconds of each process over the acquisition."""
     camera_sent: int = 0
     writer_pace: float | None = None
 
@@ -173,6 +176,7 @@ def acquire(stack: BenchStack, rate_hz: float, n: int, label: str) -> Step:
         directory = stack.data / label
         directory.mkdir()
         cpu_before = stack.cpu_seconds()
+        times_before = stack.cpu_times()
         started_at = time.monotonic()
         started = stack.client.start(path=str(directory), n_image=n)
         status, step.stopped_early, progress = _wait_for_end(
@@ -181,6 +185,7 @@ def acquire(stack: BenchStack, rate_hz: float, n: int, label: str) -> Step:
         step.writer_pace = progress.writer_pace(n)
         step.seconds = time.monotonic() - started_at
         step.cpu = cpu_delta(cpu_before, stack.cpu_seconds())
+        step.times = times_delta(times_before, stack.cpu_times())
     finally:
         step.camera_sent = stack.stop_camera()
     first, last = status["first_image_id"], status["last_image_id"]
@@ -296,6 +301,13 @@ class Outcome:
     """What the viewer received during all live steps (camera frames sent: live steps' sum)."""
     compare_throughput: bool
     """False when the dark search only repeated the live rate (quick mode)."""
+    cost_live: Step
+    """The acquisition at e2e_cost.COST_RATE_HZ with the live stream and viewer on."""
+    cost_dark: Step
+    """The same without the live stream."""
+    idle: dict[str, float]
+    """% of a core each service used with the stack up and nothing flowing."""
+    memcpy_s_per_gb: float
 
 
 def _records(ceilings: Ceilings, outcome: Outcome) -> list[BenchRecord]:
@@ -334,18 +346,57 @@ def _records(ceilings: Ceilings, outcome: Outcome) -> list[BenchRecord]:
     return records
 
 
+def _cost_step(stack: BenchStack, n: int, tag: str) -> Step:
+    step = acquire(stack, e2e_cost.COST_RATE_HZ, n, tag)
+    print(f"#   cost {step.describe()[4:]}", file=sys.stderr, flush=True)
+    return step
+
+
 def _measure(stack: BenchStack, ceilings: Ceilings, n: int, quick: bool) -> Outcome:
-    """The searches with the live stream (and a viewer), then without."""
+    """Idle CPU, then at a fixed rate and in a lossless-rate search: with the live stream (and
+    a viewer), then without."""
     cap_hz = 0.9 * min(ceilings.raw_fps, max(ceilings.hdf5_fps, ceilings.hdf5_behind_fps, ceilings.disk_fps))
+    memcpy = e2e_cost.memcpy_cpu_s_per_gb()
     stack.live_on(VIEWER_CHECK_EVERY)
+    idle = e2e_cost.idle_percent(stack)
+    print(f"#   memcpy {memcpy:.3f} CPU s/GB; idle % of a core: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in sorted(idle.items())), file=sys.stderr, flush=True)
+    n_cost = 300 if quick else 1000
     if not quick:
-        acquire(stack, 100.0, 50, "warmup")  # the writers' first files (quick: the probe is it)
+        acquire(stack, 100.0, 50, "warmup")  # the writers' first files (quick: the cost step is it)
+    cost_live = _cost_step(stack, n_cost, "cost-live")
     live = find_lossless_rate(stack, n, cap_hz, quick, "live")
     viewer = stack.live_off()
+    cost_dark = _cost_step(stack, n_cost, "cost-dark")
     if quick:  # no time for a second search: the same rate, to compare the CPU it costs
         rate = live[0].rate_hz if live[0] is not None else live[1][-1].rate_hz
-        return Outcome(live, search(stack, rate, n, 1, 1.0, 0, "dark"), viewer, False)
-    return Outcome(live, find_lossless_rate(stack, n, cap_hz, quick, "dark"), viewer, True)
+        dark = search(stack, rate, n, 1, 1.0, 0, "dark")
+        return Outcome(live, dark, viewer, False, cost_live, cost_dark, idle, memcpy)
+    dark = find_lossless_rate(stack, n, cap_hz, quick, "dark")
+    return Outcome(live, dark, viewer, True, cost_live, cost_dark, idle, memcpy)
+
+
+def _cost_records(outcome: Outcome) -> list[BenchRecord]:
+    live, dark, memcpy = outcome.cost_live, outcome.cost_dark, outcome.memcpy_s_per_gb
+    rate = e2e_cost.COST_RATE_HZ
+    records = [
+        record("memcpy of 2 MiB frames: CPU s per GB (the copy floor's yardstick)", memcpy, "CPU s/GB"),
+        e2e_cost.floor_record(
+            "stddaq services: CPU s per GB, with live stream forward + viewer",
+            e2e_cost.spent_s_per_gb(live.times, live.written, FRAME_BYTES, True),
+            e2e_cost.COPIES_WITH_LIVE_STREAM, memcpy, live.lost),
+        e2e_cost.floor_record(
+            "stddaq services: CPU s per GB, without live stream",
+            e2e_cost.spent_s_per_gb(dark.times, dark.written, FRAME_BYTES, False),
+            e2e_cost.COPIES_DAQ_SERVER, memcpy, dark.lost),
+    ]
+    records += e2e_cost.cost_records(
+        e2e_cost.service_costs(live.times, live.written, FRAME_BYTES, WRITERS), rate, live.lost,
+        ", live stream on")
+    records += e2e_cost.cost_records(
+        e2e_cost.service_costs(dark.times, dark.written, FRAME_BYTES, WRITERS), rate, dark.lost,
+        ", no live stream")
+    return records + e2e_cost.idle_records(outcome.idle)
 
 
 def run(quick: bool) -> list[BenchRecord]:
@@ -375,4 +426,4 @@ def run(quick: bool) -> list[BenchRecord]:
                 print(f"# removed files the stack left behind: {left}", file=sys.stderr)
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    return _records(ceilings, outcome)
+    return _records(ceilings, outcome) + _cost_records(outcome)

@@ -212,13 +212,15 @@ class ImageFile:
             self._grow_to(index + 1)
         nbytes = memoryview(chunk).nbytes
         direct = self._direct
-        if self._early:
-            self._state[index] = CHUNK_IMAGE
+        if self._early:  # a write that fails part-way leaves the chunk unknown (zeroed at close)
+            self._state[index] = CHUNK_UNKNOWN
         if direct is not None and direct.write(int(self._offsets[index]), chunk):
             self.direct_writes += 1
         else:
             self._data_id.write_direct_chunk((index, 0, 0), chunk)
             self._behind.wrote(nbytes)
+        if self._early:
+            self._state[index] = CHUNK_IMAGE
         self.bytes_written += nbytes
 
     def clear_chunk(self, index: int) -> None:
