@@ -155,6 +155,8 @@ class BenchStack:
         self.viewer: Viewer | None = None
         self.camera: Child | None = None
         self.next_id = 1
+        self.sent_while_viewing = 0
+        """Frames the cameras sent while a viewer was on (what it could have received)."""
         self.client = DriverClient(f"http://127.0.0.1:{rest_port}", timeout=30.0)
 
     def start(self) -> None:
@@ -224,6 +226,8 @@ class BenchStack:
         camera.stop(30.0)
         sent = [int(m.group(1)) for line in camera.recent_lines if (m := _SENT.search(line))]
         self.next_id += sent[-1] if sent else 10_000_000
+        if self.viewer is not None:
+            self.sent_while_viewing += sent[-1] if sent else 0
         return sent[-1] if sent else 0
 
     def pids(self) -> dict[str, int]:
