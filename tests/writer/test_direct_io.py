@@ -166,9 +166,29 @@ def test_a_swmr_reader_sees_images_written_with_o_direct(tmp_path: Path) -> None
     image_file.close(3)
 
 
+def test_an_image_size_not_a_multiple_of_4096_goes_out_as_head_and_tail(tmp_path: Path) -> None:
+    """129 x 256 x 2 = 16 x 4096 + 512 bytes: the head with O_DIRECT, the tail buffered;
+    slots at multiples of that size (512-aligned) included; missing images read as zeros."""
+    height = H + 1
+    path = str(tmp_path / "f0.h5")
+    image_file = ImageFile.create(path, spec(height, W), direct_io=True)
+    assert image_file.direct_io
+    ring = np.frombuffer(mmap.mmap(-1, 8 * height * W * 2), "<u2").reshape(8, height, W)
+    for index in range(8):
+        if index == 3:
+            image_file.record_missing(index, index)
+            continue
+        ring[index] = frame(index, height, W)
+        image_file.write_chunk(index, ring[index])
+        image_file.record_written(index, index, 1, detail(index))
+    assert image_file.direct_writes >= 1  # slot 0 is page-aligned; the others need 512-byte DIO
+    image_file.close(8)
+    check_file(path, "CAM", [0, 1, 2, None, 4, 5, 6, 7], height, W)
+
+
 @pytest.mark.parametrize(("height", "width"), [(100, 100), (16, 256)])
 def test_images_o_direct_cannot_take_go_through_hdf5(tmp_path: Path, height: int, width: int) -> None:
-    """20,000 bytes (not a multiple of 4096) and 8 KiB (too small): the buffered path."""
+    """20,000 and 8 KiB bytes (too small for O_DIRECT): the buffered path."""
     path = str(tmp_path / "f0.h5")
     image_file = ImageFile.create(path, spec(height, width), direct_io=True)
     assert not image_file.direct_io

@@ -16,11 +16,16 @@ is resolved by asking the index for that one chunk; the first chunk of every fil
 `VERIFY_EVERY`-th one are also checked against the index (cheap, amortised), and a
 mismatch turns O_DIRECT off for the file (logged), so a wrong offset is never used twice.
 
-O_DIRECT needs buffer address, offset and length to be multiples of the device block:
-every write checks them and, when they are not, returns False so that the caller writes
-that image through HDF5 (buffered). A file system that refuses O_DIRECT means buffered
-writes for the whole file. A chunk that must read as zeros (missing, torn) gets a hole
-punched (zeros written where the file system cannot punch).
+O_DIRECT needs buffer address, file offset and length to be multiples of the device's
+block (512 bytes on most devices, 4096 on some). Chunks start 4096-aligned (h5_layout);
+the largest 4096-multiple head of an image goes out with O_DIRECT and a tail that is not
+a whole block (images whose size is not a multiple of 4096) with a plain buffered
+`pwrite()` on a second descriptor. A buffer that is not 512-aligned, or that the device
+refuses (EINVAL: then 4096 is required from there on), makes `write` return False and the
+caller writes that image through HDF5 (buffered): ring slots are at multiples of the image
+size, so slots of e.g. 2016 x 2016 x 2 bytes are 512- but not 4096-aligned. A file system
+that refuses O_DIRECT means buffered writes for the whole file. A chunk that must read as
+zeros (missing, torn) gets a hole punched (zeros written where the file system cannot).
 """
 
 from __future__ import annotations
@@ -41,7 +46,10 @@ IO_MODES: tuple[IoMode, ...] = ("direct", "buffered")
 """How a writer writes uncompressed images: O_DIRECT where possible, or the page cache."""
 
 ALIGNMENT = 4096
-"""Alignment of buffers, offsets and lengths for O_DIRECT (covers 512 and 4096 byte blocks)."""
+"""Alignment of chunk offsets and O_DIRECT lengths (covers 512 and 4096 byte blocks)."""
+
+MEMORY_ALIGNMENT = 512
+"""Buffer alignment tried first (what most devices need); 4096 after an EINVAL."""
 
 MIN_DIRECT_CHUNK_BYTES = 64 * 1024
 """Smaller images go through HDF5: O_DIRECT would add a disk round trip for little gain. It
@@ -64,11 +72,7 @@ if _fallocate is not None:
 
 def direct_io_possible(chunk_bytes: int) -> bool:
     """True when chunks of this size can be written with O_DIRECT at all."""
-    return (
-        hasattr(os, "O_DIRECT")
-        and chunk_bytes >= MIN_DIRECT_CHUNK_BYTES
-        and chunk_bytes % ALIGNMENT == 0
-    )
+    return hasattr(os, "O_DIRECT") and chunk_bytes >= MIN_DIRECT_CHUNK_BYTES
 
 
 def align_up(value: int, alignment: int = ALIGNMENT) -> int:
@@ -96,9 +100,12 @@ def punch_hole(fd: int, offset: int, length: int) -> bool:
 class DirectChunkWriter:
     """An O_DIRECT descriptor of one file: whole aligned chunks, and zeros for missing ones."""
 
-    def __init__(self, fd: int, chunk_bytes: int) -> None:
+    def __init__(self, fd: int, chunk_bytes: int, tail_fd: int = -1) -> None:
         self._fd = fd
+        self._tail_fd = tail_fd
         self.chunk_bytes = chunk_bytes
+        self._head = chunk_bytes - chunk_bytes % ALIGNMENT
+        self._memory_alignment = MEMORY_ALIGNMENT
         self._zeros: mmap.mmap | None = None
         self._can_punch = True
         self.direct_writes = 0
@@ -117,7 +124,14 @@ class DirectChunkWriter:
                 raise
             log.info("%s: the file system refuses O_DIRECT; images go through the page cache", path)
             return None
-        return cls(fd, chunk_bytes)
+        tail_fd = -1
+        if chunk_bytes % ALIGNMENT:
+            try:
+                tail_fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            except BaseException:
+                os.close(fd)
+                raise
+        return cls(fd, chunk_bytes, tail_fd)
 
     def write(self, offset: int, chunk: Any) -> bool:
         """Write one whole chunk at `offset`; False (nothing written) if it is not aligned.
@@ -126,12 +140,25 @@ class DirectChunkWriter:
         """
         view = memoryview(chunk).cast("B")
         nbytes = view.nbytes
-        if nbytes != self.chunk_bytes or offset % ALIGNMENT or buffer_address(view) % ALIGNMENT:
+        address = buffer_address(view)
+        if nbytes != self.chunk_bytes or offset % ALIGNMENT or address % self._memory_alignment:
             self.unaligned_writes += 1
             return False
-        written = os.pwrite(self._fd, view, offset)
-        if written != nbytes:  # a short O_DIRECT write: the device ran out of room
-            raise OSError(errno.ENOSPC, f"short write: {written} of {nbytes} bytes at offset {offset}")
+        head = self._head
+        try:
+            written = os.pwrite(self._fd, view[:head], offset)
+        except OSError as error:
+            if error.errno != errno.EINVAL or address % ALIGNMENT == 0:
+                raise
+            self._memory_alignment = ALIGNMENT  # this device needs page-aligned buffers
+            self.unaligned_writes += 1
+            return False
+        if written != head:  # a short O_DIRECT write: the device ran out of room
+            raise OSError(errno.ENOSPC, f"short write: {written} of {head} bytes at offset {offset}")
+        if head < nbytes:
+            tail = os.pwrite(self._tail_fd, view[head:], offset + head)
+            if tail != nbytes - head:
+                raise OSError(errno.ENOSPC, f"short write: {tail} of {nbytes - head} tail bytes")
         self.direct_writes += 1
         return True
 
@@ -150,6 +177,9 @@ class DirectChunkWriter:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self._tail_fd >= 0:
+            os.close(self._tail_fd)
+            self._tail_fd = -1
         if self._zeros is not None:
             self._zeros.close()
             self._zeros = None
