@@ -5,6 +5,7 @@ from __future__ import annotations
 import mmap
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,12 @@ import numpy as np
 import pytest
 
 from stddaq_common.bus.metadata import PcoInfo
+from stddaq_common.ring.geometry import RingGeometry
+from stddaq_common.ring.image_ring import ImageRing, SlotView
+from stddaq_writer.chunk_writer import ChunkWriter, Outcome
 from stddaq_writer.h5_layout import FileSpec, image_columns
 from stddaq_writer.image_file import ImageFile
-from tests.writer.frames import frame
+from tests.writer.frames import frame, meta_of
 from tests.writer.readback import check_file, h5dump_value
 from tests.writer.test_file_layer import needs_h5dump
 
@@ -197,3 +201,41 @@ def test_images_o_direct_cannot_take_go_through_hdf5(tmp_path: Path, height: int
     image_file.close(1)
     with h5py.File(path, "r") as h5:
         np.testing.assert_array_equal(h5["CAM/data"][0], frame(1, height, width))
+
+
+class LappingRing:
+    """A real ring whose slot is overwritten right after the writer took its view (the
+    producer lapping a slow writer mid-write)."""
+
+    def __init__(self, ring: ImageRing, n_slots: int) -> None:
+        self.ring = ring
+        self.n_slots = n_slots
+
+    def view(self, image_id: int) -> SlotView | None:
+        slot = self.ring.view(image_id)
+        self.ring.write(image_id + self.n_slots, frame(image_id + self.n_slots, H, W))
+        return slot
+
+    def read_into(self, image_id: int, out: Any) -> int | None:
+        self.ring.write(image_id + self.n_slots, frame(image_id + self.n_slots, H, W))
+        return self.ring.read_into(image_id, out)
+
+
+@pytest.mark.parametrize("read_mode", ["view", "copy"])
+def test_a_slot_lapped_during_an_o_direct_write_leaves_zeros(tmp_path: Path, read_mode: Any) -> None:
+    """From a real ring (page-aligned 64 KiB slots): good images exact with O_DIRECT, the
+    lapped one recorded missing and zeros in the file, never the later image."""
+    n_slots = 4
+    name = f"wtest-direct-{uuid.uuid4().hex[:8]}"
+    with ImageRing.create(name, RingGeometry(slot_bytes=H * W * 2, n_slots=n_slots)) as ring:
+        image_file = ImageFile.create(str(tmp_path / "f0.h5"), spec(), direct_io=True)
+        for image_id in range(3):
+            ring.write(image_id, frame(image_id, H, W))
+        good = ChunkWriter(ring, image_file, read_mode)
+        assert good.write_image(0, meta_of(0, H, W)) is Outcome.WRITTEN
+        lapping = ChunkWriter(LappingRing(ring, n_slots), image_file, read_mode)
+        assert lapping.write_image(1, meta_of(1, H, W)) in (Outcome.TORN, Outcome.OVERWRITTEN)
+        assert good.write_image(2, meta_of(2, H, W)) is Outcome.WRITTEN
+        assert image_file.direct_writes >= 2
+        image_file.close(3)
+    check_file(str(tmp_path / "f0.h5"), "CAM", [0, None, 2], H, W)
