@@ -200,7 +200,18 @@ def acquire(stack: BenchStack, rate_hz: float, n: int, label: str) -> Step:
         if status["outcome"] != "file_saved":
             step.lost = max(step.lost, 1)
     shutil.rmtree(directory, ignore_errors=True)
+    if step.lost:
+        _print_loss_lines(stack)
     return step
+
+
+def _print_loss_lines(stack: BenchStack) -> None:
+    """The stack log's last lines about missing images or errors (why a step lost some)."""
+    stack.log.flush()
+    lines = (stack.workdir / "stack.log").read_text(errors="replace").splitlines()
+    words = ("missing", "overwritten", "lost", "error", "timeout", "gap")
+    for line in [line for line in lines if any(word in line.lower() for word in words)][-8:]:
+        print(f"#     log: {line[:300]}", file=sys.stderr, flush=True)
 
 
 def search(stack: BenchStack, start_hz: float, n: int, max_steps: int, factor: float,
