@@ -172,8 +172,8 @@ def create_image_file(
 ) -> ImageFileHandles:
     """Create a new writer file (fails if it exists), its datasets and attributes.
 
-    With `direct_io`, when the images are uncompressed, at least 64 KiB, a multiple of
-    4 KiB and the file system takes O_DIRECT, `handles.direct` is an O_DIRECT writer of the
+    With `direct_io`, when the images are uncompressed, at least 64 KiB and the file
+    system takes O_DIRECT, `handles.direct` is an O_DIRECT writer of the
     file: large allocations are aligned to 4 KiB and `data` allocates each chunk when it
     grows (early allocation) without writing fill values, so the chunk's place is known
     before the image is written (direct_io). Readers see the same file: same datasets,
