@@ -45,6 +45,7 @@ import zmq
 
 from bench.disk_ceiling import aligned_copies, direct_write_seconds
 from bench.harness import BenchRecord, Stopwatch, rate, record
+from bench.proc_cpu import CpuTimes, cpu_times
 from stddaq_common.bus.driver_writer import (
     CloseCommand,
     ConfirmCommand,
@@ -56,7 +57,6 @@ from stddaq_common.bus.driver_writer import (
     parse_response,
     writer_address,
 )
-from bench.proc_cpu import CpuTimes, cpu_times
 from stddaq_common.bus.metadata import Dtype, ImageMeta, PcoInfo, encode_image_metadata
 from stddaq_common.config.model import parse_config
 from stddaq_common.names import shm_name
