@@ -11,13 +11,14 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 BENCH_QUICK ?=
 
-.PHONY: help setup system-deps proto docs lint test test-fast bench demo clean
+.PHONY: help setup system-deps proto docs lint test test-fast bench bench-scaling demo clean
 .PHONY: images image-archives compose-plugin test-compose deploy-check
 
 help:
 	@echo "make demo       run the demo (main job)"
 	@echo "make test       lint + the whole test suite (sets everything up first)"
 	@echo "make bench      all benchmarks (BENCH_QUICK=1 for the short mode)"
+	@echo "make bench-scaling  end to end pinned to 1 core, then 2 (taskset; docs/sizing.md)"
 	@echo "make lint       ruff + mypy on libs/ and services/ + import-linter contracts"
 	@echo "make proto      regenerate the protobuf code from protos/"
 	@echo "make docs       regenerate docs/config-schema.json, docs/config.md, docs/openapi.json"
@@ -63,11 +64,15 @@ test-fast: setup
 bench: setup
 	BENCH_QUICK=$(BENCH_QUICK) $(PY) -m bench.run
 
+bench-scaling: setup
+	BENCH_QUICK=$(BENCH_QUICK) $(PY) -m bench.scale_cores
+	BENCH_QUICK=$(BENCH_QUICK) $(PY) -m bench.scale_cores --live --out bench-scaling-live.json
+
 demo: setup
 	$(PY) scripts/demo.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench-results.json
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench-results.json bench-scaling.json bench-scaling-live.json
 
 # ---------------------------------------------------------------- containers, deployment
 # docs/deployment.md. The Docker engine is the one DOCKER_HOST names; scripts/ci-docker.sh

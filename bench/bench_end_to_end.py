@@ -59,10 +59,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import bench_receiver
+from bench import bench_receiver, e2e_cost
 from bench.e2e_checks import check_files, disk_ceiling_seconds, hdf5_ceiling_seconds
 from bench.e2e_stack import BenchStack, ViewerCounts, cpu_delta
 from bench.harness import BenchRecord, record
+from bench.proc_cpu import CpuTimes, times_delta
 from stddaq_fake_camera.frames import DEFAULT_PERIOD
 from stddaq_stack.rest_client import DriverError
 
@@ -91,6 +92,8 @@ class Step:
     seconds: float = 0.0
     stopped_early: bool = False
     cpu: dict[str, Any] = field(default_factory=dict)
+    times: dict[str, CpuTimes] = field(default_factory=dict)
+    """User and system CPU seconds of each process over the acquisition."""
     camera_sent: int = 0
     writer_pace: float | None = None
 
@@ -173,6 +176,7 @@ def acquire(stack: BenchStack, rate_hz: float, n: int, label: str) -> Step:
         directory = stack.data / label
         directory.mkdir()
         cpu_before = stack.cpu_seconds()
+        times_before = stack.cpu_times()
         started_at = time.monotonic()
         started = stack.client.start(path=str(directory), n_image=n)
         status, step.stopped_early, progress = _wait_for_end(
@@ -181,6 +185,7 @@ def acquire(stack: BenchStack, rate_hz: float, n: int, label: str) -> Step:
         step.writer_pace = progress.writer_pace(n)
         step.seconds = time.monotonic() - started_at
         step.cpu = cpu_delta(cpu_before, stack.cpu_seconds())
+        step.times = times_delta(times_before, stack.cpu_times())
     finally:
         step.camera_sent = stack.stop_camera()
     first, last = status["first_image_id"], status["last_image_id"]
@@ -195,7 +200,18 @@ def acquire(stack: BenchStack, rate_hz: float, n: int, label: str) -> Step:
         if status["outcome"] != "file_saved":
             step.lost = max(step.lost, 1)
     shutil.rmtree(directory, ignore_errors=True)
+    if step.lost:
+        _print_loss_lines(stack)
     return step
+
+
+def _print_loss_lines(stack: BenchStack) -> None:
+    """The stack log's last lines about missing images or errors (why a step lost some)."""
+    stack.log.flush()
+    lines = (stack.workdir / "stack.log").read_text(errors="replace").splitlines()
+    words = ("missing", "overwritten", "lost", "error", "timeout", "gap")
+    for line in [line for line in lines if any(word in line.lower() for word in words)][-8:]:
+        print(f"#     log: {line[:300]}", file=sys.stderr, flush=True)
 
 
 def search(stack: BenchStack, start_hz: float, n: int, max_steps: int, factor: float,
@@ -296,6 +312,15 @@ class Outcome:
     """What the viewer received during all live steps (camera frames sent: live steps' sum)."""
     compare_throughput: bool
     """False when the dark search only repeated the live rate (quick mode)."""
+    cost_live: Step
+    """The acquisition at e2e_cost.COST_RATE_HZ with the live stream and viewer on."""
+    cost_dark: Step
+    """The same without the live stream."""
+    idle: dict[str, float]
+    """% of a core each service used with the stack up and nothing flowing."""
+    memcpy_s_per_gb: float
+    viewer_could_receive: int
+    """Frames the camera sent while the viewer was on."""
 
 
 def _records(ceilings: Ceilings, outcome: Outcome) -> list[BenchRecord]:
@@ -327,25 +352,66 @@ def _records(ceilings: Ceilings, outcome: Outcome) -> list[BenchRecord]:
                               "CPU s/GB", "the same without live stream", best_dark.cpu_per_gb, lost))
     viewer = outcome.viewer
     if viewer is not None:
-        sent = sum(step.camera_sent for step in steps)
         records.append(record("live stream viewer: images received in the live steps", viewer.received,
-                              "images", "images the camera sent in them", sent,
+                              "images", "images the camera sent in them", outcome.viewer_could_receive,
                               viewer.bad + viewer.backwards))
     return records
 
 
+def _cost_step(stack: BenchStack, n: int, tag: str) -> Step:
+    step = acquire(stack, e2e_cost.COST_RATE_HZ, n, tag)
+    print(f"#   cost {step.describe()[4:]}", file=sys.stderr, flush=True)
+    return step
+
+
 def _measure(stack: BenchStack, ceilings: Ceilings, n: int, quick: bool) -> Outcome:
-    """The searches with the live stream (and a viewer), then without."""
+    """Idle CPU, then at a fixed rate and in a lossless-rate search: with the live stream (and
+    a viewer), then without."""
     cap_hz = 0.9 * min(ceilings.raw_fps, max(ceilings.hdf5_fps, ceilings.hdf5_behind_fps, ceilings.disk_fps))
+    memcpy = e2e_cost.memcpy_cpu_s_per_gb()
     stack.live_on(VIEWER_CHECK_EVERY)
+    idle = e2e_cost.idle_percent(stack)
+    print(f"#   memcpy {memcpy:.3f} CPU s/GB; idle % of a core: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in sorted(idle.items())), file=sys.stderr, flush=True)
+    n_cost = 300 if quick else 1000
     if not quick:
         acquire(stack, 100.0, 50, "warmup")  # the writers' first files (quick: the probe is it)
     live = find_lossless_rate(stack, n, cap_hz, quick, "live")
+    # The cost steps come after the searches: by then every process has touched every page
+    # of the ring (first touches cost page faults a running stack does not pay again).
+    cost_live = _cost_step(stack, n_cost, "cost-live")
     viewer = stack.live_off()
     if quick:  # no time for a second search: the same rate, to compare the CPU it costs
         rate = live[0].rate_hz if live[0] is not None else live[1][-1].rate_hz
-        return Outcome(live, search(stack, rate, n, 1, 1.0, 0, "dark"), viewer, False)
-    return Outcome(live, find_lossless_rate(stack, n, cap_hz, quick, "dark"), viewer, True)
+        dark = search(stack, rate, n, 1, 1.0, 0, "dark")
+    else:
+        dark = find_lossless_rate(stack, n, cap_hz, quick, "dark")
+    cost_dark = _cost_step(stack, n_cost, "cost-dark")
+    return Outcome(live, dark, viewer, not quick, cost_live, cost_dark, idle, memcpy,
+                   stack.sent_while_viewing)
+
+
+def _cost_records(outcome: Outcome) -> list[BenchRecord]:
+    live, dark, memcpy = outcome.cost_live, outcome.cost_dark, outcome.memcpy_s_per_gb
+    rate = e2e_cost.COST_RATE_HZ
+    records = [
+        record("memcpy of 2 MiB frames: CPU s per GB (the copy floor's yardstick)", memcpy, "CPU s/GB"),
+        e2e_cost.floor_record(
+            "stddaq services: CPU s per GB, with live stream forward + viewer",
+            e2e_cost.spent_s_per_gb(live.times, live.written, FRAME_BYTES, True),
+            e2e_cost.COPIES_WITH_LIVE_STREAM, memcpy, live.lost),
+        e2e_cost.floor_record(
+            "stddaq services: CPU s per GB, without live stream",
+            e2e_cost.spent_s_per_gb(dark.times, dark.written, FRAME_BYTES, False),
+            e2e_cost.COPIES_DAQ_SERVER, memcpy, dark.lost),
+    ]
+    records += e2e_cost.cost_records(
+        e2e_cost.service_costs(live.times, live.written, FRAME_BYTES, WRITERS), rate, live.lost,
+        ", live stream on")
+    records += e2e_cost.cost_records(
+        e2e_cost.service_costs(dark.times, dark.written, FRAME_BYTES, WRITERS), rate, dark.lost,
+        ", no live stream")
+    return records + e2e_cost.idle_records(outcome.idle)
 
 
 def run(quick: bool) -> list[BenchRecord]:
@@ -375,4 +441,4 @@ def run(quick: bool) -> list[BenchRecord]:
                 print(f"# removed files the stack left behind: {left}", file=sys.stderr)
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    return _records(ceilings, outcome)
+    return _records(ceilings, outcome) + _cost_records(outcome)

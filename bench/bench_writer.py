@@ -2,8 +2,12 @@
 
 2 MiB frames (1024x1024 uint16, Poisson(100) pixels, 16 distinct frames cycled). This
 process owns the ring and acts as producer and driver (docs/driver-writer-protocol.md);
-two writer processes run (writer 0 in "view" read mode, writer 1 in "copy" mode) and
-each acquisition uses one of them. Flow control keeps at most WINDOW images in flight,
+three writer processes run (writer 0 in "view" read mode, writer 1 in "copy" mode, both
+with the default `--io direct`: uncompressed images go out with O_DIRECT; writer 2 in
+"view" mode with `--io buffered`: through HDF5 and the page cache with write-behind) and
+each acquisition uses one of them. The writer's CPU per image (user and system, from
+/proc/<pid>/stat over the acquisition) is recorded for O_DIRECT against buffered and for
+bitshuffle-lz4. Flow control keeps at most WINDOW images in flight,
 far below the ring's 1000 slots, so a run is lossless by construction unless the writer
 misses images (counted in `lost`). A run is timed from the first image sent to the
 `closed` event (file flushed and closed).
@@ -41,6 +45,7 @@ import zmq
 
 from bench.disk_ceiling import aligned_copies, direct_write_seconds
 from bench.harness import BenchRecord, Stopwatch, rate, record
+from bench.proc_cpu import CpuTimes, cpu_times
 from stddaq_common.bus.driver_writer import (
     CloseCommand,
     ConfirmCommand,
@@ -127,7 +132,7 @@ class BenchDriver:
         config = {
             "detector_name": self.detector, "detector_type": "pco", "n_modules": 1,
             "bit_depth": 16, "image_pixel_height": HEIGHT, "image_pixel_width": WIDTH,
-            "start_udp_port": 0, "module_positions": {}, "number_of_writers": 2,
+            "start_udp_port": 0, "module_positions": {}, "number_of_writers": 3,
             "ipc_dir": str(workdir), "stats_collection_period": 60, "log_level": "warning",
         }
         self.config_path = workdir / "daq.json"
@@ -138,7 +143,7 @@ class BenchDriver:
         self.pushes = []
         self.events = self.context.socket(zmq.PULL)  # connected to every writer's answers
         self.events.setsockopt(zmq.LINGER, 0)
-        for k in range(2):
+        for k in range(3):
             push = self.context.socket(zmq.PUSH)
             push.setsockopt(zmq.LINGER, 0)
             push.setsockopt(zmq.SNDTIMEO, 30_000)
@@ -148,15 +153,17 @@ class BenchDriver:
         self.writers = [
             subprocess.Popen(
                 [sys.executable, "-m", "stddaq_writer", str(self.config_path), "--index", str(k),
-                 "--read-mode", mode],
+                 "--read-mode", mode, "--io", io],
                 cwd=REPO, stdout=subprocess.DEVNULL,
             )
-            for k, mode in enumerate(("view", "copy"))
+            for k, (mode, io) in enumerate((("view", "direct"), ("copy", "direct"), ("view", "buffered")))
         ]
         self.acq_id = 0
         self.next_image = 0
-        ready = {self.wait("ready", probe=True).writer for _ in range(2)}
-        assert ready == {0, 1}
+        self.last_cpu = CpuTimes()
+        """The writer's CPU over the last acquisition (create to closed)."""
+        ready = {self.wait("ready", probe=True).writer for _ in range(3)}
+        assert ready == {0, 1, 2}
 
     def wait(self, kind: str, timeout: float = 60.0, probe: bool = False) -> WriterEvent:
         """The next event of `kind` (others are dropped); `probe`: probe the writers meanwhile."""
@@ -185,6 +192,7 @@ class BenchDriver:
             writer_index=writer, n_writers=1,
         )
         push = self.pushes[writer]
+        cpu_before = cpu_times(self.writers[writer].pid) or CpuTimes()
         push.send(encode_command(create))
         self.wait("file_created")
         done = 0
@@ -206,6 +214,7 @@ class BenchDriver:
                 push.send(encode_image(encode_image_metadata(meta), self.acq_id, index))
             push.send(encode_command(CloseCommand(self.acq_id, n)))
             closed = self.wait("closed")
+        self.last_cpu = (cpu_times(self.writers[writer].pid) or CpuTimes()) - cpu_before
         path.unlink()
         return watch.seconds, int(closed.missing or 0)
 
@@ -236,6 +245,7 @@ def run(quick: bool) -> list[BenchRecord]:
     driver: BenchDriver | None = None
     best: dict[str, float] = {}
     lost: dict[str, int] = {}
+    cpu: dict[str, CpuTimes] = {}
 
     def keep(name: str, seconds: float, missing: int = 0) -> None:
         best[name] = min(best.get(name, float("inf")), seconds)
@@ -257,12 +267,16 @@ def run(quick: bool) -> list[BenchRecord]:
                 return direct_write_seconds(aligned, n, str(workdir / "disk.bin")), 0
             if name == "ceiling_bslz4":
                 return ceiling_compressed_write(frames, n, ceiling_path), 0
-            writer, compression = {"view": (0, "none"), "copy": (1, "none")}.get(
+            writer, compression = {"view": (0, "none"), "copy": (1, "none"), "buffered": (2, "none")}.get(
                 name, (0, "bitshuffle_lz4")
             )
-            return pipeline.acquisition(writer, n, compression)
+            result = pipeline.acquisition(writer, n, compression)
+            if name not in cpu or pipeline.last_cpu.total < cpu[name].total:
+                cpu[name] = pipeline.last_cpu  # the least CPU of the repeats (noise only adds)
+            return result
 
-        runs = ["ceiling_raw", "view", "ceiling_behind", "ceiling_disk", "copy", "ceiling_bslz4", "bslz4"]
+        runs = ["ceiling_raw", "view", "ceiling_behind", "ceiling_disk", "copy", "ceiling_bslz4", "bslz4",
+                "buffered"]
         for repetition in range(repeats):  # rotate the order: no kind always runs first
             shift = repetition % len(runs)
             for name in runs[shift:] + runs[:shift]:
@@ -297,4 +311,31 @@ def run(quick: bool) -> list[BenchRecord]:
                "1 process compress + direct chunk writes", fps("ceiling_bslz4"), lost["bslz4"]),
         record("writer bitshuffle-lz4 GB/s (raw bytes in)", gbps("bslz4"), "GB/s",
                "bitshuffle-lz4 compression, 1 thread", gbps("compress"), lost["bslz4"]),
+        record("writer raw (--io buffered + write-behind) GB/s", gbps("buffered"), "GB/s",
+               "1 process direct chunk writes + write-behind (same frames, same disk)",
+               gbps("ceiling_behind"), lost["buffered"]),
+        *_cpu_records(cpu, n, lost),
     ]
+
+
+def _cpu_records(cpu: dict[str, CpuTimes], n: int, lost: dict[str, int]) -> list[BenchRecord]:
+    """The writer's CPU per image: O_DIRECT beside buffered (ratio < 1: O_DIRECT costs
+    less), user and system apart, and bitshuffle-lz4."""
+    def ms(times: CpuTimes) -> float:
+        return 1e3 * times.total / n
+
+    buffered = "the same with --io buffered (HDF5 + page cache + write-behind)"
+    records = [
+        record("writer CPU per image, raw, O_DIRECT from the slot (view mode)", ms(cpu["view"]),
+               "ms/image", buffered, ms(cpu["buffered"]), lost["view"]),
+        record("writer CPU per image, raw, O_DIRECT from a copy (copy mode)", ms(cpu["copy"]),
+               "ms/image", buffered, ms(cpu["buffered"]), lost["copy"]),
+        record("writer CPU per image, bitshuffle-lz4 (compressed by the writer)", ms(cpu["bslz4"]),
+               "ms/image", lost=lost["bslz4"]),
+    ]
+    for name, label in (("view", "O_DIRECT"), ("buffered", "--io buffered"), ("bslz4", "bitshuffle-lz4")):
+        records += [
+            record(f"writer CPU per image, {label}: user", 1e3 * cpu[name].user / n, "ms/image"),
+            record(f"writer CPU per image, {label}: system", 1e3 * cpu[name].system / n, "ms/image"),
+        ]
+    return records

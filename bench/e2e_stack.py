@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bench.bench_receiver import SINK_MALLOC_ENV
+from bench.proc_cpu import CpuTimes, cpu_times
 from stddaq_common.config.model import DaqConfig, load_config
 from stddaq_stack.child import Child, ProcessSpec
 from stddaq_stack.leftovers import remove_leftovers
@@ -154,6 +155,8 @@ class BenchStack:
         self.viewer: Viewer | None = None
         self.camera: Child | None = None
         self.next_id = 1
+        self.sent_while_viewing = 0
+        """Frames the cameras sent while a viewer was on (what it could have received)."""
         self.client = DriverClient(f"http://127.0.0.1:{rest_port}", timeout=30.0)
 
     def start(self) -> None:
@@ -223,10 +226,13 @@ class BenchStack:
         camera.stop(30.0)
         sent = [int(m.group(1)) for line in camera.recent_lines if (m := _SENT.search(line))]
         self.next_id += sent[-1] if sent else 10_000_000
+        if self.viewer is not None:
+            self.sent_while_viewing += sent[-1] if sent else 0
         return sent[-1] if sent else 0
 
-    def cpu_seconds(self) -> dict[str, float]:
-        """CPU seconds used so far by each running process of the benchmark."""
+    def pids(self) -> dict[str, int]:
+        """The pid of each running process of the benchmark, by name (receiver, writer-k,
+        driver, live-k, camera, viewer)."""
         pids: dict[str, int | None] = {row.name: row.pid for sup in self._core for row in sup.rows()}
         if self._live_running:
             pids.update({row.name: row.pid for row in self._live.rows()})
@@ -234,8 +240,17 @@ class BenchStack:
             pids["camera"] = self.camera.pid
         if self.viewer is not None:
             pids["viewer"] = self.viewer.pid
-        seconds = {name: cpu_seconds(pid) for name, pid in pids.items() if pid is not None}
+        return {name: pid for name, pid in pids.items() if pid is not None}
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by each running process of the benchmark."""
+        seconds = {name: cpu_seconds(pid) for name, pid in self.pids().items()}
         return {name: value for name, value in seconds.items() if value is not None}
+
+    def cpu_times(self) -> dict[str, CpuTimes]:
+        """User and system CPU seconds used so far by each running process of the benchmark."""
+        times = {name: cpu_times(pid) for name, pid in self.pids().items()}
+        return {name: value for name, value in times.items() if value is not None}
 
     def close(self) -> list[str]:
         """Stop everything (camera, viewer, live stream, services); return files left behind."""

@@ -11,6 +11,7 @@ from stddaq_common.runtime.arg_types import int_in_range
 from stddaq_common.runtime.runner import StartupError, run_service
 from stddaq_common.runtime.stats import Stats
 from stddaq_writer.chunk_writer import READ_MODES
+from stddaq_writer.direct_io import IO_MODES
 from stddaq_writer.disk_reserve import DEFAULT_RESERVE_BYTES
 from stddaq_writer.write_behind import DEFAULT_WINDOW_BYTES
 from stddaq_writer.writer_process import WriterService
@@ -29,6 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="view",
         help="view: write chunks straight from the ring slot, re-checked after the write "
         "(default); copy: copy the slot out first",
+    )
+    parser.add_argument(
+        "--io",
+        choices=IO_MODES,
+        default="direct",
+        help="direct: uncompressed images go to the disk with O_DIRECT straight from the ring "
+        "slot (default; the page cache where the file system or the image size does not allow "
+        "it); buffered: through the page cache with write-behind",
     )
     parser.add_argument(
         "--write-behind-mb",
@@ -71,6 +80,7 @@ def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> WriterSe
         args.index,
         stats,
         read_mode=args.read_mode,
+        io_mode=args.io,
         write_behind_bytes=int(args.write_behind_mb * 2**20),
         reserve_bytes=int(args.disk_reserve_mb * 2**20),
         ring_suffix=args.ring_suffix,

@@ -88,6 +88,7 @@ class Acquisition:
         owner: FileOwner | None,
         read_mode: ReadMode,
         write_behind_bytes: int = 0,
+        direct_io: bool = False,
         reserve_bytes: int,
         daq_config: dict[str, Any],
     ) -> None:
@@ -123,6 +124,7 @@ class Acquisition:
                 params=command.params,
                 daq_config=daq_config,
                 write_behind_bytes=write_behind_bytes,
+                direct_io=direct_io,
             )
         except (AcquisitionError, UserSwitchError) as error:
             self._undo()

@@ -23,6 +23,7 @@ metadata that does not fit the file) is recorded with status 0 (missing) and cou
 from __future__ import annotations
 
 import logging
+import mmap
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal, Protocol
@@ -123,8 +124,10 @@ class ChunkWriter:
         self._rejections_logged = 0
 
     def _raw(self) -> np.ndarray[Any, Any]:
-        if self._raw_buffer is None:
-            self._raw_buffer = np.empty(self._shape, self._dtype)
+        if self._raw_buffer is None:  # page-aligned (an anonymous mmap): O_DIRECT can write it
+            count = self._shape[0] * self._shape[1]
+            memory = mmap.mmap(-1, max(count * self._dtype.itemsize, 1))
+            self._raw_buffer = np.frombuffer(memory, self._dtype, count=count).reshape(self._shape)
         return self._raw_buffer
 
     def _packed(self) -> np.ndarray[Any, Any]:

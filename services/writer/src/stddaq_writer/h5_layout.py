@@ -29,6 +29,7 @@ import numpy as np
 from stddaq_common.bus.metadata import DetectorInfo, EgInfo, GfInfo, JfInfo, PcoInfo
 from stddaq_common.hdf5 import FILE_FORMAT_BOUNDS
 from stddaq_common.wire.compression import FILE_COMPRESSIONS, CompressionName
+from stddaq_writer.direct_io import ALIGNMENT, DirectChunkWriter, direct_io_possible
 
 BITSHUFFLE_FILTER_ID = 32008
 BITSHUFFLE_LZ4_OPTIONS = (0, 2)
@@ -143,6 +144,8 @@ class ImageFileHandles:
     data: Any
     metadata: Any
     columns: list[Any]
+    direct: DirectChunkWriter | None = None
+    """O_DIRECT writer of the image chunks (None: they go through HDF5)."""
 
 
 def _json_attr(value: Any) -> str:
@@ -165,8 +168,17 @@ def create_image_file(
     attributes: dict[str, Any] | None = None,
     params: dict[str, Any] | None = None,
     daq_config: dict[str, Any] | None = None,
+    direct_io: bool = False,
 ) -> ImageFileHandles:
     """Create a new writer file (fails if it exists), its datasets and attributes.
+
+    With `direct_io`, when the images are uncompressed, at least 64 KiB and the file
+    system takes O_DIRECT, `handles.direct` is an O_DIRECT writer of the
+    file: large allocations are aligned to 4 KiB and `data` allocates each chunk when it
+    grows (early allocation) without writing fill values, so the chunk's place is known
+    before the image is written (direct_io). Readers see the same file: same datasets,
+    shapes, chunking, fill value 0; only the storage properties say "allocated early, fill
+    never" (the writer writes every chunk, zeros for missing images).
 
     The file is left open in SWMR-write mode: a reader may open it with
     `h5py.File(path, "r", swmr=True)` and follow it with `dataset.refresh()`.
@@ -175,12 +187,25 @@ def create_image_file(
     """
     if spec.compression not in COMPRESSIONS:
         raise ValueError(f"unknown compression {spec.compression!r}, expected one of {COMPRESSIONS}")
-    h5file = h5py.File(path, "w-", libver=FILE_FORMAT_BOUNDS)
+    direct_io = direct_io and spec.compression == "none" and direct_io_possible(spec.image_bytes)
+    alignment: dict[str, int] = {}
+    if direct_io:
+        alignment = {"alignment_threshold": spec.image_bytes, "alignment_interval": ALIGNMENT}
+    h5file = h5py.File(path, "w-", libver=FILE_FORMAT_BOUNDS, **alignment)
+    direct: DirectChunkWriter | None = None
     try:
-        return _create_layout(h5file, spec, attributes or {}, params or {}, daq_config or {})
+        if direct_io:
+            direct = DirectChunkWriter.open(path, spec.image_bytes)
+        handles = _create_layout(
+            h5file, spec, attributes or {}, params or {}, daq_config or {}, direct is not None
+        )
     except BaseException:
+        if direct is not None:
+            direct.close()
         h5file.close()
         raise
+    handles.direct = direct
+    return handles
 
 
 def _create_layout(
@@ -189,11 +214,16 @@ def _create_layout(
     attributes: dict[str, Any],
     params: dict[str, Any],
     daq_config: dict[str, Any],
+    early_allocation: bool = False,
 ) -> ImageFileHandles:
     shape = (0, spec.height, spec.width)
     filter_args: dict[str, Any] = {}
     if spec.compression == "bitshuffle_lz4":
         filter_args = {"compression": BITSHUFFLE_FILTER_ID, "compression_opts": BITSHUFFLE_LZ4_OPTIONS}
+    if early_allocation:
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        filter_args = {"dcpl": dcpl, "fill_time": "never"}
     h5file.attrs["default"] = spec.detector_name
     group = h5file.create_group(spec.detector_name)
     data = group.create_dataset(

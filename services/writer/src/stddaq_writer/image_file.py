@@ -2,22 +2,29 @@
 
 Per image the hot path is one `H5Dwrite_chunk` (plus a `set_extent` when the image
 extends the dataset, ~3 us); every few dozen MB the written data is pushed out of the page
-cache (write_behind). Per-image records (`metadata` and the detector columns) are
-collected in numpy arrays and written in contiguous runs at `flush()`, which the writer
-calls about once a second and at close; a SWMR reader therefore sees `data` grow image by
-image and `metadata` at most about a second behind. Until `close()` the `n_images`
+cache (write_behind). In files created with `direct_io` (uncompressed images, direct_io)
+the `set_extent` allocates the image's chunk, whose place the writer derives from the
+file's end of allocation, and the image goes there with one O_DIRECT `pwrite()` from the
+ring slot; images that cannot (unaligned buffer) take the HDF5 path above.
+
+Per-image records (`metadata` and the detector columns) are collected in numpy arrays
+and written in contiguous runs at `flush()`, which the writer calls about once a second
+and at close; a SWMR reader therefore sees `data` grow image by image and `metadata` at
+most about a second behind. Until `close()` the `n_images`
 attribute is -1; after it, `data`, `metadata` and the columns all have `n_images` entries.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from stddaq_common.bus.metadata import DetectorInfo
+from stddaq_writer.direct_io import VERIFY_EVERY, DirectChunkWriter, align_up
 from stddaq_writer.h5_layout import (
     METADATA_DTYPE,
     STATUS_MISSING,
@@ -26,6 +33,12 @@ from stddaq_writer.h5_layout import (
     create_image_file,
 )
 from stddaq_writer.write_behind import WriteBehind
+
+log = logging.getLogger("stddaq.writer")
+
+CHUNK_ZEROS, CHUNK_IMAGE, CHUNK_UNKNOWN = 0, 1, 2
+"""What a chunk of a direct-I/O file holds: zeros (new file space or zeroed), an image
+written, or unknown (placed by the index, never written: zeroed before close)."""
 
 PENDING_RECORDS = 1024
 """Records held before they are written even without a flush."""
@@ -93,11 +106,20 @@ class ImageFile:
         self.spec = spec
         self._handles = handles
         self._data_id = handles.data.id
+        self._direct: DirectChunkWriter | None = handles.direct
+        self._early = handles.direct is not None
+        """`data` allocates its chunks early and writes no fill (files made for direct I/O)."""
+        self._offsets = np.full(1024 if handles.direct else 0, -1, np.int64)
+        """Per index: the chunk's file offset (direct I/O), -1 while unknown."""
+        self._state = np.full(len(self._offsets), CHUNK_UNKNOWN, np.int8)
+        """Per index (direct I/O): CHUNK_ZEROS, CHUNK_IMAGE or CHUNK_UNKNOWN."""
         self._behind = WriteBehind(path, write_behind_bytes)
         self._extent = 0
         self._pending = PendingRecords(len(spec.columns))
         self._zero_image = np.zeros((spec.height, spec.width), spec.dtype)
         self.n_written = 0
+        self.direct_writes = 0
+        """Chunks written with O_DIRECT (the rest of `bytes_written` went through HDF5)."""
         self.n_missing = 0
         self.bytes_written = 0
         self.closed = False
@@ -112,13 +134,21 @@ class ImageFile:
         params: dict[str, Any] | None = None,
         daq_config: dict[str, Any] | None = None,
         write_behind_bytes: int = 0,
+        direct_io: bool = False,
     ) -> ImageFile:
         """Create the file (see h5_layout.create_image_file) and return it open; with
-        `write_behind_bytes` > 0 its data leaves the page cache behind the writes."""
+        `write_behind_bytes` > 0 its data leaves the page cache behind the writes; with
+        `direct_io`, uncompressed images are written with O_DIRECT where possible."""
         handles = create_image_file(
-            path, spec, attributes=attributes, params=params, daq_config=daq_config
+            path, spec, attributes=attributes, params=params, daq_config=daq_config,
+            direct_io=direct_io,
         )
         return cls(handles, spec, path, write_behind_bytes)
+
+    @property
+    def direct_io(self) -> bool:
+        """True while image chunks are written with O_DIRECT."""
+        return self._direct is not None
 
     @property
     def extent(self) -> int:
@@ -126,23 +156,91 @@ class ImageFile:
         return self._extent
 
     def _grow_to(self, length: int) -> None:
-        if length > self._extent:
+        if length <= self._extent:
+            return
+        if not self._early:
             self._data_id.set_extent((length, self.spec.height, self.spec.width))
             self._extent = length
+            return
+        while self._extent < length:  # one chunk per step: each step's place is known
+            self._grow_one()
+
+    def _grow_one(self) -> None:
+        """Extend `data` by one image (early-allocated file) and, while O_DIRECT is on, note
+        where its chunk was allocated."""
+        index = self._extent
+        file_id = self._handles.file.id
+        before = file_id.get_filesize()
+        self._data_id.set_extent((index + 1, self.spec.height, self.spec.width))
+        after = file_id.get_filesize()
+        self._extent = index + 1
+        if index >= len(self._offsets):
+            more = max(len(self._offsets), index + 1 - len(self._offsets))
+            self._offsets = np.concatenate([self._offsets, np.full(more, -1, np.int64)])
+            self._state = np.concatenate([self._state, np.full(more, CHUNK_UNKNOWN, np.int8)])
+        if self._direct is None:
+            return  # state stays unknown: zeroed through HDF5 unless an image is written
+        chunk_bytes = self.spec.image_bytes
+        fresh = after == align_up(before) + chunk_bytes
+        offset = after - chunk_bytes if fresh else None
+        if offset is None or index % VERIFY_EVERY == 0:
+            actual = self._chunk_offset_from_index(index)
+            if offset is not None and actual != offset:
+                log.error("%s: chunk %d is at %s, not at %d as derived: O_DIRECT off for this file",
+                          self.path, index, actual, offset)
+                self._direct_off()
+                return
+            offset = actual
+        self._offsets[index] = offset
+        self._state[index] = CHUNK_ZEROS if fresh else CHUNK_UNKNOWN
+
+    def _chunk_offset_from_index(self, index: int) -> int:
+        info = self._data_id.get_chunk_info_by_coord((index, 0, 0))
+        if info.byte_offset is None or info.size != self.spec.image_bytes:
+            raise OSError(f"HDF5 allocated no {self.spec.image_bytes}-byte chunk for image {index}")
+        return int(info.byte_offset)
+
+    def _direct_off(self) -> None:
+        """Stop O_DIRECT for this file: the rest goes through HDF5 (written chunks stay)."""
+        if self._direct is not None:
+            self._direct.close()
+            self._direct = None
 
     def write_chunk(self, index: int, chunk: Any) -> None:
         """Store one image's chunk bytes (raw, or filter-32008 bytes) at `index` as they are."""
         if index >= self._extent:
             self._grow_to(index + 1)
-        self._data_id.write_direct_chunk((index, 0, 0), chunk)
         nbytes = memoryview(chunk).nbytes
+        direct = self._direct
+        if self._early:  # a write that fails part-way leaves the chunk unknown (zeroed at close)
+            self._state[index] = CHUNK_UNKNOWN
+        if direct is not None and direct.write(int(self._offsets[index]), chunk):
+            self.direct_writes += 1
+        else:
+            self._data_id.write_direct_chunk((index, 0, 0), chunk)
+            self._behind.wrote(nbytes)
+        if self._early:
+            self._state[index] = CHUNK_IMAGE
         self.bytes_written += nbytes
-        self._behind.wrote(nbytes)
 
     def clear_chunk(self, index: int) -> None:
         """Overwrite the chunk at `index` with zeros (the fill value) through the filters."""
         self._grow_to(index + 1)
+        if self._early:
+            self._zero(index)
+            return
         self._handles.data[index] = self._zero_image
+
+    def _zero(self, index: int) -> None:
+        """Early-allocated file: make chunk `index` read as zeros unless it is untouched new
+        space (a hole punched, or zeros written through HDF5 once O_DIRECT is off)."""
+        if self._state[index] == CHUNK_ZEROS:
+            return
+        if self._direct is not None and self._offsets[index] >= 0:
+            self._direct.zero(int(self._offsets[index]))
+        else:
+            self._handles.data[index] = self._zero_image
+        self._state[index] = CHUNK_ZEROS
 
     def record_written(
         self, index: int, image_id: int, status: int, detail: DetectorInfo | None
@@ -157,6 +255,8 @@ class ImageFile:
     def record_missing(self, index: int, image_id: int) -> None:
         """Record an image that is not in the file: status missing, its chunk left at zeros."""
         self._grow_to(index + 1)
+        if self._early:
+            self._zero(index)
         self._hold(index, image_id, STATUS_MISSING, None)
         self.n_missing += 1
 
@@ -195,6 +295,7 @@ class ImageFile:
         first_error: BaseException | None = None
         try:
             self._grow_to(max(n_images or 0, self._extent))
+            self._zero_unwritten()
             self._write_records()
             group = self._handles.group
             group.attrs["n_images"] = np.int64(self._extent)
@@ -205,6 +306,7 @@ class ImageFile:
         except BaseException as error:  # closing must happen whatever failed
             first_error = error
         self._behind.close()
+        self._direct_off()
         try:
             self._handles.file.close()
         except BaseException as error:
@@ -213,6 +315,13 @@ class ImageFile:
         if first_error is not None:
             raise first_error
         return self.summary()
+
+    def _zero_unwritten(self) -> None:
+        """Direct I/O: every chunk without an image that is not proven new space gets zeros."""
+        if not self._early:
+            return
+        for index in np.flatnonzero(self._state[: self._extent] == CHUNK_UNKNOWN):
+            self._zero(int(index))
 
     def summary(self) -> FileSummary:
         """Counts so far."""

@@ -45,6 +45,7 @@ from stddaq_common.ring.image_ring import ImageRing, RingError
 from stddaq_common.runtime.stats import Stats
 from stddaq_writer.acquisition import Acquisition, AcquisitionError, check_new_file
 from stddaq_writer.chunk_writer import Outcome, ReadMode
+from stddaq_writer.direct_io import IoMode
 from stddaq_writer.driver_link import DriverLink
 from stddaq_writer.h5_layout import FileSpec, image_columns
 from stddaq_writer.master_file import MasterFileError, build_master_file
@@ -84,6 +85,7 @@ class WriterService:
         stats: Stats,
         *,
         read_mode: ReadMode = "view",
+        io_mode: IoMode = "direct",
         write_behind_bytes: int = DEFAULT_WINDOW_BYTES,
         reserve_bytes: int = 8 * 1024 * 1024,
         ring_suffix: str = "image",
@@ -94,6 +96,7 @@ class WriterService:
         self.index = index
         self._read_mode: ReadMode = read_mode
         self._write_behind_bytes = write_behind_bytes
+        self._io_mode: IoMode = io_mode
         self._reserve_bytes = reserve_bytes
         self._ring_suffix = ring_suffix
         self._ring_timeout = ring_timeout
@@ -405,6 +408,7 @@ class WriterService:
             owner=owner,
             read_mode=self._read_mode,
             write_behind_bytes=self._write_behind_bytes,
+            direct_io=self._io_mode == "direct",
             reserve_bytes=self._reserve_bytes,
             daq_config=command.config or self.config.model_dump(mode="json"),
         )

@@ -1,0 +1,241 @@
+"""O_DIRECT image writes (stddaq_writer.direct_io via ImageFile): real files, read back."""
+
+from __future__ import annotations
+
+import mmap
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+
+from stddaq_common.bus.metadata import PcoInfo
+from stddaq_common.ring.geometry import RingGeometry
+from stddaq_common.ring.image_ring import ImageRing, SlotView
+from stddaq_writer.chunk_writer import ChunkWriter, Outcome
+from stddaq_writer.h5_layout import FileSpec, image_columns
+from stddaq_writer.image_file import ImageFile
+from tests.writer.frames import frame, meta_of
+from tests.writer.readback import check_file, h5dump_value
+from tests.writer.test_file_layer import needs_h5dump
+
+H, W = 128, 256
+"""64 KiB images: the smallest size written with O_DIRECT."""
+
+
+def spec(height: int = H, width: int = W) -> FileSpec:
+    return FileSpec("CAM", "pco", height, width, np.dtype("<u2"), "none", image_columns("pco"))
+
+
+def aligned(image: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """A page-aligned copy (as a ring slot is)."""
+    out = np.frombuffer(mmap.mmap(-1, image.nbytes), image.dtype).reshape(image.shape)
+    out[:] = image
+    return out
+
+
+def unaligned(image: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """A copy starting one byte past a page boundary (O_DIRECT cannot write it)."""
+    raw = np.frombuffer(mmap.mmap(-1, image.nbytes + 4096), np.uint8)[1 : 1 + image.nbytes]
+    out = raw.view(image.dtype).reshape(image.shape)
+    out[:] = image
+    return out
+
+
+def detail(image_id: int) -> PcoInfo:
+    return PcoInfo(1_700_000_000 + image_id, image_id, "x")
+
+
+def test_images_go_out_with_o_direct_and_read_back_exactly(tmp_path: Path) -> None:
+    """Written, missing, torn (cleared), out of order, unaligned and a short tail: every
+    image pixel-exact where written, zeros with status 0 elsewhere, in the usual layout."""
+    path = str(tmp_path / "f0.h5")
+    image_file = ImageFile.create(path, spec(), direct_io=True)
+    assert image_file.direct_io
+    expected: list[int | None] = []
+    for index in range(40):
+        image_id = 100 + index
+        if index == 5:
+            image_file.record_missing(index, image_id)
+            expected.append(None)
+            continue
+        buffer = unaligned if index == 9 else aligned
+        image_file.write_chunk(index, buffer(frame(image_id, H, W)))
+        if index == 7:  # torn: the writer clears it and records it missing
+            image_file.clear_chunk(index)
+            image_file.record_missing(index, image_id)
+            expected.append(None)
+            continue
+        image_file.record_written(index, image_id, 1, detail(image_id))
+        expected.append(image_id)
+    for index in (42, 40, 41):  # out of order
+        image_file.write_chunk(index, aligned(frame(100 + index, H, W)))
+        image_file.record_written(index, 100 + index, 1, detail(100 + index))
+    expected += [140, 141, 142, None, None]
+    assert image_file.direct_writes == 41  # all but the unaligned one
+    summary = image_file.close(45)
+    assert (summary.n_images, summary.n_written, summary.n_missing) == (45, 41, 4)
+    with h5py.File(path, "r") as h5:
+        records = h5["CAM/metadata"][:]
+        data = h5["CAM/data"]
+        for index, image_id in enumerate(expected):
+            if image_id is None:
+                assert records["status"][index] == 0
+                assert not data[index].any(), f"missing image at {index} is not zeros"
+            else:
+                assert records["image_id"][index] == image_id
+                np.testing.assert_array_equal(data[index], frame(image_id, H, W))
+        assert (data.shape, data.maxshape, data.chunks, data.fillvalue) == (
+            (45, H, W), (None, H, W), (1, H, W), 0)
+
+
+def test_a_long_file_derives_every_offset_right(tmp_path: Path) -> None:
+    """3000 images with flushes in between (records allocated among the chunks): every
+    chunk is where HDF5's index says and holds its image."""
+    path = str(tmp_path / "f0.h5")
+    image_file = ImageFile.create(path, spec(), direct_io=True)
+    base = aligned(frame(0, H, W))
+    for index in range(3000):
+        base[0, :4] = np.frombuffer(np.int64(index).tobytes(), "<u2")  # id in the first pixels
+        image_file.write_chunk(index, base)
+        image_file.record_written(index, index, 1, detail(index))
+        if index % 97 == 0:
+            image_file.flush()
+    assert image_file.direct_writes == 3000
+    image_file.close(3000)
+    with h5py.File(path, "r") as h5:
+        data = h5["CAM/data"]
+        firsts = data[:, 0, :4].copy().view("<i8").ravel()
+        assert firsts.tolist() == list(range(3000))
+        assert (data[2999, 1:] == base[1:]).all()
+
+
+def test_the_file_is_the_same_for_readers_as_a_buffered_one(tmp_path: Path) -> None:
+    """check_file (layout, pixels, records, timestamps) and h5dump 1.10 on a direct file."""
+    path = str(tmp_path / "f0.h5")
+    image_file = ImageFile.create(path, spec(), direct_io=True)
+    for index, image_id in enumerate([3, 4, 5]):
+        image_file.write_chunk(index, aligned(frame(image_id, H, W)))
+        image_file.record_written(index, image_id, 1, PcoInfo(1_700_000_000 + image_id, image_id, "x"))
+    image_file.close(3)
+    check_file(path, "CAM", [3, 4, 5], H, W)
+
+
+@needs_h5dump
+def test_h5dump_reads_a_direct_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "f0.h5")
+    image_file = ImageFile.create(path, spec(), direct_io=True)
+    image_file.write_chunk(0, aligned(frame(8, H, W)))
+    image_file.record_written(0, 8, 1, detail(8))
+    image_file.close(1)
+    assert h5dump_value(path, "/CAM/data", (0, 2, 3)) == str(frame(8, H, W)[2, 3])
+
+
+_SWMR_READER = """
+import sys, h5py
+with h5py.File(sys.argv[1], "r", swmr=True) as h5:
+    data = h5["CAM/data"]
+    sys.stdin.readline()
+    data.refresh()
+    print(data.shape[0], int(data[data.shape[0] - 1][0, 1]), flush=True)
+"""
+
+
+def test_a_swmr_reader_sees_images_written_with_o_direct(tmp_path: Path) -> None:
+    path = str(tmp_path / "f0.h5")
+    image_file = ImageFile.create(path, spec(), direct_io=True)
+    image_file.write_chunk(0, aligned(frame(0, H, W)))
+    image_file.record_written(0, 0, 1, detail(0))
+    image_file.flush()
+    reader = subprocess.Popen([sys.executable, "-c", _SWMR_READER, path],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdin is not None and reader.stdout is not None
+        for index in (1, 2):
+            image_file.write_chunk(index, aligned(frame(index, H, W)))
+            image_file.record_written(index, index, 1, detail(index))
+        image_file.flush()
+        reader.stdin.write("\n")
+        reader.stdin.flush()
+        assert reader.stdout.readline().split() == ["3", str(int(frame(2, H, W)[0, 1]))]
+        assert reader.wait(30) == 0
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+    image_file.close(3)
+
+
+def test_an_image_size_not_a_multiple_of_4096_goes_out_as_head_and_tail(tmp_path: Path) -> None:
+    """129 x 256 x 2 = 16 x 4096 + 512 bytes: the head with O_DIRECT, the tail buffered;
+    slots at multiples of that size (512-aligned) included; missing images read as zeros."""
+    height = H + 1
+    path = str(tmp_path / "f0.h5")
+    image_file = ImageFile.create(path, spec(height, W), direct_io=True)
+    assert image_file.direct_io
+    ring = np.frombuffer(mmap.mmap(-1, 8 * height * W * 2), "<u2").reshape(8, height, W)
+    for index in range(8):
+        if index == 3:
+            image_file.record_missing(index, index)
+            continue
+        ring[index] = frame(index, height, W)
+        image_file.write_chunk(index, ring[index])
+        image_file.record_written(index, index, 1, detail(index))
+    assert image_file.direct_writes >= 1  # slot 0 is page-aligned; the others need 512-byte DIO
+    image_file.close(8)
+    check_file(path, "CAM", [0, 1, 2, None, 4, 5, 6, 7], height, W)
+
+
+@pytest.mark.parametrize(("height", "width"), [(100, 100), (16, 256)])
+def test_images_o_direct_cannot_take_go_through_hdf5(tmp_path: Path, height: int, width: int) -> None:
+    """20,000 and 8 KiB bytes (too small for O_DIRECT): the buffered path."""
+    path = str(tmp_path / "f0.h5")
+    image_file = ImageFile.create(path, spec(height, width), direct_io=True)
+    assert not image_file.direct_io
+    image_file.write_chunk(0, aligned(frame(1, height, width)))
+    image_file.record_written(0, 1, 1, detail(1))
+    image_file.close(1)
+    with h5py.File(path, "r") as h5:
+        np.testing.assert_array_equal(h5["CAM/data"][0], frame(1, height, width))
+
+
+class LappingRing:
+    """A real ring whose slot is overwritten right after the writer took its view (the
+    producer lapping a slow writer mid-write)."""
+
+    def __init__(self, ring: ImageRing, n_slots: int) -> None:
+        self.ring = ring
+        self.n_slots = n_slots
+
+    def view(self, image_id: int) -> SlotView | None:
+        slot = self.ring.view(image_id)
+        self.ring.write(image_id + self.n_slots, frame(image_id + self.n_slots, H, W))
+        return slot
+
+    def read_into(self, image_id: int, out: Any) -> int | None:
+        self.ring.write(image_id + self.n_slots, frame(image_id + self.n_slots, H, W))
+        return self.ring.read_into(image_id, out)
+
+
+@pytest.mark.parametrize("read_mode", ["view", "copy"])
+def test_a_slot_lapped_during_an_o_direct_write_leaves_zeros(tmp_path: Path, read_mode: Any) -> None:
+    """From a real ring (page-aligned 64 KiB slots): good images exact with O_DIRECT, the
+    lapped one recorded missing and zeros in the file, never the later image."""
+    n_slots = 4
+    name = f"wtest-direct-{uuid.uuid4().hex[:8]}"
+    with ImageRing.create(name, RingGeometry(slot_bytes=H * W * 2, n_slots=n_slots)) as ring:
+        image_file = ImageFile.create(str(tmp_path / "f0.h5"), spec(), direct_io=True)
+        for image_id in range(3):
+            ring.write(image_id, frame(image_id, H, W))
+        good = ChunkWriter(ring, image_file, read_mode)
+        assert good.write_image(0, meta_of(0, H, W)) is Outcome.WRITTEN
+        lapping = ChunkWriter(LappingRing(ring, n_slots), image_file, read_mode)
+        assert lapping.write_image(1, meta_of(1, H, W)) in (Outcome.TORN, Outcome.OVERWRITTEN)
+        assert good.write_image(2, meta_of(2, H, W)) is Outcome.WRITTEN
+        assert image_file.direct_writes >= 2
+        image_file.close(3)
+    check_file(str(tmp_path / "f0.h5"), "CAM", [0, None, 2], H, W)
