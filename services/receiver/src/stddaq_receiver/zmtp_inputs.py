@@ -49,6 +49,8 @@ LARGE_VALUE = 256 * 1024
 MAX_PARTS = 4096
 """Most parts a message may have."""
 MAX_COMMAND_BYTES = 64 * 1024
+LOWAT_MAX = 1024 * 1024
+"""Largest receive low-water mark set while a large part arrives."""
 RECONNECT_MIN_S = 0.1
 RECONNECT_MAX_S = 1.0
 HANDSHAKE_TIMEOUT_S = 30.0
@@ -138,6 +140,8 @@ class _Connection:
         self.deadline = 0.0
         self.was_up = False
         self.waiting = False
+        self.lowat = 1
+        """The socket's SO_RCVLOWAT (octets that make it readable)."""
         """True when the buffer holds no whole frame and the socket had nothing more."""
 
     def describe(self) -> str:
@@ -281,6 +285,7 @@ class ZmtpInputs:
             self._retry_later(conn, now)
             return
         conn.sock = sock
+        conn.lowat = 1
         conn.state = _CONNECTING
         conn.deadline = now + HANDSHAKE_TIMEOUT_S
         self._by_fd[sock.fileno()] = conn
@@ -491,24 +496,44 @@ class ZmtpInputs:
                 raise _Broken(f"message of more than {MAX_PARTS} parts", True)
 
     def _receive_body(self, conn: _Connection, body: memoryview) -> bool:
-        """recv_into the rest of a large part; True when it is complete."""
+        """recv_into the rest of a large part; True when it is complete.
+
+        While a part is incomplete the socket's receive low-water mark is the rest (at
+        most LOWAT_MAX): the poller wakes the loop only when that much is in, so a 2 MiB
+        value takes a few large reads instead of many small ones.
+        """
         sock = conn.sock
         assert sock is not None
         size = len(body)
         filled = conn.filled
         try:
-            while filled < size:
-                got = sock.recv_into(body[filled:])
-                if got == 0:
-                    raise _Broken("the peer closed the connection", False)
-                filled += got
+            got = sock.recv_into(body[filled:])
         except (BlockingIOError, InterruptedError):
-            conn.filled = filled
-            return False
+            got = -1
         except OSError as error:
             raise _Broken(f"connection lost: {error.strerror or error}", False) from None
-        conn.filled = filled
-        return True
+        if got == 0:
+            raise _Broken("the peer closed the connection", False)
+        if got > 0:
+            filled += got
+            conn.filled = filled
+        if filled == size:
+            if conn.lowat != 1:
+                self._set_lowat(conn, 1)
+            return True
+        lowat = min(size - filled, LOWAT_MAX)
+        if lowat != conn.lowat:
+            self._set_lowat(conn, lowat)
+        return False
+
+    @staticmethod
+    def _set_lowat(conn: _Connection, lowat: int) -> None:
+        assert conn.sock is not None
+        try:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
+        except OSError:
+            return  # then the poller wakes for every segment: slower, still right
+        conn.lowat = lowat
 
     def _deliver(self, conn: _Connection, sink: MessageSink, now: float) -> None:
         parts = conn.parts
