@@ -8,7 +8,7 @@ their pixel type and numpy shape, and the metadata detail. Decoding errors raise
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -16,9 +16,9 @@ import numpy as np
 
 from stddaq_common.bus.metadata import PcoInfo
 from stddaq_common.wire.array10 import decode_array10
-from stddaq_common.wire.bsread import BsreadDecoder, ChannelSpec, bsread_type_of
+from stddaq_common.wire.bsread import TIMESTAMP_BYTES, BsreadDecoder, ChannelSpec, bsread_type_of
 from stddaq_common.wire.byte_views import BufferLike
-from stddaq_common.wire.errors import HEADER, MISSING, PARTS, WireFormatError
+from stddaq_common.wire.errors import HEADER, MISSING, PARTS, SIZE, WireFormatError
 
 _NO_VALUE = memoryview(b"")
 
@@ -40,6 +40,8 @@ class IncomingFrame:
     channel: ChannelSpec | None
     """The BSREAD channel when the value is compressed (needed to decompress), else None."""
     detail: PcoInfo | None
+    parts: int = 0
+    """How many parts the whole message has (set by `decode_head`; 0: not known)."""
 
 
 class FrameDecoder(Protocol):
@@ -55,6 +57,10 @@ class FrameDecoder(Protocol):
     def decode_head(self, heads: Sequence[BufferLike]) -> IncomingFrame:
         """The frame as its first `value_index` parts describe it, with an empty value
         (the value has not arrived yet); WireFormatError if they are malformed."""
+
+    def check_rest(self, head: IncomingFrame, parts: Sequence[Sized]) -> None:
+        """WireFormatError unless the whole message (`parts`, the first ones those
+        `decode_head` read) is one `decode` would accept."""
 
 
 class BsreadFrames:
@@ -74,7 +80,22 @@ class BsreadFrames:
         headers = self._decoder.decode_headers(heads[0], heads[1])
         if not headers.channels:
             raise WireFormatError("BSREAD data header has no channels", HEADER)
-        return self._frame(headers.pulse_id, headers.global_timestamp, headers.channels[0], _NO_VALUE)
+        frame = self._frame(headers.pulse_id, headers.global_timestamp, headers.channels[0], _NO_VALUE)
+        frame.parts = 2 + 2 * len(headers.channels)
+        return frame
+
+    def check_rest(self, head: IncomingFrame, parts: Sequence[Sized]) -> None:
+        """The part count the data header asks for, each timestamp part 16 octets (or empty)."""
+        if len(parts) != head.parts:
+            raise WireFormatError(
+                f"BSREAD message with {head.parts // 2 - 1} channel(s) needs {head.parts} parts, "
+                f"got {len(parts)}",
+                PARTS,
+            )
+        for index in range(3, len(parts), 2):
+            size = len(parts[index])
+            if size not in (0, TIMESTAMP_BYTES):
+                raise WireFormatError(f"timestamp part {index} has {size} bytes, expected 16", SIZE)
 
     def decode(self, parts: Sequence[BufferLike]) -> IncomingFrame:
         """Decode one BSREAD message (its parts stay referenced through the views)."""
@@ -113,6 +134,10 @@ class Array10Frames:
 
     def decode_head(self, heads: Sequence[BufferLike]) -> IncomingFrame:
         """Not used: array-1.0 values are taken with the whole message (value_index -1)."""
+        raise WireFormatError("array-1.0 frames are decoded whole", PARTS)
+
+    def check_rest(self, head: IncomingFrame, parts: Sequence[Sized]) -> None:
+        """Not used (value_index -1)."""
         raise WireFormatError("array-1.0 frames are decoded whole", PARTS)
 
     def decode(self, parts: Sequence[BufferLike]) -> IncomingFrame:

@@ -258,11 +258,10 @@ class ReceiverPipeline:
         token = reservation.token
         if token is None:
             return  # dropped or rejected when it arrived, and counted then
-        image_id = reservation.frame.image_id
+        frame = reservation.frame
+        image_id = frame.image_id
         try:
-            frame = self._decoder.decode(parts)
-            if frame.image_id != image_id:  # cannot happen: the same header bytes
-                raise WireFormatError(f"image id {frame.image_id} is not its header's {image_id}", PARTS)
+            self._decoder.check_rest(frame, parts)
             self._writer.ring.finish_write(token, reservation.nbytes)
         except Exception as error:
             self._writer.ring.abandon_write(token)

@@ -201,6 +201,7 @@ def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> Receiver
             f"not detector_type {config.detector_type!r}"
         )
     connections = _connections(args)
+    reader = input_reader(args)
     height, width = config.image_pixel_height, config.image_pixel_width
     dtype = image_dtype(config)
     counters = ReceiverCounters.register(stats)
@@ -216,7 +217,6 @@ def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> Receiver
     except BaseException:
         ring.close()
         raise
-    reader = input_reader(args)
     try:
         sockets: Inputs
         if reader == "zmtp":

@@ -14,8 +14,8 @@ TCP window closes and the camera's PUSH deals to the others, as with a full RCVH
 Faults: a peer that breaks the protocol (bad greeting, flags, a command where none may be,
 a part over the size limit) is counted in `protocol_errors`, logged with the peer and what
 was wrong, and its connection dropped; every dropped or refused connection is attempted
-again after a back-off (100 ms, doubling up to 1 s, as libzmq's reconnect interval), and
-counted in `reconnects` once it was up. PING (ZMTP 3.1) is answered with PONG; other
+again after a back-off (100 ms, doubling up to 1 s until a message has arrived, like
+libzmq's reconnect interval with a maximum), and counted in `reconnects` once it was up. PING (ZMTP 3.1) is answered with PONG; other
 commands are ignored.
 """
 
@@ -415,7 +415,6 @@ class ZmtpInputs:
             self._check(zmtp.peer_socket_type, properties, OWN_TYPE)
             conn.state = _TRAFFIC
             conn.was_up = True
-            conn.backoff = RECONNECT_MIN_S
             log.info("%s: ZMTP 3.%d peer ready", conn.describe(), conn.peer_minor)
             return
 
@@ -538,6 +537,7 @@ class ZmtpInputs:
     def _deliver(self, conn: _Connection, sink: MessageSink, now: float) -> None:
         parts = conn.parts
         conn.parts = []
+        conn.backoff = RECONNECT_MIN_S  # a peer that delivers is a good one: reconnect soon
         sink.message(conn.index, parts, now)
 
     def _command(self, conn: _Connection, body: memoryview) -> None:
