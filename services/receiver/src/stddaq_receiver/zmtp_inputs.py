@@ -15,8 +15,8 @@ Faults: a peer that breaks the protocol (bad greeting, flags, a command where no
 a part over the size limit) is counted in `protocol_errors`, logged with the peer and what
 was wrong, and its connection dropped; every dropped or refused connection is attempted
 again after a back-off (100 ms, doubling up to 1 s until a message has arrived, like
-libzmq's reconnect interval with a maximum), and counted in `reconnects` once it was up. PING (ZMTP 3.1) is answered with PONG; other
-commands are ignored.
+libzmq's reconnect interval with a maximum), and counted in `reconnects` once it was up.
+PING (ZMTP 3.1) is answered with PONG; other commands are ignored.
 """
 
 from __future__ import annotations
