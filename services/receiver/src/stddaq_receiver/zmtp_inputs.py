@@ -435,6 +435,8 @@ class ZmtpInputs:
     def _traffic(self, conn: _Connection, sink: MessageSink, now: float) -> None:
         """Deliver at most one whole message of this connection to the sink."""
         view = conn.view
+        parse_header = zmtp.parse_frame_header
+        value_index = sink.value_index
         while True:
             body = conn.body
             if body is not None:  # a large part: straight into its destination
@@ -446,7 +448,10 @@ class ZmtpInputs:
                     self._deliver(conn, sink, now)
                     return
                 continue
-            header = self._check(zmtp.parse_frame_header, view, conn.start, conn.end)
+            try:
+                header = parse_header(view, conn.start, conn.end)
+            except zmtp.ZmtpError as error:
+                raise _Broken(error.reason, True) from None
             if header is None:
                 if not self._fill(conn, zmtp.LONG_HEADER_BYTES):
                     return
@@ -466,10 +471,10 @@ class ZmtpInputs:
             parts = conn.parts
             index = len(parts)
             more = bool(flags & zmtp.MORE)
-            if index == sink.value_index or size > SMALL_PART_MAX:
+            if index == value_index or size > SMALL_PART_MAX:
                 if size > self._max_part:
                     raise _Broken(f"message part of {size} octets (at most {self._max_part})", True)
-                destination = sink.place(conn.index, parts, size, now) if index == sink.value_index else None
+                destination = sink.place(conn.index, parts, size, now) if index == value_index else None
                 if destination is None:
                     destination = np.empty(size, np.uint8).data
                 have = min(conn.end - begin, size)
