@@ -227,7 +227,9 @@ def _config(workdir: Path, detector: str) -> Path:
     return path
 
 
-def _records(label: str, ours: RunResult, raw: RunResult, ceiling_label: str | None = None) -> list[BenchRecord]:
+def _records(
+    label: str, ours: RunResult, raw: RunResult, ceiling_label: str | None = None
+) -> list[BenchRecord]:
     ceiling_label = ceiling_label or label
     ceiling_name = f"raw pyzmq PUSH/PULL x{CONNECTIONS} zero-copy ({ceiling_label})"
     return [
