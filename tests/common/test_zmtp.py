@@ -26,7 +26,7 @@ def test_greeting_is_64_octets_and_reads_back() -> None:
     ("raw", "reason"),
     [
         (b"GET / HTTP/1.1\r\n" + bytes(48), "not a ZMTP peer"),
-        (b"\xff" + bytes(8) + b"\x7f\x02\x00" + bytes(52), "ZMTP 2.x"),
+        (b"\xff" + bytes(8) + b"\x7f\x01\x00" + bytes(52), "ZMTP 2.0 or older"),
         (b"\xff" + bytes(8) + b"\x7f\x03\x01" + b"nul!" + bytes(48), "mechanism"),
         (b"\xff" + bytes(8) + b"\x7f\x03\x01" + bytes(52), "mechanism"),
         (b"\xff" + bytes(8) + b"\x7f\x03\x01NULL" + bytes(16) + b"\x07" + bytes(31), "as-server"),
@@ -37,6 +37,13 @@ def test_greeting_is_64_octets_and_reads_back() -> None:
 def test_bad_greetings_say_what_is_wrong(raw: bytes, reason: str) -> None:
     with pytest.raises(zmtp.ZmtpError, match=reason):
         zmtp.parse_greeting(raw)
+
+
+def test_an_old_peer_is_refused_from_its_first_11_octets() -> None:
+    zmtp.check_signature(zmtp.greeting(1)[:10])
+    zmtp.check_signature(zmtp.greeting(0)[:11])
+    with pytest.raises(zmtp.ZmtpError, match=r"revision 1: ZMTP 2\.0 or older"):
+        zmtp.check_signature(b"\xff" + bytes(8) + b"\x7f\x01\x05")  # ZMTP 2.0: revision, PUSH
 
 
 def test_a_later_version_is_accepted() -> None:

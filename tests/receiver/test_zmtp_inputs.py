@@ -293,13 +293,21 @@ def test_a_peer_gone_mid_value_aborts_that_message_and_the_next_connection_deliv
 
 
 @pytest.mark.parametrize(
-    ("socket_type", "minor", "reason"),
-    [("PUB", 1, "'PUB' socket; a PULL socket talks to PUSH"), ("PUSH", 1, None)],
-    ids=["pub-peer", "http-peer"],
+    ("reply", "reason"),
+    [
+        (zmtp.greeting(1) + zmtp.encode_ready("PUB"), "'PUB' socket; a PULL socket talks to PUSH"),
+        (b"HTTP/1.1 200 OK\r\n\r\n" + bytes(64), "not a ZMTP peer"),
+        (b"\xff" + bytes(8) + b"\x7f\x01\x08\x00\x00", "ZMTP 2.0 or older"),
+        (zmtp.greeting(1, "PLAIN"), "PLAIN security mechanism, not NULL"),
+        (zmtp.greeting(1) + zmtp.encode_frame(b"hello"), "message before its READY"),
+    ],
+    ids=["pub-peer", "http-peer", "zmtp-2.0-peer", "plain-mechanism", "message-before-ready"],
 )
-def test_a_peer_that_is_no_push_is_refused_with_the_reason(
-    socket_type: str, minor: int, reason: str | None, caplog: pytest.LogCaptureFixture
+def test_a_peer_that_is_no_zmtp_3_push_is_refused_with_the_reason(
+    reply: bytes, reason: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Refused as soon as the bytes say so (a ZMTP 2.0 peer waits for our reply to its 14
+    octets: the reader must not wait for 64)."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(DEADLINE_S)
     address = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
@@ -309,11 +317,7 @@ def test_a_peer_that_is_no_push_is_refused_with_the_reason(
     try:
         conn, _ = listener.accept()
         with conn:
-            if reason is None:
-                conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n" + bytes(64))
-                reason = "not a ZMTP peer"
-            else:
-                conn.sendall(zmtp.greeting(minor) + zmtp.encode_ready(socket_type))
+            conn.sendall(reply)
             _pump(inputs, sink, lambda: errors.value == 1, "the protocol error")
     finally:
         inputs.close()

@@ -388,7 +388,7 @@ class ZmtpInputs:
                 start = conn.start
                 if conn.end - start < zmtp.GREETING_BYTES:
                     if conn.end - start >= zmtp.SIGNATURE_BYTES:
-                        self._check(zmtp.check_signature, conn.view[start : start + zmtp.SIGNATURE_BYTES])
+                        self._check(zmtp.check_signature, conn.view[start : conn.end])
                     if not self._fill(conn, zmtp.GREETING_BYTES):
                         return
                     continue

@@ -85,7 +85,9 @@ def greeting(minor: int = 1, mechanism: str = NULL_MECHANISM, as_server: bool = 
 
 
 def check_signature(data: BufferLike) -> None:
-    """ZmtpError unless the first 10 octets are a ZMTP signature (%xFF, 8 any, %x7F)."""
+    """ZmtpError unless the first 10 octets are a ZMTP signature (%xFF, 8 any, %x7F) and,
+    once an 11th octet is there, the major version is 3 or later (what a peer may check
+    before the rest of the greeting, as the version negotiation allows)."""
     view = byte_view(data, "greeting")
     if len(view) < SIGNATURE_BYTES:
         raise ZmtpError(f"greeting signature needs {SIGNATURE_BYTES} octets, got {len(view)}")
@@ -93,6 +95,16 @@ def check_signature(data: BufferLike) -> None:
         raise ZmtpError(
             f"not a ZMTP peer: the first octets are {bytes(view[:SIGNATURE_BYTES]).hex()}, "
             "a ZeroMQ greeting starts with ff .. 7f"
+        )
+    if len(view) > SIGNATURE_BYTES:
+        _check_major(view[SIGNATURE_BYTES])
+
+
+def _check_major(major: int) -> None:
+    if major < 3:
+        raise ZmtpError(
+            f"peer's greeting has revision {major}: ZMTP 2.0 or older (ZeroMQ 3.x or older); "
+            "only ZMTP 3.0 or later is spoken"
         )
 
 
@@ -103,8 +115,7 @@ def parse_greeting(data: BufferLike) -> Greeting:
     if len(view) != GREETING_BYTES:
         raise ZmtpError(f"a ZMTP 3 greeting has {GREETING_BYTES} octets, got {len(view)}")
     major, minor = view[10], view[11]
-    if major < 3:
-        raise ZmtpError(f"peer speaks ZMTP {major}.x (older than ZeroMQ 4); only ZMTP 3.0 or later is spoken")
+    _check_major(major)
     raw_mechanism = bytes(view[12 : 12 + MECHANISM_BYTES])
     name = raw_mechanism.rstrip(b"\x00")
     if not name or b"\x00" in name or any(c not in _NAME_CHARS for c in name):
