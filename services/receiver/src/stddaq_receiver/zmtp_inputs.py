@@ -49,7 +49,7 @@ LARGE_VALUE = 256 * 1024
 MAX_PARTS = 4096
 """Most parts a message may have."""
 MAX_COMMAND_BYTES = 64 * 1024
-LOWAT_MAX = 1024 * 1024
+LOWAT_MAX = 8 * 1024 * 1024
 """Largest receive low-water mark set while a large part arrives."""
 RECONNECT_MIN_S = 0.1
 RECONNECT_MAX_S = 1.0
