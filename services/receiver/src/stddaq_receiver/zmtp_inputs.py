@@ -500,18 +500,23 @@ class ZmtpInputs:
                 raise _Broken(f"message of more than {MAX_PARTS} parts", True)
 
     def _receive_body(self, conn: _Connection, body: memoryview) -> bool:
-        """recv_into the rest of a large part; True when it is complete.
+        """Receive the rest of a large part where it goes; True when it is complete.
 
-        While a part is incomplete the socket's receive low-water mark is the rest (at
-        most LOWAT_MAX): the poller wakes the loop only when that much is in, so a 2 MiB
-        value takes a few large reads instead of many small ones.
+        One scatter read takes the rest of the part into its destination and the octets
+        after it (the next parts' headers) into the buffer. While a part is incomplete the
+        socket's receive low-water mark is the rest (at most LOWAT_MAX): the poller wakes
+        the loop only when that much is in, so a 2 MiB value takes one or two reads.
         """
         sock = conn.sock
         assert sock is not None
         size = len(body)
         filled = conn.filled
-        try:
-            got = sock.recv_into(body[filled:])
+        if conn.start == conn.end:
+            conn.start = conn.end = 0
+        end = conn.end
+        tail = min(AFTER_LARGE_READ, BUFFER_BYTES - end)
+        try:  # the rest of the part into its place, what follows it into the buffer
+            got = sock.recvmsg_into((body[filled:], conn.view[end : end + tail]))[0]
         except (BlockingIOError, InterruptedError):
             got = -1
         except OSError as error:
@@ -519,6 +524,11 @@ class ZmtpInputs:
         if got == 0:
             raise _Broken("the peer closed the connection", False)
         if got > 0:
+            rest = size - filled
+            if got > rest:
+                conn.end = end + got - rest
+                conn.waiting = False
+                got = rest
             filled += got
             conn.filled = filled
         if filled == size:
