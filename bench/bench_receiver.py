@@ -10,6 +10,11 @@ receiver's queues are full, so it never sends faster than the receiver takes fra
 runs "as fast as possible", i.e. at the receiver's sustainable rate). `lost` counts what
 the subscriber did not see, in order, with a valid slot.
 
+Two receivers run side by side (each idle while the other is measured): the default
+(`--input-reader zmtp`, the receiver's own ZMTP reader receiving images straight into their
+slots; the records without a reader in their name) and `--input-reader zmq` (libzmq, the
+reference; records named "..., zmq reader").
+
 Ceiling, measured in the same run with the same camera process and the same messages: a
 raw pyzmq sink with 4 PULL connections receiving zero-copy and not touching the data, with
 the receiver's glibc malloc settings (else it pays page faults the receiver avoids).
@@ -222,59 +227,90 @@ def _config(workdir: Path, detector: str) -> Path:
     return path
 
 
-def _records(label: str, ours: RunResult, raw: RunResult) -> list[BenchRecord]:
-    ceiling_name = f"raw pyzmq PUSH/PULL x{CONNECTIONS} zero-copy ({label})"
+def _records(
+    label: str, ours: RunResult, raw: RunResult, ceiling_label: str | None = None
+) -> list[BenchRecord]:
+    ceiling_label = ceiling_label or label
+    ceiling_name = f"raw pyzmq PUSH/PULL x{CONNECTIONS} zero-copy ({ceiling_label})"
     return [
         record(f"receiver {label}: lossless frames/s", ours.fps, "frames/s", ceiling_name, raw.fps,
                ours.lost),
         record(f"receiver {label}: lossless image GB/s", ours.image_gbps, "GB/s", ceiling_name,
                raw.image_gbps, ours.lost),
         record(f"receiver {label}: CPU s per image GB", ours.cpu_per_gb, "CPU s/GB",
-               f"raw PULL sink CPU s per GB ({label})", raw.cpu_per_gb, ours.lost),
+               f"raw PULL sink CPU s per GB ({ceiling_label})", raw.cpu_per_gb, ours.lost),
     ]
 
 
+def _start_receiver(workdir: Path, reader: str) -> tuple[subprocess.Popen[str], str, str]:
+    """A receiver with `--input-reader reader` on its own detector: (process, address, detector)."""
+    detector = f"bench-rcv-{uuid.uuid4().hex[:8]}"
+    address = _free_address()
+    config_dir = workdir / reader
+    config_dir.mkdir()
+    receiver = _start(["-m", "stddaq_receiver", str(_config(config_dir, detector)), address,
+                       "-n", str(CONNECTIONS), "--input-reader", reader], workdir / f"receiver-{reader}.err")
+    return receiver, address, detector
+
+
+def _stop_receiver(receiver: subprocess.Popen[str], detector: str, stderr: Path) -> None:
+    if receiver.poll() is None:
+        receiver.terminate()
+        if receiver.wait(30) != 0:
+            print(stderr.read_text()[-2000:], file=sys.stderr)
+    ring_path = f"/dev/shm/{shm_name(detector)}"
+    for path in (ring_path, f"{ring_path}.stddaq", ipc_path(detector)):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
 def run(quick: bool) -> list[BenchRecord]:
-    """Uncompressed and bitshuffle_lz4 runs beside their same-run raw ceilings.
+    """Uncompressed and bitshuffle_lz4 runs beside their same-run raw ceilings, for the
+    default reader (zmtp: the receiver's own ZMTP reader, images straight into their
+    slots; records without a reader in their name) and for the libzmq reader (`zmq reader`).
 
     Full mode alternates ceiling and receiver runs twice and keeps the best of each (the
     machine is noisy); `lost` adds up every receiver run.
     """
     frames = {"none": 1000, "bitshuffle_lz4": 600} if quick else {"none": 5000, "bitshuffle_lz4": 2500}
     repeats = 1 if quick else 2
-    detector = f"bench-rcv-{uuid.uuid4().hex[:8]}"
+    readers = ("zmtp", "zmq")
     records: list[BenchRecord] = []
     with tempfile.TemporaryDirectory(prefix="bench-receiver-") as tmp:
         workdir = Path(tmp)
-        address = _free_address()
-        receiver = _start(["-m", "stddaq_receiver", str(_config(workdir, detector)), address,
-                           "-n", str(CONNECTIONS)], workdir / "receiver.err")
+        started: dict[str, tuple[subprocess.Popen[str], str, str]] = {}
         try:
-            ring = ImageRing.attach(shm_name(detector), timeout=30.0)
-            subscriber = MetadataSubscriber(f"ipc://{ipc_path(detector)}", timeout_ms=1000)
+            for reader in readers:
+                started[reader] = _start_receiver(workdir, reader)
+            attached = {
+                reader: (ImageRing.attach(shm_name(detector), timeout=30.0),
+                         MetadataSubscriber(f"ipc://{ipc_path(detector)}", timeout_ms=1000))
+                for reader, (_, _, detector) in started.items()
+            }
             first_id = 0
             for compression, label in (("none", "uncompressed"), ("bitshuffle_lz4", "bitshuffle_lz4")):
                 n = frames[compression]
                 raws: list[RunResult] = []
-                ours: list[RunResult] = []
+                ours: dict[str, list[RunResult]] = {reader: [] for reader in readers}
                 for _ in range(repeats):
                     raws.append(ceiling(n, compression, workdir))
-                    ours.append(receiver_run(receiver, address, ring, subscriber, n, first_id,
-                                             compression, workdir))
-                    first_id += n
-                best = max(ours, key=lambda result: result.fps)
-                lost_total = sum(result.lost for result in ours)
-                best = RunResult(best.frames, lost_total, best.seconds, best.cpu_seconds)
-                records += _records(label, best, max(raws, key=lambda result: result.fps))
-            subscriber.close()
-            ring.close()
+                    for reader in readers:
+                        receiver, address, _ = started[reader]
+                        ring, subscriber = attached[reader]
+                        ours[reader].append(receiver_run(receiver, address, ring, subscriber, n, first_id,
+                                                         compression, workdir))
+                        first_id += n
+                raw = max(raws, key=lambda result: result.fps)
+                for reader in readers:
+                    best = max(ours[reader], key=lambda result: result.fps)
+                    lost_total = sum(result.lost for result in ours[reader])
+                    best = RunResult(best.frames, lost_total, best.seconds, best.cpu_seconds)
+                    name = label if reader == readers[0] else f"{label}, {reader} reader"
+                    records += _records(name, best, raw, label)
+            for ring, subscriber in attached.values():
+                subscriber.close()
+                ring.close()
         finally:
-            if receiver.poll() is None:
-                receiver.terminate()
-                if receiver.wait(30) != 0:
-                    print((workdir / "receiver.err").read_text()[-2000:], file=sys.stderr)
-            ring_path = f"/dev/shm/{shm_name(detector)}"
-            for path in (ring_path, f"{ring_path}.stddaq", ipc_path(detector)):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+            for reader, (receiver, _, detector) in started.items():
+                _stop_receiver(receiver, detector, workdir / f"receiver-{reader}.err")
     return records

@@ -117,6 +117,8 @@ class Daq:
     detector: str
     config_path: Path
     processes: list[Process] = field(default_factory=list)
+    reader: str | None = None
+    """The receiver's --input-reader (None: its default)."""
 
     @property
     def ring_name(self) -> str:
@@ -127,8 +129,9 @@ class Daq:
         return ipc_address(self.detector)
 
     def start_receiver(self, address: str, *extra: str) -> Process:
+        reader = ("--input-reader", self.reader) if self.reader else ()
         process = start_process(
-            ["-m", "stddaq_receiver", str(self.config_path), address, *extra],
+            ["-m", "stddaq_receiver", str(self.config_path), address, *reader, *extra],
             self.tmp_path / f"receiver-{len(self.processes)}.err",
         )
         self.processes.append(process)

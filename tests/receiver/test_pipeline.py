@@ -191,3 +191,89 @@ def test_array10_frames_go_through_the_same_path(ring: ImageRing) -> None:
     assert view is not None
     assert np.array_equal(view.array(U2, (H, W)), FramePattern((H, W), U2).frame(1))
     assert harness.count("rejected_parts") == 1
+
+
+# --- values placed straight into their slot (the zmtp reader's path) -----------------------
+
+
+def _land(harness: Harness, parts: list[object], source: int = 0) -> bool:
+    """Feed a message the way the zmtp reader does: headers, `place`, the value into what it
+    gave (if anything), then `message`. True if the value went straight into a slot."""
+    pipeline = harness.pipeline
+    value = bytes(memoryview(parts[2]))  # type: ignore[arg-type]
+    destination = pipeline.place(source, parts[:2], len(value), harness.now)  # type: ignore[arg-type]
+    if destination is not None:
+        destination[:] = value
+        parts = [*parts[:2], destination, *parts[3:]]
+    pipeline.message(source, parts, harness.now)  # type: ignore[arg-type]
+    return destination is not None
+
+
+def test_a_placed_value_lands_in_its_slot_and_is_published_in_order(ring: ImageRing) -> None:
+    harness = Harness(ring)
+    maker = _maker()
+    landed = [_land(harness, maker.parts(pulse_id, SendKind.FRAME, STAMP)) for pulse_id in (2, 0, 1)]
+    assert landed == [True, True, True]
+    assert harness.settle() == [0, 1, 2]
+    for pulse_id in (0, 1, 2):
+        view = ring.view(pulse_id)
+        assert view is not None
+        assert np.array_equal(view.array(U2, (H, W)), FramePattern((H, W), U2).frame(pulse_id))
+    assert harness.count("frames_received") == harness.count("frames_published") == 3
+    assert harness.published[0].detail is not None
+
+
+def test_frames_that_cannot_land_take_the_ordinary_path(ring: ImageRing) -> None:
+    harness = Harness(ring)
+    compressed = _maker(compression="bitshuffle_lz4").parts(0, SendKind.FRAME, STAMP)
+    big_endian = MessageMaker(FramePattern((H, W), np.dtype(">u2"))).parts(1, SendKind.FRAME, STAMP)
+    wrong_shape = _maker().parts(2, SendKind.WRONG_SHAPE, STAMP)
+    assert [_land(harness, parts) for parts in (compressed, big_endian, wrong_shape)] == [False] * 3
+    assert harness.settle() == [0, 1]
+    assert harness.count("rejected_shape") == 1
+    view = ring.view(1)
+    assert view is not None and np.array_equal(view.array(U2, (H, W)), FramePattern((H, W), U2).frame(1))
+
+
+def test_a_placed_duplicate_never_touches_the_published_slot(ring: ImageRing) -> None:
+    harness = Harness(ring)
+    maker = _maker()
+    assert _land(harness, maker.parts(0, SendKind.FRAME, STAMP))
+    assert harness.settle() == [0]
+    assert not _land(harness, maker.parts(0, SendKind.FRAME, STAMP))  # a duplicate: thrown away
+    assert harness.settle() == [0]
+    assert harness.count("duplicates") == 1 and harness.count("frames_received") == 2
+    view = ring.view(0)
+    assert view is not None and view.still_valid()
+
+
+def test_a_bad_rest_or_a_broken_connection_rejects_the_placed_frame(ring: ImageRing) -> None:
+    harness = Harness(ring)
+    maker = _maker()
+    bad_stamp = maker.parts(0, SendKind.FRAME, STAMP)
+    bad_stamp[3] = b"12345"
+    assert _land(harness, bad_stamp)
+    extra_part = [*maker.parts(1, SendKind.FRAME, STAMP), b"extra"]
+    assert _land(harness, extra_part)
+    parts = maker.parts(2, SendKind.FRAME, STAMP)
+    assert harness.pipeline.place(0, parts[:2], H * W * 2, harness.now) is not None  # type: ignore[arg-type]
+    harness.pipeline.abort(0, "connection 0 broke mid-message")
+    assert _land(harness, maker.parts(3, SendKind.FRAME, STAMP))
+    assert harness.settle() == [3]
+    assert (harness.count("rejected_size"), harness.count("rejected_parts")) == (1, 2)
+    assert harness.count("missing_ids") == 0  # rejected, not missing
+    assert [ring.view(pulse_id) for pulse_id in (0, 1, 2)] == [None, None, None]
+
+
+def test_a_frame_a_window_ahead_on_one_of_several_connections_is_not_placed(ring: ImageRing) -> None:
+    harness = Harness(ring)
+    harness.pipeline = ReceiverPipeline(
+        BsreadFrames(H, W, U2), SlotWriter(ring, H, W, U2), ReorderWindow(size=16, timeout=0.5),
+        harness._publish, ReceiverCounters.register(harness.stats), sources=2,
+    )
+    maker = _maker()
+    assert _land(harness, maker.parts(0, SendKind.FRAME, STAMP), source=0)
+    assert not _land(harness, maker.parts(40, SendKind.FRAME, STAMP), source=1)  # parked
+    assert harness.pipeline.parked_sources == frozenset({1})
+    assert _land(harness, maker.parts(1, SendKind.FRAME, STAMP), source=0)
+    assert harness.settle()[:2] == [0, 1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 
 import numpy as np
@@ -24,6 +25,16 @@ from tests.receiver.conftest import (
 )
 
 pytestmark = pytest.mark.slow
+
+READERS = ["zmtp", "zmq"]
+"""The receiver's own ZMTP reader (the default for tcp) and libzmq (the reference)."""
+
+
+@pytest.fixture(params=READERS)
+def reader_daq(daq: Daq, request: pytest.FixtureRequest) -> Daq:
+    """The test's detector, its receiver run with each --input-reader in turn."""
+    daq.reader = request.param
+    return daq
 
 
 def _check_images(
@@ -52,7 +63,8 @@ def _stop_all(daq: Daq, camera_exits_by_itself: bool = True) -> dict[str, float]
     return final_stats(receiver.stderr())
 
 
-def test_four_connections_give_every_frame_in_order_pixel_exact(daq: Daq) -> None:
+def test_four_connections_give_every_frame_in_order_pixel_exact(reader_daq: Daq) -> None:
+    daq = reader_daq
     address = free_tcp_address()
     daq.start_receiver(address, "-n", "4")
     ring, subscriber = daq.attach()
@@ -78,9 +90,10 @@ def test_four_connections_give_every_frame_in_order_pixel_exact(daq: Daq) -> Non
     subscriber.close()
 
 
-def test_a_camera_faster_than_the_receiver_loses_nothing_over_four_connections(daq: Daq) -> None:
+def test_a_camera_faster_than_the_receiver_loses_nothing_over_four_connections(reader_daq: Daq) -> None:
     """Small frames as fast as the camera can: the 4 connections' queues drift apart by more
     than the reorder window; the connections that run ahead wait, no frame is dropped."""
+    daq = reader_daq
     frames = 30_000
     address = free_tcp_address()
     daq.start_receiver(address, "-n", "4")
@@ -108,8 +121,9 @@ def test_a_camera_faster_than_the_receiver_loses_nothing_over_four_connections(d
     ids=["bitshuffle", "lz4-big-endian", "no-type-shape", "uint8-widened", "array10-float"],
 )
 def test_input_variants_arrive_converted_and_pixel_exact(
-    daq: Daq, camera_args: list[str], camera_dtype: str
+    reader_daq: Daq, camera_args: list[str], camera_dtype: str
 ) -> None:
+    daq = reader_daq
     address = free_tcp_address()
     receiver_args = ["-f", "array-1.0"] if "array-1.0" in camera_args else []
     daq.start_receiver(address, *receiver_args)
@@ -124,7 +138,8 @@ def test_input_variants_arrive_converted_and_pixel_exact(
     subscriber.close()
 
 
-def test_fault_modes_are_counted_and_nothing_crashes(daq: Daq) -> None:
+def test_fault_modes_are_counted_and_nothing_crashes(reader_daq: Daq) -> None:
+    daq = reader_daq
     address = free_tcp_address()
     daq.start_receiver(address)
     ring, subscriber = daq.attach()
@@ -154,7 +169,8 @@ def test_fault_modes_are_counted_and_nothing_crashes(daq: Daq) -> None:
     subscriber.close()
 
 
-def test_a_camera_restart_starts_a_new_sequence(daq: Daq) -> None:
+def test_a_camera_restart_starts_a_new_sequence(reader_daq: Daq) -> None:
+    daq = reader_daq
     address = free_tcp_address()
     daq.start_receiver(address, "--reorder-window", "40")
     ring, subscriber = daq.attach()
@@ -169,7 +185,8 @@ def test_a_camera_restart_starts_a_new_sequence(daq: Daq) -> None:
     subscriber.close()
 
 
-def test_sigterm_mid_stream_exits_cleanly_and_removes_its_files(daq: Daq) -> None:
+def test_sigterm_mid_stream_exits_cleanly_and_removes_its_files(reader_daq: Daq) -> None:
+    daq = reader_daq
     address = free_tcp_address()
     receiver = daq.start_receiver(address)
     ring, subscriber = daq.attach()
@@ -221,7 +238,8 @@ sender.close()
 
 
 @pytest.mark.parametrize("with_metadata", [True, False], ids=["type-and-shape", "bare-header"])
-def test_psi_bsread_sender_as_camera(daq: Daq, with_metadata: bool) -> None:
+def test_psi_bsread_sender_as_camera(reader_daq: Daq, with_metadata: bool) -> None:
+    daq = reader_daq
     address = free_tcp_address()
     port = int(address.rsplit(":", 1)[1])
     daq.start_receiver(address)
@@ -244,8 +262,9 @@ def test_psi_bsread_sender_as_camera(daq: Daq, with_metadata: bool) -> None:
     [
         ({"detector_type": "gigafrost"}, [], "serves camera streams"),
         ({}, ["-t", "sub", "-n", "4"], "use -n 1"),
+        ({}, ["-t", "sub", "-n", "1", "--input-reader", "zmtp"], "reads PULL connections only"),
     ],
-    ids=["wrong-detector-type", "sub-with-four-connections"],
+    ids=["wrong-detector-type", "sub-with-four-connections", "sub-with-zmtp-reader"],
 )
 def test_startup_problems_exit_1_with_one_clear_line(
     daq: Daq, config_change: dict[str, str], args: list[str], message: str
@@ -260,3 +279,37 @@ def test_startup_problems_exit_1_with_one_clear_line(
     assert "Traceback" not in result.stderr
     assert not os.path.exists(f"/dev/shm/{daq.ring_name}")
 
+
+
+def test_a_peer_breaking_zmtp_is_counted_and_the_receiver_goes_on(daq: Daq) -> None:
+    """A peer that is no ZeroMQ socket: the zmtp reader logs it (naming the peer), counts it,
+    connects again, and takes frames once a real camera is on the address."""
+    from stddaq_common.wire import zmtp
+
+    address = free_tcp_address()
+    host, port = address[len("tcp://"):].rsplit(":", 1)
+    listener = socket.create_server((host, int(port)))
+    listener.settimeout(60)
+    receiver = daq.start_receiver(address, "-n", "1")
+    assert "zmtp reader" in receiver.stderr()
+    ring, subscriber = daq.attach()
+    for reply in (b"SSH-2.0-OpenSSH_9.2\r\n" + bytes(64),
+                  zmtp.greeting(1) + zmtp.encode_ready("PUB")):
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(reply)
+            while conn.recv(4096):  # until the receiver drops the connection
+                pass
+    listener.close()
+    daq.start_camera(address, "--frames", "50")
+    metas = collect(subscriber, 50)
+    assert _ids(metas) == list(range(50))
+    _check_images(ring, metas, FramePattern((HEIGHT, WIDTH), np.dtype("<u2")))
+    stats = _stop_all(daq)
+    assert stats["protocol_errors"] == 2
+    assert stats["frames_published"] == 50
+    log = receiver.stderr()
+    assert f"connection 0 to {address} (peer {host}:{port}): not a ZMTP peer" in log
+    assert "'PUB' socket; a PULL socket talks to PUSH" in log
+    ring.close()
+    subscriber.close()

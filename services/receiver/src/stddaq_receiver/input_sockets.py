@@ -11,8 +11,8 @@ back) until they are no longer listed.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Literal
+from collections.abc import Iterator, Sequence, Sized
+from typing import Literal, Protocol
 
 import zmq
 
@@ -21,6 +21,13 @@ SOCKET_TYPES: tuple[SocketType, ...] = ("pull", "sub")
 
 DEFAULT_RCVHWM = 20
 """Receive high-water mark per connection, in messages (20 x 2 MiB = 40 MiB at most)."""
+
+
+class MessageSink(Protocol):
+    """Where whole messages go (the receiver pipeline)."""
+
+    def message(self, source: int, parts: Sequence[Sized], now: float) -> None:
+        """A whole message received on connection `source`."""
 
 
 class InputSocketError(Exception):
@@ -101,6 +108,12 @@ class InputSockets:
                 parts.append(part)
                 more = part.more
             yield index_of[sock], parts
+
+    def receive(self, ready: list[zmq.Socket[bytes]], now: float, sink: MessageSink) -> None:
+        """One message from each ready socket to `sink.message` (the value never placed)."""
+        message = sink.message
+        for source, parts in self.one_from_each(ready):
+            message(source, parts, now)
 
     def close(self) -> None:
         """Close every socket (LINGER 0). Safe to call twice."""

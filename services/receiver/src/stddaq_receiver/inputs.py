@@ -8,7 +8,7 @@ their pixel type and numpy shape, and the metadata detail. Decoding errors raise
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -16,9 +16,11 @@ import numpy as np
 
 from stddaq_common.bus.metadata import PcoInfo
 from stddaq_common.wire.array10 import decode_array10
-from stddaq_common.wire.bsread import BsreadDecoder, ChannelSpec, bsread_type_of
+from stddaq_common.wire.bsread import TIMESTAMP_BYTES, BsreadDecoder, ChannelSpec, bsread_type_of
 from stddaq_common.wire.byte_views import BufferLike
-from stddaq_common.wire.errors import HEADER, MISSING, WireFormatError
+from stddaq_common.wire.errors import HEADER, MISSING, PARTS, SIZE, WireFormatError
+
+_NO_VALUE = memoryview(b"")
 
 InputFormat = Literal["bsread", "array-1.0"]
 INPUT_FORMATS: tuple[InputFormat, ...] = ("bsread", "array-1.0")
@@ -38,13 +40,27 @@ class IncomingFrame:
     channel: ChannelSpec | None
     """The BSREAD channel when the value is compressed (needed to decompress), else None."""
     detail: PcoInfo | None
+    parts: int = 0
+    """How many parts the whole message has (set by `decode_head`; 0: not known)."""
 
 
 class FrameDecoder(Protocol):
     """Turns the parts of one message into an IncomingFrame."""
 
+    value_index: int
+    """Index of the part holding the image value, when the parts before it say where the
+    value goes (`decode_head`); -1 when the whole message is needed first."""
+
     def decode(self, parts: Sequence[BufferLike]) -> IncomingFrame:
         """Decode one message; WireFormatError if it is malformed."""
+
+    def decode_head(self, heads: Sequence[BufferLike]) -> IncomingFrame:
+        """The frame as its first `value_index` parts describe it, with an empty value
+        (the value has not arrived yet); WireFormatError if they are malformed."""
+
+    def check_rest(self, head: IncomingFrame, parts: Sequence[Sized]) -> None:
+        """WireFormatError unless the whole message (`parts`, the first ones those
+        `decode_head` read) is one `decode` would accept."""
 
 
 class BsreadFrames:
@@ -54,8 +70,32 @@ class BsreadFrames:
     with the config's pixel type and [W, H]; the value's size must then match.
     """
 
+    value_index = 2
+
     def __init__(self, height: int, width: int, dtype: np.dtype[np.generic]) -> None:
         self._decoder = BsreadDecoder(default_type=bsread_type_of(dtype), default_shape=(width, height))
+
+    def decode_head(self, heads: Sequence[BufferLike]) -> IncomingFrame:
+        """The frame its main and data header describe (value empty)."""
+        headers = self._decoder.decode_headers(heads[0], heads[1])
+        if not headers.channels:
+            raise WireFormatError("BSREAD data header has no channels", HEADER)
+        frame = self._frame(headers.pulse_id, headers.global_timestamp, headers.channels[0], _NO_VALUE)
+        frame.parts = 2 + 2 * len(headers.channels)
+        return frame
+
+    def check_rest(self, head: IncomingFrame, parts: Sequence[Sized]) -> None:
+        """The part count the data header asks for, each timestamp part 16 octets (or empty)."""
+        if len(parts) != head.parts:
+            raise WireFormatError(
+                f"BSREAD message with {head.parts // 2 - 1} channel(s) needs {head.parts} parts, "
+                f"got {len(parts)}",
+                PARTS,
+            )
+        for index in range(3, len(parts), 2):
+            size = len(parts[index])
+            if size not in (0, TIMESTAMP_BYTES):
+                raise WireFormatError(f"timestamp part {index} has {size} bytes, expected 16", SIZE)
 
     def decode(self, parts: Sequence[BufferLike]) -> IncomingFrame:
         """Decode one BSREAD message (its parts stay referenced through the views)."""
@@ -66,15 +106,18 @@ class BsreadFrames:
         value = message.values[0]
         if value is None:
             raise WireFormatError(f"channel {channel.name!r} value is missing (sent empty)", MISSING)
-        seconds, nanoseconds = message.global_timestamp
-        detail = PcoInfo(seconds, nanoseconds, channel.name)
+        return self._frame(message.pulse_id, message.global_timestamp, channel, value)
+
+    @staticmethod
+    def _frame(
+        pulse_id: int, stamp: tuple[int, int], channel: ChannelSpec, value: memoryview
+    ) -> IncomingFrame:
+        detail = PcoInfo(stamp[0], stamp[1], channel.name)
         if channel.compression == "none":
-            return IncomingFrame(
-                message.pulse_id, value, channel.numpy_dtype, channel.image_shape, None, detail
-            )
+            return IncomingFrame(pulse_id, value, channel.numpy_dtype, channel.image_shape, None, detail)
         # decode_value_into leaves decompressed values in little-endian order
         little = channel.numpy_dtype.newbyteorder("<")
-        return IncomingFrame(message.pulse_id, value, little, channel.image_shape, channel, detail)
+        return IncomingFrame(pulse_id, value, little, channel.image_shape, channel, detail)
 
 
 class Array10Frames:
@@ -84,8 +127,18 @@ class Array10Frames:
     `source` as the name and no timestamp (array-1.0 has none).
     """
 
+    value_index = -1
+
     def __init__(self, with_pco_detail: bool) -> None:
         self._with_pco_detail = with_pco_detail
+
+    def decode_head(self, heads: Sequence[BufferLike]) -> IncomingFrame:
+        """Not used: array-1.0 values are taken with the whole message (value_index -1)."""
+        raise WireFormatError("array-1.0 frames are decoded whole", PARTS)
+
+    def check_rest(self, head: IncomingFrame, parts: Sequence[Sized]) -> None:
+        """Not used (value_index -1)."""
+        raise WireFormatError("array-1.0 frames are decoded whole", PARTS)
 
     def decode(self, parts: Sequence[BufferLike]) -> IncomingFrame:
         """Decode one array-1.0 message."""

@@ -13,6 +13,14 @@ With several connections (`sources`), a frame a whole reorder window ahead of op
 parked (module `parking`) and its connection listed in `parked_sources`, which the
 receive loop stops reading; `resume(now, idle)` lets parked frames in when their turn
 comes.
+
+A reader that can put a part where it is told (the ZMTP reader) asks `place(source,
+heads, nbytes, now)` once the parts before the value (`value_index`) are in: for an
+uncompressed frame of the config's type and shape whose turn it is, the frame is
+sequenced then and its slot marked "being written"; the answer is the slot, and the value
+is received straight into it (no second copy). `message(source, parts, now)` then checks
+the whole message and completes the slot (`abort` if the connection broke first). Any other
+frame (None from `place`) goes through `handle` once it is whole.
 """
 
 from __future__ import annotations
@@ -23,9 +31,10 @@ from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
 
 from stddaq_common.bus.metadata import Compression, Dtype, ImageMeta, Status, dtype_of
-from stddaq_common.ring.image_ring import RingResized, SlotBusy
+from stddaq_common.ring.image_ring import RingResized, SlotBusy, SlotWrite
 from stddaq_common.runtime.stats import Counter, Gauge, Stats
-from stddaq_common.wire.errors import KINDS, WireFormatError
+from stddaq_common.wire.byte_views import BufferLike
+from stddaq_common.wire.errors import KINDS, PARTS, WireFormatError
 from stddaq_receiver.decode_pool import DecodePool
 from stddaq_receiver.grayscale import FrameRejected
 from stddaq_receiver.inputs import FrameDecoder, IncomingFrame
@@ -45,6 +54,17 @@ _CLOSE_WAIT_S = 10.0
 """At close, longest wait for the decoder threads' last outcomes."""
 
 Publish = Callable[[ImageMeta], bool]
+
+
+@dataclass(slots=True)
+class Reservation:
+    """A frame sequenced when its headers arrived, its value going straight into its slot."""
+
+    frame: IncomingFrame
+    token: SlotWrite | None
+    """The slot being written; None when the frame was dropped or rejected on arrival (its
+    value is read and thrown away)."""
+    nbytes: int
 
 
 class _RateLimitedLog:
@@ -81,6 +101,8 @@ class ReceiverCounters:
     restarts: Counter
     orphaned_frames: Counter
     publish_dropped: Counter
+    protocol_errors: Counter
+    reconnects: Counter
     rejected: dict[str, Counter]
     reorder_waiting: Gauge
     last_published_id: Gauge
@@ -101,6 +123,8 @@ class ReceiverCounters:
             restarts=c("restarts", "sequences restarted because the id jumped back"),
             orphaned_frames=c("orphaned_frames", "frames dropped: window moved past them mid-write"),
             publish_dropped=c("publish_dropped", "metadata not sent: a subscriber queue was full"),
+            protocol_errors=c("protocol_errors", "camera connections dropped: the peer broke ZMTP"),
+            reconnects=c("reconnects", "camera connections lost and made again (zmtp reader)"),
             rejected={
                 reason: c(f"rejected_{reason}", f"frames rejected: {reason}")
                 for reason in REJECT_REASONS
@@ -134,6 +158,10 @@ class ReceiverPipeline:
         self._width = writer.width
         self._dtype_code: Dtype = dtype_of(writer.dtype)
         self._log = _RateLimitedLog()
+        self._reserved: dict[int, Reservation] = {}
+        """Per connection: the frame whose value is arriving straight into its slot."""
+        self.value_index = decoder.value_index
+        """Index of the part `place` is asked about (-1: never)."""
 
     @property
     def in_flight(self) -> int:
@@ -170,6 +198,96 @@ class ReceiverPipeline:
         if len(parking) and window.restarts_at(frame.image_id):
             self._let_in_all(now)  # the parked frames were sent before the restart
         self._accept(frame, now)
+
+    def place(self, source: int, heads: Sequence[BufferLike], nbytes: int, now: float) -> memoryview | None:
+        """Where the value part (`nbytes` long) of the message arriving on `source` goes: its
+        ring slot (the frame is sequenced now), or None (receive it anywhere and pass the
+        whole message to `message`). Never raises for bad input."""
+        try:
+            frame = self._decoder.decode_head(heads)
+        except WireFormatError:
+            return None  # `handle` rejects it with its reason once the message is whole
+        if frame.channel is not None:
+            return None
+        try:
+            plan = self._writer.plan(frame)
+        except FrameRejected:
+            return None
+        if not plan.is_copy or nbytes != plan.in_nbytes:
+            return None
+        parking = self._parking
+        window = self._window
+        image_id = frame.image_id
+        if parking.sources > 1 and window.beyond(image_id):
+            return None  # to be parked: `handle` does it with the whole message
+        if len(parking) and window.restarts_at(image_id):
+            self._let_in_all(now)
+        verdict = window.arrive(image_id, now)
+        if not verdict.accepted:
+            self._log.warning(
+                verdict.value, "dropped %s frame %d (next expected id %s)",
+                verdict.value, image_id, window.next_id,
+            )
+            self._reserved[source] = Reservation(frame, None, nbytes)
+            return None
+        if verdict is Arrival.RESTARTED:
+            log.warning("image id jumped back to %d: camera restart, starting a new sequence", image_id)
+        if window.has_released:
+            self._publish_released(now)
+        try:
+            token = self._start_write(image_id, now)
+        except Exception as error:
+            self._fail(image_id, error)
+            self._reserved[source] = Reservation(frame, None, nbytes)
+            return None
+        self._reserved[source] = Reservation(frame, token, nbytes)
+        return token.data[:nbytes]
+
+    def message(self, source: int, parts: Sequence[Sized], now: float) -> None:
+        """A whole message from `source` (its value where `place` said). Never raises for bad input."""
+        reservation = self._reserved.pop(source, None)
+        if reservation is None:
+            self.handle(parts, now, source)
+            return
+        counters = self._counters
+        counters.frames_received.value += 1
+        nbytes = 0
+        for part in parts:
+            nbytes += len(part)
+        counters.bytes_received.value += nbytes
+        token = reservation.token
+        if token is None:
+            return  # dropped or rejected when it arrived, and counted then
+        frame = reservation.frame
+        image_id = frame.image_id
+        try:
+            self._decoder.check_rest(frame, parts)
+            self._writer.ring.finish_write(token, reservation.nbytes)
+        except Exception as error:
+            self._writer.ring.abandon_write(token)
+            self._fail(image_id, error)
+            return
+        self._complete(frame, reservation.nbytes, now)
+
+    def abort(self, source: int, reason: str) -> None:
+        """The message arriving on `source` will never be whole (the connection broke):
+        a frame already sequenced is rejected (counted under `parts`) and its slot abandoned."""
+        reservation = self._reserved.pop(source, None)
+        if reservation is None or reservation.token is None:
+            return
+        self._writer.ring.abandon_write(reservation.token)
+        self._fail(reservation.frame.image_id, WireFormatError(reason, PARTS))
+
+    def _start_write(self, image_id: int, now: float) -> SlotWrite:
+        """Mark the image's slot "being written"; a slot still busy in a decoder thread is waited for once."""
+        ring = self._writer.ring
+        try:
+            return ring.start_write(image_id)
+        except SlotBusy:
+            pool = self._pool
+            while pool is not None and pool.in_flight:
+                self._take_outcomes(now, _OUTCOME_WAIT_S)
+            return ring.start_write(image_id)
 
     def resume(self, now: float, idle: bool) -> None:
         """Let in the parked frames whose turn has come, lowest id first; one that waited
@@ -240,6 +358,8 @@ class ReceiverPipeline:
     def close(self) -> None:
         """End of the stream: let in the parked frames, finish the decoder threads' frames,
         publish every image already written, count the gaps."""
+        for source in list(self._reserved):
+            self.abort(source, "the receiver stopped before the message was whole")
         self._let_in_all(time.monotonic())
         pool = self._pool
         if pool is not None:

@@ -1,11 +1,16 @@
 """The receiver service: wiring of sockets, pipeline, ring and metadata publisher.
 
     stddaq-receiver CONFIG STREAM_ADDRESS [-n CONNECTIONS] [-t pull|sub] [-f bsread|array-1.0]
+                    [--input-reader zmtp|zmq]
 
-Threading: one receive thread polls the N sockets, decodes the headers, writes
-uncompressed frames into their slots (one memcpy) and publishes in id order; ZeroMQ's own
-I/O thread moves the bytes off the network in parallel and pyzmq hands us the frames
-without copying. Compressed frames (bitshuffle/LZ4: ~1.4 ms of C per 2 MiB frame, with
+Input readers: `zmtp` (default for tcp:// PULL inputs) speaks ZeroMQ's wire protocol
+itself and receives each uncompressed image straight into its ring slot (one copy from the
+kernel); `zmq` (the default for ipc:// and SUB inputs, and the reference) uses libzmq: its
+I/O thread receives each message, then one memcpy puts the image into its slot.
+
+Threading: one receive thread polls the N connections, decodes the headers, writes
+uncompressed frames into their slots and publishes in id order. Compressed frames
+(bitshuffle/LZ4: ~1.4 ms of C per 2 MiB frame, with
 the GIL released) are decompressed straight into their slots by `--decode-threads`
 decoder threads (default 2), each writing its own slot (ring.start_write tokens); 0
 decompresses in the receive thread.
@@ -17,6 +22,8 @@ import argparse
 import logging
 import threading
 import time
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from stddaq_common.bus.metadata import ImageMeta
 from stddaq_common.bus.metadata_stream import MetadataPublisher
@@ -33,6 +40,7 @@ from stddaq_receiver.malloc_tuning import keep_message_buffers
 from stddaq_receiver.pipeline import ReceiverCounters, ReceiverPipeline
 from stddaq_receiver.reorder import ReorderWindow
 from stddaq_receiver.slot_writer import SlotWriter
+from stddaq_receiver.zmtp_inputs import ZmtpInputError, ZmtpInputs
 
 log = logging.getLogger("stddaq.receiver")
 
@@ -49,6 +57,9 @@ POLL_TIMEOUT_MS = 20
 """Longest the loop sleeps without looking at the reorder window and the stats."""
 PUBLISH_GRACE_S = 0.2
 """At exit, time given to the last metadata messages to reach the subscribers."""
+INPUT_READERS = ("zmtp", "zmq")
+MIN_PART_LIMIT = 64 * 1024 * 1024
+"""The zmtp reader refuses message parts above max(4 slots, this)."""
 TICK_S = 0.05
 """How often the reorder timeouts, the counters and the stats are looked at."""
 
@@ -77,9 +88,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"before they are counted missing (default {DEFAULT_REORDER_TIMEOUT_S})")
     parser.add_argument("--rcvhwm", type=_positive_int, default=DEFAULT_RCVHWM, metavar="MESSAGES",
                         help=f"receive queue per connection (default {DEFAULT_RCVHWM})")
+    parser.add_argument("--input-reader", choices=INPUT_READERS, default=None,
+                        help="zmtp: the receiver's own ZeroMQ wire-protocol reader, images straight "
+                        "into their slots (default for tcp:// with -t pull); zmq: libzmq (default "
+                        "otherwise; -t sub always uses it)")
     parser.add_argument("--decode-threads", type=_non_negative_int, default=DEFAULT_DECODE_THREADS,
                         metavar="N", help="threads decompressing compressed frames into the ring "
                         f"(default {DEFAULT_DECODE_THREADS}; 0: the receive thread does it)")
+
+
+class Inputs(Protocol):
+    """What the receive loop needs from its input connections (InputSockets or ZmtpInputs)."""
+
+    def ready(self, timeout_ms: int) -> Sequence[Any]:
+        """Connections with something to receive, waiting up to `timeout_ms`."""
+
+    def receive(self, ready: Any, now: float, sink: ReceiverPipeline) -> None:
+        """Hand what the ready connections have to the pipeline."""
+
+    def pause(self, indices: frozenset[int]) -> None:
+        """Do not read the connections in `indices`."""
+
+    def close(self) -> None:
+        """Close every connection."""
 
 
 class ReceiverService:
@@ -87,7 +118,7 @@ class ReceiverService:
 
     def __init__(
         self,
-        sockets: InputSockets,
+        sockets: Inputs,
         pipeline: ReceiverPipeline,
         ring: ImageRing,
         publisher: MetadataPublisher,
@@ -110,8 +141,8 @@ class ReceiverService:
         while not stop.is_set():
             ready = sockets.ready(timeout_ms)
             now = clock()
-            for source, parts in sockets.one_from_each(ready):
-                pipeline.handle(parts, now, source)
+            if ready:
+                sockets.receive(ready, now, pipeline)
             if pipeline.in_flight:
                 pipeline.collect(now)
             parked = pipeline.parked_sources
@@ -151,6 +182,17 @@ def _connections(args: argparse.Namespace) -> int:
     return int(args.connections or DEFAULT_CONNECTIONS)
 
 
+def input_reader(args: argparse.Namespace) -> str:
+    """The reader for these arguments: --input-reader, else zmtp for tcp:// PULL inputs."""
+    if args.socket_type == "sub":
+        if args.input_reader == "zmtp":
+            raise StartupError("--input-reader zmtp reads PULL connections only; -t sub uses zmq")
+        return "zmq"
+    if args.input_reader is not None:
+        return str(args.input_reader)
+    return "zmtp" if args.stream_address.startswith("tcp://") else "zmq"
+
+
 def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> ReceiverService:
     """Create the ring, the publisher and the sockets for `config` (run_service's build)."""
     if config.detector_type not in CAMERA_TYPES:
@@ -159,6 +201,7 @@ def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> Receiver
             f"not detector_type {config.detector_type!r}"
         )
     connections = _connections(args)
+    reader = input_reader(args)
     height, width = config.image_pixel_height, config.image_pixel_width
     dtype = image_dtype(config)
     counters = ReceiverCounters.register(stats)
@@ -175,7 +218,18 @@ def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> Receiver
         ring.close()
         raise
     try:
-        sockets = InputSockets(args.stream_address, connections, args.socket_type, rcvhwm=args.rcvhwm)
+        sockets: Inputs
+        if reader == "zmtp":
+            sockets = ZmtpInputs(args.stream_address, connections,
+                                 max_part_bytes=max(4 * ring.geometry.slot_bytes, MIN_PART_LIMIT),
+                                 protocol_errors=counters.protocol_errors,
+                                 reconnects=counters.reconnects)
+        else:
+            sockets = InputSockets(args.stream_address, connections, args.socket_type, rcvhwm=args.rcvhwm)
+    except ZmtpInputError as error:
+        publisher.close()
+        ring.close()
+        raise StartupError(str(error)) from None
     except BaseException:
         publisher.close()
         ring.close()
@@ -185,9 +239,9 @@ def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> Receiver
     pipeline = ReceiverPipeline(decoder, SlotWriter(ring, height, width, dtype), window,
                                 publisher.publish, counters, pool, sources=connections)
     log.info(
-        "receiving %s from %s over %d %s connection(s) into %s (%d slots of %d bytes), "
+        "receiving %s from %s over %d %s connection(s) (%s reader) into %s (%d slots of %d bytes), "
         "metadata on %s",
-        args.input_format, args.stream_address, connections, args.socket_type, ring.name,
+        args.input_format, args.stream_address, connections, args.socket_type, reader, ring.name,
         ring.geometry.n_slots, ring.geometry.slot_bytes, publisher.address,
     )
     return ReceiverService(sockets, pipeline, ring, publisher, stats)

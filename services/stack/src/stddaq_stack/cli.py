@@ -44,6 +44,8 @@ def register_up(commands: _Subparsers) -> None:
     )
     up.add_argument("-n", "--connections", type=int, default=4, help="receiver connections (default 4)")
     up.add_argument("--input-format", choices=("bsread", "array-1.0"), default="bsread")
+    up.add_argument("--input-reader", choices=("zmtp", "zmq"), default=None,
+                    help="the receiver's --input-reader (default: the receiver's, zmtp for tcp)")
     up.add_argument("--rest-port", type=int, default=5000)
     up.add_argument("--ws-port", type=int, default=8080)
     up.add_argument("--bind-addr", default="127.0.0.1")
@@ -102,6 +104,7 @@ def options_from(args: argparse.Namespace) -> StackOptions:
         camera_address=address,
         connections=args.connections,
         input_format=args.input_format,
+        input_reader=args.input_reader,
         rest_port=args.rest_port,
         ws_port=args.ws_port,
         bind_addr=args.bind_addr,

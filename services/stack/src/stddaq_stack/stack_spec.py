@@ -47,6 +47,8 @@ class StackOptions:
     camera_address: str = "tcp://127.0.0.1:9990"
     connections: int = 4
     input_format: str = "bsread"
+    input_reader: str | None = None
+    """The receiver's --input-reader (None: its default)."""
     rest_port: int = 5000
     ws_port: int = 8080
     bind_addr: str = "127.0.0.1"
@@ -137,6 +139,7 @@ def stack_specs(config_path: str, config: DaqConfig, options: StackOptions) -> l
                 "-f",
                 options.input_format,
                 *_metrics_args(options, RECEIVER_METRICS_OFFSET),
+                *(("--input-reader", options.input_reader) if options.input_reader else ()),
             ],
         )
     ]

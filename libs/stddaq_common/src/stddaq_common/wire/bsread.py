@@ -48,6 +48,7 @@ __all__ = [
     "MAIN_HTYPE",
     "BsreadDecoder",
     "BsreadEncoder",
+    "BsreadHeaders",
     "BsreadMessage",
     "ChannelSpec",
     "bsread_type_of",
@@ -81,6 +82,16 @@ class BsreadMessage:
     timestamps: list[tuple[int, int] | None]
     header_changed: bool = False
     """True when this message's data header differs from the previous message's."""
+
+
+@dataclass(frozen=True, slots=True)
+class BsreadHeaders:
+    """A message's main and data header (`BsreadDecoder.decode_headers`)."""
+
+    pulse_id: int
+    global_timestamp: tuple[int, int]
+    hash: str
+    channels: tuple[ChannelSpec, ...]
 
 
 @dataclass(slots=True)
@@ -204,8 +215,7 @@ class BsreadDecoder:
             raise WireFormatError(
                 f"BSREAD message has {len(parts)} part(s), needs at least the two headers", PARTS
             )
-        main = _parse_main_header(byte_view(parts[0], "main header"))
-        channels = self._channels(main, byte_view(parts[1], "data header"))
+        main, channels = self._headers(parts[0], parts[1])
         expected = 2 + 2 * len(channels)
         if len(parts) != expected:
             raise WireFormatError(
@@ -225,6 +235,19 @@ class BsreadDecoder:
         return BsreadMessage(
             main.pulse_id, main.global_timestamp, main.hash, channels, values, timestamps, changed
         )
+
+    def decode_headers(self, main_part: BufferLike, data_header_part: BufferLike) -> BsreadHeaders:
+        """The two headers alone (before the value parts have arrived): pulse id, global
+        timestamp, hash and channels; WireFormatError if either is malformed. Does not
+        change what `decode` reports as `header_changed`."""
+        main, channels = self._headers(main_part, data_header_part)
+        return BsreadHeaders(main.pulse_id, main.global_timestamp, main.hash, channels)
+
+    def _headers(
+        self, main_part: BufferLike, data_header_part: BufferLike
+    ) -> tuple[_MainHeader, tuple[ChannelSpec, ...]]:
+        main = _parse_main_header(byte_view(main_part, "main header"))
+        return main, self._channels(main, byte_view(data_header_part, "data header"))
 
     def _channels(self, main: _MainHeader, view: memoryview) -> tuple[ChannelSpec, ...]:
         key = (main.hash, main.dh_compression)

@@ -1,0 +1,576 @@
+"""The receiver's own ZMTP reader: N PULL connections to the camera's PUSH, without libzmq.
+
+libzmq cannot receive into a caller's buffer: a frame is copied kernel -> message -> slot.
+This reader speaks ZeroMQ's wire protocol itself (framing in stddaq_common.wire.zmtp) over
+N plain TCP (or Unix) sockets and asks the sink where the image value goes
+(`sink.place`): the value is received with `recv_into` straight into its ring slot, once.
+The small parts (headers, timestamps) are read in batches into a per-connection buffer and
+copied out as bytes; other large parts go into their own buffer.
+
+Per round, each ready connection delivers at most one whole message (as the libzmq path
+takes one message per socket per round). A paused connection is not read at all, so its
+TCP window closes and the camera's PUSH deals to the others, as with a full RCVHWM.
+
+Faults: a peer that breaks the protocol (bad greeting, flags, a command where none may be,
+a part over the size limit) is counted in `protocol_errors`, logged with the peer and what
+was wrong, and its connection dropped; every dropped or refused connection is attempted
+again after a back-off (100 ms, doubling up to 1 s until a message has arrived, like
+libzmq's reconnect interval with a maximum), and counted in `reconnects` once it was up.
+PING (ZMTP 3.1) is answered with PONG; other commands are ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import select
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import ParamSpec, Protocol, TypeVar
+
+import numpy as np
+
+from stddaq_common.runtime.stats import Counter
+from stddaq_common.wire import zmtp
+from stddaq_common.wire.byte_views import BufferLike
+
+log = logging.getLogger("stddaq.receiver")
+
+BUFFER_BYTES = 512 * 1024
+"""Per-connection buffer for the small parts (and commands)."""
+SMALL_PART_MAX = 64 * 1024
+"""Parts up to this size (other than the value) are copied out of the buffer as bytes."""
+AFTER_LARGE_READ = 4096
+"""Read size after a message with a large value: enough for the next message's headers,
+little of its value (which then lands in its slot directly)."""
+LARGE_VALUE = 256 * 1024
+MAX_PARTS = 4096
+"""Most parts a message may have."""
+MAX_COMMAND_BYTES = 64 * 1024
+LOWAT_MAX = 8 * 1024 * 1024
+"""Largest receive low-water mark set while a large part arrives."""
+RECONNECT_MIN_S = 0.1
+RECONNECT_MAX_S = 1.0
+HANDSHAKE_TIMEOUT_S = 30.0
+"""A peer that has not finished its greeting and READY by then is dropped (libzmq: 30 s)."""
+OWN_TYPE = "PULL"
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+Part = bytes | memoryview
+
+_DOWN, _CONNECTING, _GREETING, _HANDSHAKE, _TRAFFIC = range(5)
+_POLL_IN = select.POLLIN | select.POLLERR | select.POLLHUP
+_POLL_OUT = select.POLLOUT | select.POLLERR | select.POLLHUP
+
+
+class MessageSink(Protocol):
+    """Where messages go (the receiver pipeline)."""
+
+    value_index: int
+    """Index of the part `place` is asked about (-1: never)."""
+
+    def place(self, source: int, heads: Sequence[BufferLike], nbytes: int, now: float) -> memoryview | None:
+        """Writable buffer of exactly `nbytes` for the value part, or None."""
+
+    def message(self, source: int, parts: Sequence[Part], now: float) -> None:
+        """A whole message."""
+
+    def abort(self, source: int, reason: str) -> None:
+        """The message begun on `source` will never be whole."""
+
+
+class ZmtpInputError(Exception):
+    """The address cannot be read with the ZMTP reader."""
+
+
+class _Broken(Exception):
+    """The connection must be dropped (peer closed, or protocol error when `malformed`)."""
+
+    def __init__(self, reason: str, malformed: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.malformed = malformed
+
+
+def parse_address(address: str) -> tuple[int, str | tuple[str, int]]:
+    """(address family, socket address) of a tcp://host:port or ipc://path address."""
+    if address.startswith("ipc://"):
+        return socket.AF_UNIX, address[len("ipc://") :]
+    if not address.startswith("tcp://"):
+        raise ZmtpInputError(f"the zmtp reader takes tcp:// or ipc:// addresses, not {address!r}")
+    rest = address[len("tcp://") :]
+    host, sep, port_text = rest.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ZmtpInputError(f"address {address!r} has no port (tcp://host:port)")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, int(port_text), type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise ZmtpInputError(f"cannot resolve {address!r}: {error}") from None
+    family, _, _, _, sockaddr = infos[0]
+    return family, (str(sockaddr[0]), int(sockaddr[1]))
+
+
+class _Connection:
+    """One connection's socket, protocol state and buffer."""
+
+    def __init__(self, index: int, address: str) -> None:
+        self.index = index
+        self.address = address
+        self.sock: socket.socket | None = None
+        self.state = _DOWN
+        self.peer = "?"
+        self.buffer = bytearray(BUFFER_BYTES)
+        self.view = memoryview(self.buffer)
+        self.start = 0
+        self.end = 0
+        self.read_size = BUFFER_BYTES
+        self.parts: list[Part] = []
+        self.body: memoryview | None = None
+        """Destination of the large part being received, and how much of it is in."""
+        self.filled = 0
+        self.body_more = False
+        self.out = b""
+        self.peer_minor = 0
+        self.next_attempt = 0.0
+        self.backoff = RECONNECT_MIN_S
+        self.deadline = 0.0
+        self.was_up = False
+        self.waiting = False
+        self.lowat = 1
+        """The socket's SO_RCVLOWAT (octets that make it readable)."""
+        """True when the buffer holds no whole frame and the socket had nothing more."""
+
+    def describe(self) -> str:
+        return f"connection {self.index} to {self.address} (peer {self.peer})"
+
+
+class ZmtpInputs:
+    """N ZMTP PULL connections to one PUSH address; the interface of InputSockets."""
+
+    def __init__(
+        self,
+        address: str,
+        connections: int,
+        *,
+        max_part_bytes: int,
+        protocol_errors: Counter | None = None,
+        reconnects: Counter | None = None,
+    ) -> None:
+        if connections < 1:
+            raise ValueError(f"connections must be >= 1, got {connections}")
+        self.address = address
+        self._family, self._sockaddr = parse_address(address)
+        self._max_part = max_part_bytes
+        self._protocol_errors = protocol_errors or Counter("protocol_errors", "")
+        self._reconnects = reconnects or Counter("reconnects", "")
+        self._conns = [_Connection(index, address) for index in range(connections)]
+        self._by_fd: dict[int, _Connection] = {}
+        self._poller = select.poll()
+        self._paused: frozenset[int] = frozenset()
+        self._greeting = zmtp.greeting(1) + zmtp.encode_ready(OWN_TYPE)
+        now = time.monotonic()
+        for conn in self._conns:
+            self._connect(conn, now)
+
+    @property
+    def connections(self) -> int:
+        """Number of connections."""
+        return len(self._conns)
+
+    @property
+    def connected(self) -> int:
+        """Connections past the handshake (messages can flow)."""
+        return sum(conn.state == _TRAFFIC for conn in self._conns)
+
+    # ---------------------------------------------------------------- polling
+
+    def ready(self, timeout_ms: int) -> list[int]:
+        """Indices of the connections (not paused) with something to do, waiting up to `timeout_ms`."""
+        now = time.monotonic()
+        paused = self._paused
+        due: list[int] = []
+        wake = now + timeout_ms / 1000
+        for conn in self._conns:
+            if conn.state == _DOWN:
+                if now >= conn.next_attempt:
+                    self._connect(conn, now)
+                else:
+                    wake = min(wake, conn.next_attempt)
+            elif conn.state != _CONNECTING and conn.state != _TRAFFIC and now >= conn.deadline:
+                self._drop(conn, f"no ZMTP handshake within {HANDSHAKE_TIMEOUT_S:.0f} s", True, now)
+            elif (
+                conn.state == _TRAFFIC and not conn.waiting and conn.body is None
+                and conn.end > conn.start and conn.index not in paused
+            ):
+                due.append(conn.index)  # a message may be whole in its buffer
+        wait_ms = 0 if due else max(0, int((wake - now) * 1000 + 0.999))
+        events = self._poller.poll(wait_ms)
+        by_fd = self._by_fd
+        for fd, event in events:
+            polled = by_fd.get(fd)
+            if polled is None:
+                continue
+            conn = polled
+            if conn.state == _CONNECTING:
+                self._connected(conn, time.monotonic())
+                continue
+            if event & select.POLLOUT and conn.out:
+                self._flush(conn)
+            if event & _POLL_IN and conn.index not in due:
+                due.append(conn.index)
+        return due
+
+    def pause(self, indices: frozenset[int]) -> None:
+        """Read only the connections whose index is not in `indices`."""
+        if indices == self._paused:
+            return
+        self._paused = indices
+        for conn in self._conns:
+            self._register(conn)
+
+    def receive(self, ready: list[int], now: float, sink: MessageSink) -> None:
+        """Let each ready connection deliver at most one whole message (or handshake, or
+        part of a large value) to `sink`."""
+        conns = self._conns
+        for index in ready:
+            conn = conns[index]
+            if conn.sock is None:
+                continue
+            try:
+                if conn.state == _TRAFFIC:
+                    self._traffic(conn, sink, now)
+                else:
+                    self._handshake(conn, now)
+            except _Broken as broken:
+                if conn.parts or conn.body is not None:
+                    sink.abort(index, f"{conn.describe()} broke mid-message: {broken.reason}")
+                self._drop(conn, broken.reason, broken.malformed, now)
+
+    def close(self) -> None:
+        """Close every connection. Safe to call twice."""
+        for conn in self._conns:
+            self._close_socket(conn)
+            conn.state = _DOWN
+
+    # ---------------------------------------------------------------- connection life
+
+    def _register(self, conn: _Connection) -> None:
+        sock = conn.sock
+        if sock is None:
+            return
+        fd = sock.fileno()
+        mask = 0
+        if conn.state == _CONNECTING or conn.out:
+            mask |= _POLL_OUT
+        if conn.state != _CONNECTING and conn.index not in self._paused:
+            mask |= _POLL_IN
+        if mask:
+            self._poller.register(fd, mask)  # register() also modifies
+        else:
+            with contextlib.suppress(KeyError):
+                self._poller.unregister(fd)
+
+    def _connect(self, conn: _Connection, now: float) -> None:
+        sock = socket.socket(self._family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        if self._family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        code = sock.connect_ex(self._sockaddr)
+        if code not in (0, errno.EINPROGRESS, errno.EAGAIN):
+            sock.close()
+            self._retry_later(conn, now)
+            return
+        conn.sock = sock
+        conn.lowat = 1
+        conn.state = _CONNECTING
+        conn.deadline = now + HANDSHAKE_TIMEOUT_S
+        self._by_fd[sock.fileno()] = conn
+        self._register(conn)
+
+    def _connected(self, conn: _Connection, now: float) -> None:
+        sock = conn.sock
+        assert sock is not None
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            self._close_socket(conn)
+            self._retry_later(conn, now)
+            return
+        try:
+            name = sock.getpeername()
+            conn.peer = f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name or self.address)
+        except OSError:
+            conn.peer = "?"
+        conn.state = _GREETING
+        conn.start = conn.end = 0
+        conn.read_size = BUFFER_BYTES
+        conn.out = self._greeting
+        self._flush(conn)
+        self._register(conn)
+
+    def _retry_later(self, conn: _Connection, now: float) -> None:
+        conn.state = _DOWN
+        conn.next_attempt = now + conn.backoff
+        conn.backoff = min(conn.backoff * 2, RECONNECT_MAX_S)
+
+    def _close_socket(self, conn: _Connection) -> None:
+        sock = conn.sock
+        if sock is None:
+            return
+        fd = sock.fileno()
+        self._by_fd.pop(fd, None)
+        with contextlib.suppress(KeyError):
+            self._poller.unregister(fd)
+        sock.close()
+        conn.sock = None
+        conn.parts = []
+        conn.body = None
+        conn.out = b""
+
+    def _drop(self, conn: _Connection, reason: str, malformed: bool, now: float) -> None:
+        if malformed:
+            self._protocol_errors.value += 1
+            log.warning("%s: %s; dropping the connection and connecting again", conn.describe(), reason)
+        else:
+            log.info("%s: %s; connecting again", conn.describe(), reason)
+        if conn.was_up:
+            self._reconnects.value += 1
+        conn.was_up = False
+        self._close_socket(conn)
+        self._retry_later(conn, now)
+
+    def _flush(self, conn: _Connection) -> None:
+        sock = conn.sock
+        if sock is None or not conn.out:
+            return
+        try:
+            sent = sock.send(conn.out)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return  # the next read finds the connection broken
+        conn.out = conn.out[sent:]
+        self._register(conn)
+
+    # ---------------------------------------------------------------- reading
+
+    def _fill(self, conn: _Connection, need: int) -> bool:
+        """Read once into the buffer (making room for `need` octets); False if nothing came now
+        (the connection then waits for the poller)."""
+        if conn.start == conn.end:
+            conn.start = conn.end = 0
+        elif BUFFER_BYTES - conn.end < max(need, AFTER_LARGE_READ):
+            remaining = conn.end - conn.start
+            conn.view[:remaining] = conn.view[conn.start : conn.end]
+            conn.start, conn.end = 0, remaining
+        room = min(BUFFER_BYTES - conn.end, max(conn.read_size, need))
+        assert conn.sock is not None
+        try:
+            got = conn.sock.recv_into(conn.view[conn.end : conn.end + room])
+        except (BlockingIOError, InterruptedError):
+            conn.waiting = True
+            return False
+        except OSError as error:
+            raise _Broken(f"connection lost: {error.strerror or error}", False) from None
+        if got == 0:
+            raise _Broken("the peer closed the connection", False)
+        conn.end += got
+        conn.waiting = False
+        return True
+
+    def _handshake(self, conn: _Connection, now: float) -> None:
+        """Greeting, then the peer's READY (commands before it are protocol errors)."""
+        while True:
+            if conn.state == _GREETING:
+                start = conn.start
+                if conn.end - start < zmtp.GREETING_BYTES:
+                    if conn.end - start >= zmtp.SIGNATURE_BYTES:
+                        self._check(zmtp.check_signature, conn.view[start : conn.end])
+                    if not self._fill(conn, zmtp.GREETING_BYTES):
+                        return
+                    continue
+                greeting = self._check(zmtp.parse_greeting, conn.view[start : start + zmtp.GREETING_BYTES])
+                if greeting.mechanism != zmtp.NULL_MECHANISM:
+                    raise _Broken(f"peer uses the {greeting.mechanism} security mechanism, not NULL", True)
+                conn.peer_minor = greeting.minor if greeting.major == 3 else 1
+                conn.start += zmtp.GREETING_BYTES
+                conn.state = _HANDSHAKE
+            frame = self._buffered_frame(conn, MAX_COMMAND_BYTES)
+            if frame is None:
+                if not self._fill(conn, 0):
+                    return
+                continue
+            flags, body = frame
+            if not flags & zmtp.COMMAND:
+                raise _Broken("peer sent a message before its READY command", True)
+            name, data = self._check(zmtp.parse_command, body)
+            if name == "ERROR":
+                raise _Broken(f"peer refused the connection: ERROR {zmtp.parse_error(data)!r}", True)
+            if name != "READY":
+                raise _Broken(f"peer sent {name} before READY (NULL mechanism handshake)", True)
+            properties = self._check(zmtp.parse_properties, data)
+            self._check(zmtp.peer_socket_type, properties, OWN_TYPE)
+            conn.state = _TRAFFIC
+            conn.was_up = True
+            log.info("%s: ZMTP 3.%d peer ready", conn.describe(), conn.peer_minor)
+            return
+
+    def _buffered_frame(self, conn: _Connection, limit: int) -> tuple[int, memoryview] | None:
+        """The next whole frame in the buffer (flags, body view), consuming it; None if not all in."""
+        header = self._check(zmtp.parse_frame_header, conn.view, conn.start, conn.end)
+        if header is None:
+            return None
+        flags, size, header_bytes = header
+        if size > limit:
+            raise _Broken(f"frame of {size} octets where at most {limit} are allowed", True)
+        begin = conn.start + header_bytes
+        if conn.end - begin < size:
+            return None
+        conn.start = begin + size
+        return flags, conn.view[begin : begin + size]
+
+    def _traffic(self, conn: _Connection, sink: MessageSink, now: float) -> None:
+        """Deliver at most one whole message of this connection to the sink."""
+        view = conn.view
+        parse_header = zmtp.parse_frame_header
+        value_index = sink.value_index
+        while True:
+            body = conn.body
+            if body is not None:  # a large part: straight into its destination
+                if not self._receive_body(conn, body):
+                    return
+                conn.parts.append(body)
+                conn.body = None
+                if not conn.body_more:
+                    self._deliver(conn, sink, now)
+                    return
+                continue
+            try:
+                header = parse_header(view, conn.start, conn.end)
+            except zmtp.ZmtpError as error:
+                raise _Broken(error.reason, True) from None
+            if header is None:
+                if not self._fill(conn, zmtp.LONG_HEADER_BYTES):
+                    return
+                continue
+            flags, size, header_bytes = header
+            begin = conn.start + header_bytes
+            if flags & zmtp.COMMAND:
+                if size > MAX_COMMAND_BYTES:
+                    raise _Broken(f"command frame of {size} octets (at most {MAX_COMMAND_BYTES})", True)
+                if conn.end - begin < size:
+                    if not self._fill(conn, header_bytes + size):
+                        return
+                    continue
+                conn.start = begin + size
+                self._command(conn, view[begin : begin + size])
+                continue
+            parts = conn.parts
+            index = len(parts)
+            more = bool(flags & zmtp.MORE)
+            if index == value_index or size > SMALL_PART_MAX:
+                if size > self._max_part:
+                    raise _Broken(f"message part of {size} octets (at most {self._max_part})", True)
+                destination = sink.place(conn.index, parts, size, now) if index == value_index else None
+                if destination is None:
+                    destination = np.empty(size, np.uint8).data
+                have = min(conn.end - begin, size)
+                if have:
+                    destination[:have] = view[begin : begin + have]
+                conn.start = begin + have
+                conn.read_size = AFTER_LARGE_READ if size >= LARGE_VALUE else BUFFER_BYTES
+                if have < size:
+                    conn.body, conn.filled, conn.body_more = destination, have, more
+                    continue
+                parts.append(destination)
+            else:
+                if conn.end - begin < size:
+                    if not self._fill(conn, header_bytes + size):
+                        return
+                    continue
+                parts.append(bytes(view[begin : begin + size]))
+                conn.start = begin + size
+            if not more:
+                self._deliver(conn, sink, now)
+                return
+            if len(parts) >= MAX_PARTS:
+                raise _Broken(f"message of more than {MAX_PARTS} parts", True)
+
+    def _receive_body(self, conn: _Connection, body: memoryview) -> bool:
+        """Receive the rest of a large part where it goes; True when it is complete.
+
+        One scatter read takes the rest of the part into its destination and the octets
+        after it (the next parts' headers) into the buffer. While a part is incomplete the
+        socket's receive low-water mark is the rest (at most LOWAT_MAX): the poller wakes
+        the loop only when that much is in, so a 2 MiB value takes one or two reads.
+        """
+        sock = conn.sock
+        assert sock is not None
+        size = len(body)
+        filled = conn.filled
+        if conn.start == conn.end:
+            conn.start = conn.end = 0
+        end = conn.end
+        tail = min(AFTER_LARGE_READ, BUFFER_BYTES - end)
+        try:  # the rest of the part into its place, what follows it into the buffer
+            got = sock.recvmsg_into((body[filled:], conn.view[end : end + tail]))[0]
+        except (BlockingIOError, InterruptedError):
+            got = -1
+        except OSError as error:
+            raise _Broken(f"connection lost: {error.strerror or error}", False) from None
+        if got == 0:
+            raise _Broken("the peer closed the connection", False)
+        if got > 0:
+            rest = size - filled
+            if got > rest:
+                conn.end = end + got - rest
+                conn.waiting = False
+                got = rest
+            filled += got
+            conn.filled = filled
+        if filled == size:
+            if conn.lowat != 1:
+                self._set_lowat(conn, 1)
+            return True
+        lowat = min(size - filled, LOWAT_MAX)
+        if lowat != conn.lowat:
+            self._set_lowat(conn, lowat)
+        return False
+
+    @staticmethod
+    def _set_lowat(conn: _Connection, lowat: int) -> None:
+        assert conn.sock is not None
+        try:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
+        except OSError:
+            return  # then the poller wakes for every segment: slower, still right
+        conn.lowat = lowat
+
+    def _deliver(self, conn: _Connection, sink: MessageSink, now: float) -> None:
+        parts = conn.parts
+        conn.parts = []
+        conn.backoff = RECONNECT_MIN_S  # a peer that delivers is a good one: reconnect soon
+        sink.message(conn.index, parts, now)
+
+    def _command(self, conn: _Connection, body: memoryview) -> None:
+        name, data = self._check(zmtp.parse_command, body)
+        if name == "PING":
+            if conn.peer_minor >= 1:
+                _ttl, context = self._check(zmtp.parse_ping, data)
+                conn.out += zmtp.encode_pong(context)
+                self._flush(conn)
+        elif name == "ERROR":
+            raise _Broken(f"peer sent ERROR {zmtp.parse_error(data)!r}", True)
+        else:
+            log.debug("%s: ignoring the %s command", conn.describe(), name)
+
+    @staticmethod
+    def _check(function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Call a zmtp parser; its ZmtpError becomes a malformed-peer _Broken."""
+        try:
+            return function(*args, **kwargs)
+        except zmtp.ZmtpError as error:
+            raise _Broken(error.reason, True) from None
