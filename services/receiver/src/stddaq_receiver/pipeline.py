@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from stddaq_common.bus.metadata import Compression, Dtype, ImageMeta, Status, dtype_of
 from stddaq_common.ring.image_ring import RingResized, SlotBusy
+from stddaq_common.runtime.rate_limited_log import RateLimitedLog
 from stddaq_common.runtime.stats import Counter, Gauge, Stats
 from stddaq_common.wire.errors import KINDS, WireFormatError
 from stddaq_receiver.decode_pool import DecodePool
@@ -45,25 +46,6 @@ _CLOSE_WAIT_S = 10.0
 """At close, longest wait for the decoder threads' last outcomes."""
 
 Publish = Callable[[ImageMeta], bool]
-
-
-class _RateLimitedLog:
-    """Logs one warning per key at most every interval, saying how many were not logged."""
-
-    def __init__(self, interval_s: float = _LOG_INTERVAL_S) -> None:
-        self._interval_s = interval_s
-        self._next: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warning(self, key: str, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now < self._next.get(key, 0.0):
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        skipped = self._suppressed.pop(key, 0)
-        suffix = f" ({skipped} more like this since the last report)" if skipped else ""
-        log.warning(message + suffix, *args)
-        self._next[key] = now + self._interval_s
 
 
 @dataclass(slots=True)
@@ -133,7 +115,7 @@ class ReceiverPipeline:
         self._height = writer.height
         self._width = writer.width
         self._dtype_code: Dtype = dtype_of(writer.dtype)
-        self._log = _RateLimitedLog()
+        self._log = RateLimitedLog(log, _LOG_INTERVAL_S)
 
     @property
     def in_flight(self) -> int:
