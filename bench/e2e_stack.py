@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,8 @@ from typing import Any, TextIO
 
 from bench.bench_receiver import SINK_MALLOC_ENV
 from stddaq_common.config.model import DaqConfig, load_config
+from stddaq_common.testing.configs import write_pco_config
+from stddaq_common.testing.processes import free_port, wait_until
 from stddaq_stack.child import Child, ProcessSpec
 from stddaq_stack.leftovers import remove_leftovers
 from stddaq_stack.proc_stats import cpu_seconds
@@ -69,24 +70,13 @@ print(json.dumps({"received": received, "checked": checked, "bad": bad, "backwar
 """
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def write_config(workdir: Path, detector: str, writers: int, live_address: str) -> Path:
     """The DAQ config of the benchmark's detector (2 MiB frames, forward live stream)."""
-    path = workdir / "daq.json"
-    path.write_text(json.dumps({
-        "detector_name": detector, "detector_type": "pco", "n_modules": 1, "bit_depth": 16,
-        "image_pixel_height": 1024, "image_pixel_width": 1024, "start_udp_port": 0,
-        "module_positions": {}, "number_of_writers": writers, "ipc_dir": str(workdir / "ipc"),
-        "stats_collection_period": 60, "log_level": "warning",
-        "live_stream_configs": {live_address: {"type": "forward"}},
-    }))
-    return path
+    return write_pco_config(
+        workdir / "daq.json", detector, 1024, 1024, number_of_writers=writers,
+        ipc_dir=str(workdir / "ipc"), stats_collection_period=60, log_level="warning",
+        live_stream_configs={live_address: {"type": "forward"}},
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,11 +165,12 @@ class BenchStack:
             thread.join()
         if errors:
             raise errors[0]
-        deadline = time.monotonic() + WRITERS_ALIVE_TIMEOUT_S
-        while not all(w["alive"] for w in self.client.status()["writers"]):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the driver does not hear from every writer")
-            time.sleep(0.2)
+        wait_until(
+            "the driver hearing from every writer",
+            lambda: all(w["alive"] for w in self.client.status()["writers"]),
+            WRITERS_ALIVE_TIMEOUT_S,
+            every=0.2,
+        )
 
     def live_on(self, check_every: int) -> None:
         """Start the live stream (forward mode) and a viewer process reading it."""

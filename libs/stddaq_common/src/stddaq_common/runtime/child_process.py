@@ -71,6 +71,7 @@ class ChildProcess:
         self._ready = threading.Event()
         self._ended = threading.Event()
         self._pump: threading.Thread | None = None
+        self._started = False
 
     # --- starting and reading ---
 
@@ -86,7 +87,8 @@ class ChildProcess:
         if self._stderr == MERGE:
             stderr = subprocess.STDOUT
         elif self._stderr is not None:
-            stderr_file = open(self._stderr, "ab")  # noqa: SIM115 (the child holds its own copy)
+            mode = "ab" if self._started else "wb"  # a restart appends to the first run's file
+            stderr_file = open(self._stderr, mode)  # noqa: SIM115 (the child holds its own copy)
             stderr = stderr_file
         try:
             self._process = subprocess.Popen(
@@ -105,6 +107,7 @@ class ChildProcess:
             if stderr_file is not None:
                 stderr_file.close()
         self.started_at = time.monotonic()
+        self._started = True
         self._pump = threading.Thread(target=self._read_output, name=f"pump-{self.name}", daemon=True)
         self._pump.start()
         return self
