@@ -147,6 +147,9 @@ class CameraService:
             raise StartupError(str(error)) from None
         self.stop = StopFlag()
         self.counts: SendCounts | None = None
+        self.stopped = False
+        """Whether a stop request ended the sending (the runner sets its stop Event after
+        run() in any case, so this is noted when run() returns)."""
 
     @property
     def endpoint(self) -> str:
@@ -162,10 +165,11 @@ class CameraService:
         self.counts = self.camera.run(
             send_plan(args.first_id, self.n_frames, self.faults), args.rate, self.stop, args.restart_pause
         )
+        self.stopped = self.stop.requested
 
     def close(self) -> None:
         """Close the socket: queued messages get --linger seconds to leave unless stopped."""
-        stopped = self.stop.requested
+        stopped = self.stopped
         self.camera.close(0.0 if stopped or self.counts is None else self.args.linger)
         counts = self.counts
         if counts is None:
