@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 DEFAULT_INTERVAL_S = 5.0
 
@@ -16,16 +17,22 @@ DEFAULT_INTERVAL_S = 5.0
 class RateLimitedLog:
     """`warning(key, message, *args)` logs to `logger` at most once per `interval_s` per key."""
 
-    def __init__(self, logger: logging.Logger, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._logger = logger
         self._interval_s = interval_s
+        self._clock = clock
         self._next: dict[str, float] = {}
         self._held_back: dict[str, int] = {}
 
     def warning(self, key: str, message: str, *args: object) -> bool:
         """Log `message % args` unless a `key` warning was logged less than an interval ago
         (then count it as held back); True if it was logged."""
-        now = time.monotonic()
+        now = self._clock()
         if now < self._next.get(key, 0.0):
             self._held_back[key] = self._held_back.get(key, 0) + 1
             return False
