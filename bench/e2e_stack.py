@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import subprocess
+import signal
 import sys
 import threading
 import time
@@ -27,6 +26,7 @@ from typing import Any, TextIO
 
 from bench.bench_receiver import SINK_MALLOC_ENV
 from stddaq_common.config.model import DaqConfig, load_config
+from stddaq_common.runtime.child_process import ChildProcess
 from stddaq_common.testing.configs import write_pco_config
 from stddaq_common.testing.processes import free_port, wait_until
 from stddaq_stack.child import Child, ProcessSpec
@@ -93,26 +93,22 @@ class Viewer:
     """A live-stream viewer process (SUB), checking every `check_every`-th image."""
 
     def __init__(self, address: str, check_every: int, log: TextIO) -> None:
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", _VIEWER, address, "1024", "1024", str(check_every)],
-            stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, **SINK_MALLOC_ENV},
-        )
-        assert self._process.stdout is not None
-        if not self._process.stdout.readline().startswith("READY"):
-            self._process.kill()
-            self._process.wait()
+        argv = [sys.executable, "-c", _VIEWER, address, "1024", "1024", str(check_every)]
+        self._process = ChildProcess(argv, name="viewer", env=SINK_MALLOC_ENV, output=log, prefix="[viewer] ")
+        if not self._process.start().wait_ready(READY_TIMEOUT_S):
+            self._process.stop(0, signal.SIGKILL)
             raise RuntimeError("the viewer did not start")
 
     @property
     def pid(self) -> int:
         """The viewer's pid."""
-        return self._process.pid
+        return self._process.popen.pid
 
     def stop(self) -> ViewerCounts:
         """Stop the viewer (SIGTERM) and return its counts."""
-        self._process.terminate()
-        out, _ = self._process.communicate(timeout=30)
-        counts = json.loads(out.strip().splitlines()[-1])
+        self._process.stop(30.0)
+        self._process.wait_output(30.0)
+        counts = json.loads([line for line in self._process.lines if line.startswith("{")][-1])
         return ViewerCounts(counts["received"], counts["checked"], counts["bad"], counts["backwards"])
 
 
