@@ -25,10 +25,10 @@ from stddaq_common.testing.processes import (
 PYTHON = sys.executable
 SERVICE = """
 import signal, sys, time
-print("starting", flush=True)
-print("READY toy pid=1", flush=True)
-print("to stderr", file=sys.stderr, flush=True)
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))
+print("starting", flush=True)
+print("to stderr", file=sys.stderr, flush=True)
+print("READY toy pid=1", flush=True)
 while True:
     time.sleep(0.05)
 """
@@ -38,12 +38,11 @@ def test_a_service_is_ready_its_output_is_kept_and_stop_checks_the_exit_status(t
     log = tmp_path / "toy.log"
     toy = start_service([PYTHON, "-c", SERVICE], name="toy", log_path=log)
     assert toy.ready and toy.ready_line == "READY toy pid=1"
-    wait_until("stderr merged into the lines", lambda: "to stderr" in toy.lines)
-    assert list(toy.lines)[:2] == ["starting", "READY toy pid=1"]
+    assert list(toy.lines)[:3] == ["starting", "to stderr", "READY toy pid=1"]
     with pytest.raises(AssertionError, match="toy exited with 7, not 0"):
         stop_service(toy, expect=0)
     assert toy.poll() == 7
-    assert log.read_text().splitlines()[:3] == ["starting", "READY toy pid=1", "to stderr"]
+    assert log.read_text().splitlines()[:3] == ["starting", "to stderr", "READY toy pid=1"]
 
 
 def test_stderr_to_a_file_and_a_clean_exit_passes_the_check(tmp_path: Path) -> None:
