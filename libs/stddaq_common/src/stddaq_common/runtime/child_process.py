@@ -77,8 +77,9 @@ class ChildProcess:
 
     def start(self) -> ChildProcess:
         """Start the command (again, if it ran before); returns self."""
-        self._ready.clear()
-        self._ended.clear()
+        # New events: the reader of an earlier run may still be finishing; it keeps its own.
+        self._ready = threading.Event()
+        self._ended = threading.Event()
         self.ready_line = None
         environment = dict(os.environ if self._base_env is None else self._base_env)
         environment.update({"PYTHONUNBUFFERED": "1", **self._env})
@@ -108,21 +109,27 @@ class ChildProcess:
                 stderr_file.close()
         self.started_at = time.monotonic()
         self._started = True
-        self._pump = threading.Thread(target=self._read_output, name=f"pump-{self.name}", daemon=True)
+        self._pump = threading.Thread(
+            target=self._read_output,
+            args=(self._process, self._ready, self._ended),
+            name=f"pump-{self.name}",
+            daemon=True,
+        )
         self._pump.start()
         return self
 
-    def _read_output(self) -> None:
-        process = self._process
-        assert process is not None and process.stdout is not None
+    def _read_output(
+        self, process: subprocess.Popen[str], ready: threading.Event, ended: threading.Event
+    ) -> None:
+        assert process.stdout is not None
         log = open(self._log_path, "a", encoding="utf-8") if self._log_path else None  # noqa: SIM115
         try:
             for raw in process.stdout:
                 line = raw.rstrip("\n")
                 self.lines.append(line)
-                if self.ready_line is None and line.startswith(READY_PREFIX):
+                if not ready.is_set() and line.startswith(READY_PREFIX):
                     self.ready_line = line
-                    self._ready.set()
+                    ready.set()
                 if log is not None:
                     log.write(raw if raw.endswith("\n") else raw + "\n")
                     log.flush()
@@ -133,7 +140,7 @@ class ChildProcess:
             if log is not None:
                 log.close()
             process.stdout.close()
-            self._ended.set()
+            ended.set()
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait up to `timeout` s for the READY line; False if it did not come (or the
