@@ -53,6 +53,7 @@ from stddaq_common.bus.metadata import Dtype, ImageMeta
 from stddaq_common.bus.metadata_stream import MetadataPublisher, MetadataSubscriber
 from stddaq_common.config.model import load_config
 from stddaq_common.ring.image_ring import ImageRing
+from stddaq_common.testing.configs import pco_config
 from stddaq_common.wire.array10 import encode_array10_header
 
 HEIGHT, WIDTH = 1024, 1024
@@ -170,19 +171,12 @@ def _free_address() -> str:
 
 def _write_config(directory: str, stream_address: str) -> str:
     path = os.path.join(directory, "daq.json")
-    document = {
-        "detector_name": f"lsbench{os.getpid()}",
-        "detector_type": "pco",
-        "n_modules": 1,
-        "bit_depth": 16,
-        "image_pixel_height": HEIGHT,
-        "image_pixel_width": WIDTH,
-        "start_udp_port": 0,
-        "module_positions": {},
-        "ipc_dir": directory,
-        "stats_collection_period": 3600,
-        "live_stream_configs": {stream_address: {"type": "forward", "config": []}},
-    }
+    document = pco_config(
+        f"lsbench{os.getpid()}", HEIGHT, WIDTH,
+        ipc_dir=directory,
+        stats_collection_period=3600,
+        live_stream_configs={stream_address: {"type": "forward", "config": []}},
+    )  # fmt: skip
     Path(path).write_text(json.dumps(document))
     return path
 

@@ -44,6 +44,7 @@ from bench.harness import BenchRecord, record
 from stddaq_common.bus.metadata_stream import MetadataSubscriber
 from stddaq_common.names import ipc_path, shm_name
 from stddaq_common.ring.image_ring import ImageRing
+from stddaq_common.testing.configs import write_pco_config
 from stddaq_fake_camera.frames import FramePattern
 from stddaq_receiver.malloc_tuning import MAX_MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES
 
@@ -219,12 +220,7 @@ def receiver_run(
 
 def _config(workdir: Path, detector: str) -> Path:
     path = workdir / "daq.json"
-    path.write_text(json.dumps({
-        "detector_name": detector, "detector_type": "pco", "n_modules": 1, "bit_depth": 16,
-        "image_pixel_height": HEIGHT, "image_pixel_width": WIDTH, "start_udp_port": 0,
-        "module_positions": {}, "stats_collection_period": 60,
-    }))
-    return path
+    return write_pco_config(path, detector, HEIGHT, WIDTH, stats_collection_period=60)
 
 
 def _records(

@@ -29,6 +29,7 @@ import uuid
 from pathlib import Path
 
 from bench.harness import BenchRecord, record
+from stddaq_common.testing.configs import pco_config
 
 LIMIT_S = 1.0
 DEADLINE_S = 60.0
@@ -42,20 +43,13 @@ def _free_port() -> int:
 
 
 def _config(directory: Path, stream_address: str) -> Path:
-    document = {
-        "detector_name": f"bst{uuid.uuid4().hex[:8]}",
-        "detector_type": "pco",
-        "n_modules": 1,
-        "bit_depth": 16,
-        "image_pixel_height": 64,
-        "image_pixel_width": 64,
-        "start_udp_port": 0,
-        "module_positions": {},
-        "number_of_writers": 1,
-        "ipc_dir": str(directory),
-        "stats_collection_period": 3600,
-        "live_stream_configs": {stream_address: {"type": "forward"}},
-    }
+    document = pco_config(
+        f"bst{uuid.uuid4().hex[:8]}", 64, 64,
+        number_of_writers=1,
+        ipc_dir=str(directory),
+        stats_collection_period=3600,
+        live_stream_configs={stream_address: {"type": "forward"}},
+    )  # fmt: skip
     path = directory / "daq.json"
     path.write_text(json.dumps(document))
     return path

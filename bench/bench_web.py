@@ -41,6 +41,7 @@ import numpy as np
 import zmq
 
 from bench.harness import BenchRecord, record
+from stddaq_common.testing.configs import pco_config
 from stddaq_fake_camera.frames import FramePattern
 from stddaq_stack.proc_stats import cpu_seconds
 from stddaq_web.frame_message import decode_frame, encode_frame
@@ -58,19 +59,12 @@ def _free_port() -> int:
 
 
 def _config(directory: Path, address: str) -> Path:
-    document = {
-        "detector_name": f"bweb-{uuid.uuid4().hex[:8]}",
-        "detector_type": "pco",
-        "n_modules": 1,
-        "bit_depth": 16,
-        "image_pixel_height": SIDE,
-        "image_pixel_width": SIDE,
-        "start_udp_port": 0,
-        "module_positions": {},
-        "ipc_dir": str(directory),
-        "stats_collection_period": 5,
-        "live_stream_configs": {address: {"type": "periodic", "config": [1, int(RATE_HZ)]}},
-    }
+    document = pco_config(
+        f"bweb-{uuid.uuid4().hex[:8]}", SIDE, SIDE,
+        ipc_dir=str(directory),
+        stats_collection_period=5,
+        live_stream_configs={address: {"type": "periodic", "config": [1, int(RATE_HZ)]}},
+    )  # fmt: skip
     path = directory / "daq.json"
     path.write_text(json.dumps(document))
     return path

@@ -62,6 +62,7 @@ from stddaq_common.config.model import parse_config
 from stddaq_common.names import shm_name
 from stddaq_common.ring.geometry import ring_geometry
 from stddaq_common.ring.image_ring import ImageRing
+from stddaq_common.testing.configs import pco_config
 from stddaq_common.wire.compression import bitshuffle_lz4_compress_into, bitshuffle_lz4_max_size
 from stddaq_writer.write_behind import DEFAULT_WINDOW_BYTES, WriteBehind
 
@@ -129,12 +130,10 @@ class BenchDriver:
         self.workdir = workdir
         self.frames = frames
         self.detector = f"benchw{os.getpid()}"
-        config = {
-            "detector_name": self.detector, "detector_type": "pco", "n_modules": 1,
-            "bit_depth": 16, "image_pixel_height": HEIGHT, "image_pixel_width": WIDTH,
-            "start_udp_port": 0, "module_positions": {}, "number_of_writers": 3,
-            "ipc_dir": str(workdir), "stats_collection_period": 60, "log_level": "warning",
-        }
+        config = pco_config(
+            self.detector, HEIGHT, WIDTH, number_of_writers=3, ipc_dir=str(workdir),
+            stats_collection_period=60, log_level="warning",
+        )  # fmt: skip
         self.config_path = workdir / "daq.json"
         self.config_path.write_text(json.dumps(config))
         parsed = parse_config(config)

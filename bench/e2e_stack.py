@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import socket
-import subprocess
+import signal
 import sys
 import threading
 import time
@@ -29,6 +27,9 @@ from typing import Any, TextIO
 from bench.bench_receiver import SINK_MALLOC_ENV
 from bench.proc_cpu import CpuTimes, cpu_times
 from stddaq_common.config.model import DaqConfig, load_config
+from stddaq_common.runtime.child_process import ChildProcess
+from stddaq_common.testing.configs import write_pco_config
+from stddaq_common.testing.processes import free_port, wait_until
 from stddaq_stack.child import Child, ProcessSpec
 from stddaq_stack.leftovers import remove_leftovers
 from stddaq_stack.proc_stats import cpu_seconds
@@ -70,24 +71,13 @@ print(json.dumps({"received": received, "checked": checked, "bad": bad, "backwar
 """
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def write_config(workdir: Path, detector: str, writers: int, live_address: str) -> Path:
     """The DAQ config of the benchmark's detector (2 MiB frames, forward live stream)."""
-    path = workdir / "daq.json"
-    path.write_text(json.dumps({
-        "detector_name": detector, "detector_type": "pco", "n_modules": 1, "bit_depth": 16,
-        "image_pixel_height": 1024, "image_pixel_width": 1024, "start_udp_port": 0,
-        "module_positions": {}, "number_of_writers": writers, "ipc_dir": str(workdir / "ipc"),
-        "stats_collection_period": 60, "log_level": "warning",
-        "live_stream_configs": {live_address: {"type": "forward"}},
-    }))
-    return path
+    return write_pco_config(
+        workdir / "daq.json", detector, 1024, 1024, number_of_writers=writers,
+        ipc_dir=str(workdir / "ipc"), stats_collection_period=60, log_level="warning",
+        live_stream_configs={live_address: {"type": "forward"}},
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,26 +94,22 @@ class Viewer:
     """A live-stream viewer process (SUB), checking every `check_every`-th image."""
 
     def __init__(self, address: str, check_every: int, log: TextIO) -> None:
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", _VIEWER, address, "1024", "1024", str(check_every)],
-            stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, **SINK_MALLOC_ENV},
-        )
-        assert self._process.stdout is not None
-        if not self._process.stdout.readline().startswith("READY"):
-            self._process.kill()
-            self._process.wait()
+        argv = [sys.executable, "-c", _VIEWER, address, "1024", "1024", str(check_every)]
+        self._process = ChildProcess(argv, name="viewer", env=SINK_MALLOC_ENV, output=log, prefix="[viewer] ")
+        if not self._process.start().wait_ready(READY_TIMEOUT_S):
+            self._process.stop(0, signal.SIGKILL)
             raise RuntimeError("the viewer did not start")
 
     @property
     def pid(self) -> int:
         """The viewer's pid."""
-        return self._process.pid
+        return self._process.popen.pid
 
     def stop(self) -> ViewerCounts:
         """Stop the viewer (SIGTERM) and return its counts."""
-        self._process.terminate()
-        out, _ = self._process.communicate(timeout=30)
-        counts = json.loads(out.strip().splitlines()[-1])
+        self._process.stop(30.0)
+        self._process.wait_output(30.0)
+        counts = json.loads([line for line in self._process.lines if line.startswith("{")][-1])
         return ViewerCounts(counts["received"], counts["checked"], counts["bad"], counts["backwards"])
 
 
@@ -178,11 +164,12 @@ class BenchStack:
             thread.join()
         if errors:
             raise errors[0]
-        deadline = time.monotonic() + WRITERS_ALIVE_TIMEOUT_S
-        while not all(w["alive"] for w in self.client.status()["writers"]):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the driver does not hear from every writer")
-            time.sleep(0.2)
+        wait_until(
+            "the driver hearing from every writer",
+            lambda: all(w["alive"] for w in self.client.status()["writers"]),
+            WRITERS_ALIVE_TIMEOUT_S,
+            every=0.2,
+        )
 
     def live_on(self, check_every: int) -> None:
         """Start the live stream (forward mode) and a viewer process reading it."""

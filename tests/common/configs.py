@@ -1,25 +1,13 @@
-"""Small DAQ config documents for tests: one PCO module of 16-bit pixels."""
+"""Small DAQ config documents for tests (the builder itself lives in stddaq_common.testing,
+where the benchmarks use it too) and a uid nobody has."""
 
 from __future__ import annotations
 
 import pwd
-from typing import Any
 
+from stddaq_common.testing.configs import pco_config, write_pco_config
 
-def pco_config(detector_name: str, height: int = 64, width: int = 64, **extra: Any) -> dict[str, Any]:
-    """A valid std_daq config document for a PCO camera of `height` x `width` uint16 pixels;
-    `extra` keys are added (or replace the defaults)."""
-    return {
-        "detector_name": detector_name,
-        "detector_type": "pco",
-        "n_modules": 1,
-        "bit_depth": 16,
-        "image_pixel_height": height,
-        "image_pixel_width": width,
-        "start_udp_port": 0,
-        "module_positions": {},
-        **extra,
-    }
+__all__ = ["pco_config", "unused_uid", "write_pco_config"]
 
 
 def unused_uid(start: int = 4321) -> int:

@@ -12,7 +12,9 @@ Run as `python tests/common/ring_child.py ROLE ...`:
 - `threads-writer NAME SLOT_BYTES N_SLOTS --threads T`: like race-writer, but T threads
   write at the same time through start_write/finish_write, thread t the ids t, t+T, t+2T ...
   (N_SLOTS a multiple of T: each thread has its own slots), straight into the slot; prints
-  `WROTE <count>` (all threads) and `BUSY <n>` (SlotBusy refusals: must be 0).
+  `WROTE <count>` (all threads) and `BUSY <n>` (SlotBusy refusals: must be 0). With
+  `--pause S`, each thread rests a random 0..S seconds after each write (its slot holds a
+  whole frame meanwhile, so a reader sees both clean reads and reads cut by a write).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import functools
 import json
 import os
+import random
 import select
 import sys
 import threading
@@ -139,6 +142,8 @@ def threads_writer(args: argparse.Namespace) -> None:
             ring.finish_write(token, args.slot_bytes)
             written[thread] += 1
             image_id += args.threads
+            if args.pause > 0:
+                stop.wait(random.uniform(0.0, args.pause))
 
     threads = [threading.Thread(target=write_loop, args=(t,)) for t in range(args.threads)]
     for thread in threads:
@@ -165,6 +170,7 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--at", type=float, default=0.0, help="start at this time.time()")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--pause", type=float, default=0.0, help="threads-writer: rest 0..S s per write")
     args = parser.parse_args()
     roles = {"own": own, "read": read, "race-writer": race_writer, "threads-writer": threads_writer}
     roles[args.role](args)

@@ -15,22 +15,14 @@ from stddaq_common.cli import main as stddaq_main
 from stddaq_common.config.docs import config_markdown
 from stddaq_common.config.model import ConfigError, DaqConfig, config_json_schema, load_config
 from stddaq_common.ring.geometry import RingGeometry, image_dtype, ring_geometry
+from tests.common.configs import pco_config
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_EXAMPLE = REPO.parent / "shared" / "examples" / "gf_tomcat.json"
 EXAMPLE = REPO / "tests" / "data" / "gf_tomcat.json"
 """A byte-for-byte copy of the shared std_daq example, so the test runs wherever the repo is."""
 
-MINIMAL: dict[str, Any] = {
-    "detector_name": "pco-test",
-    "detector_type": "pco",
-    "n_modules": 1,
-    "bit_depth": 16,
-    "image_pixel_height": 2160,
-    "image_pixel_width": 2560,
-    "start_udp_port": 0,
-    "module_positions": {},
-}
+MINIMAL: dict[str, Any] = pco_config("pco-test", 2160, 2560)
 
 
 def write_config(tmp_path: Path, data: dict[str, Any], name: str = "daq.json") -> Path:

@@ -3,7 +3,6 @@ each instance (its index), and std_daq's field names are written beside stddaq's
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.common.configs import write_pco_config
 from tests.common.test_influx import (
     INFLUXD,
     Influx,
@@ -68,13 +68,10 @@ def test_two_writers_are_two_series_with_std_daqs_fields(influx: Influx, tmp_pat
     db = f"db_{detector}"
     url = influx.create_database(db)
     (tmp_path / "ipc").mkdir()
-    config = tmp_path / "daq.json"
-    config.write_text(json.dumps({
-        "detector_name": detector, "detector_type": "pco", "n_modules": 1, "bit_depth": 16,
-        "image_pixel_height": 32, "image_pixel_width": 48, "start_udp_port": 0,
-        "module_positions": {}, "number_of_writers": 2, "ipc_dir": str(tmp_path / "ipc"),
-        "stats_collection_period": 0.5, "influxdb_url": url,
-    }))
+    config = write_pco_config(
+        tmp_path / "daq.json", detector, 32, 48, number_of_writers=2, ipc_dir=str(tmp_path / "ipc"),
+        stats_collection_period=0.5, influxdb_url=url,
+    )
     writers = [start_writer(config, k, tmp_path / f"writer{k}.log") for k in range(2)]
     try:
         deadline = time.monotonic() + DEADLINE_S

@@ -24,12 +24,18 @@ from stddaq_common.cli import main as stddaq_main
 from stddaq_common.config.model import DaqConfig, parse_config
 from stddaq_common.ring.geometry import RingGeometry, ram_buffer_warning, ring_geometry
 from stddaq_common.ring.image_ring import ImageRing, RingError, RingOwnerExists, RingResized, SlotBusy
+from tests.common.configs import pco_config
 from tests.common.ring_child import fill_frame, make_frame
 
 CHILD_SCRIPT = Path(__file__).with_name("ring_child.py")
 SHM = "/dev/shm"
 DEADLINE_S = 60.0
 """Generous: the machine has 2 shared, noisy cores."""
+
+RACE_DEADLINE_S = 600.0
+"""Bound on a race test that runs until its race happened enough times: only stops a hang."""
+WRITER_PAUSE_S = 0.1
+"""Longest rest of a threads-writer thread after a frame (its slot then holds a whole frame)."""
 
 MIB = 1024 * 1024
 
@@ -255,7 +261,7 @@ def test_readers_lagging_behind_a_running_writer_never_get_a_wrong_frame(
         good = {lag: 0 for lag in lags}
         missed = {lag: 0 for lag in lags}
         wrong = attempts = 0
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + RACE_DEADLINE_S  # by count; only stops a hang
         while ring.last_written_id < 2 * n_slots and time.monotonic() < deadline:
             pass  # every lag below is an id the writer has completed
         while time.monotonic() < deadline and min(good[0], good[1], missed[n_slots]) < 20:
@@ -296,7 +302,7 @@ def test_reads_racing_an_overwrite_are_detected_and_every_accepted_read_is_exact
     expected = np.empty_like(out)
     copy_ok = copy_wrong = copy_torn = 0
     view_ok = view_wrong = view_torn = torn_view_differed = 0
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + RACE_DEADLINE_S  # by count; only stops a hang
     while time.monotonic() < deadline and min(copy_ok, copy_torn, view_ok, view_torn) < 3:
         # copy-out: accepted copies are checked afterwards, at leisure
         image_id = ring.last_written_id
@@ -591,18 +597,27 @@ def test_threads_writing_different_slots_at_once_never_hand_out_a_torn_image(
     ring_name: str, children: list[Child]
 ) -> None:
     """Two writer threads, each rewriting its own 8 MiB slot in a loop (straight into the
-    slot, through start_write/finish_write), while this process reads both slots."""
+    slot, through start_write/finish_write), while this process reads both slots.
+
+    Driven by count, not by time: it reads until each slot gave 3 clean reads and the race
+    (a read overlapping a write) happened once. Each writer thread rests a random moment
+    after each frame (up to WRITER_PAUSE_S), so its slot holds a whole frame part of the
+    time and is being written the rest, at every speed of the machine: both outcomes keep
+    coming. The deadline only stops a hang."""
     slot_bytes, n_slots = 8 * MIB, 2
     n_pixels = slot_bytes // 2
-    writer = spawn(children, "threads-writer", ring_name, slot_bytes, n_slots, "--threads", 2)
+    writer = spawn(
+        children, "threads-writer", ring_name, slot_bytes, n_slots, "--threads", 2, "--pause", WRITER_PAUSE_S
+    )
     writer.wait_line("READY")
     ring = ImageRing.attach(ring_name, RingGeometry(slot_bytes, n_slots), timeout=DEADLINE_S)
     out = np.empty(n_pixels, dtype=np.uint16)
     expected = np.empty_like(out)
     ok = {0: 0, 1: 0}
     wrong = torn = 0
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (min(ok.values()) < 3 or torn < 1):
+    deadline = time.monotonic() + RACE_DEADLINE_S
+    while min(ok.values()) < 3 or torn < 1:
+        assert time.monotonic() < deadline, f"hang: {ok} clean reads, {torn} torn"
         head = ring.last_written_id
         for image_id in (head, head + 1, max(head - 1, 0)):  # both threads' latest ids
             torn_before = ring.counters["torn_reads"]
@@ -626,19 +641,7 @@ def test_threads_writing_different_slots_at_once_never_hand_out_a_torn_image(
 
 
 def test_for_config_names_and_sizes_the_ring_from_the_config(ring_name: str) -> None:
-    config = parse_config(
-        {
-            "detector_name": ring_name.removesuffix("-image") + "x",
-            "detector_type": "pco",
-            "n_modules": 1,
-            "bit_depth": 16,
-            "image_pixel_height": 4,
-            "image_pixel_width": 8,
-            "start_udp_port": 0,
-            "module_positions": {},
-        },
-        "test",
-    )
+    config = parse_config(pco_config(ring_name.removesuffix("-image") + "x", 4, 8), "test")
     name = f"{config.detector_name}-image"
     try:
         with ImageRing.for_config(config, create=True) as ring:
@@ -655,20 +658,7 @@ def test_for_config_names_and_sizes_the_ring_from_the_config(ring_name: str) -> 
 
 
 def _config(ring_name: str, height: int, width: int, **extra: object) -> DaqConfig:
-    return parse_config(
-        {
-            "detector_name": ring_name,
-            "detector_type": "pco",
-            "n_modules": 1,
-            "bit_depth": 16,
-            "image_pixel_height": height,
-            "image_pixel_width": width,
-            "start_udp_port": 0,
-            "module_positions": {},
-            **extra,
-        },
-        "test",
-    )
+    return parse_config(pco_config(ring_name, height, width, **extra), "test")
 
 
 def test_ram_buffer_gb_is_read_as_std_daq_reads_it_and_a_fraction_is_warned(

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from stddaq_common.testing.processes import wait_until as shared_wait_until
 from tests.common.configs import pco_config
 
 EXAMPLE = Path(__file__).with_name("example_service.py")
@@ -37,11 +38,7 @@ def write_config(directory: Path, **changes: Any) -> Path:
 
 
 def wait_until(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.02)
+    shared_wait_until(what, condition, DEADLINE_S, every=0.02)
 
 
 class Running:

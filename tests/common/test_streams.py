@@ -20,6 +20,7 @@ from stddaq_common.bus.metadata import Dtype, ImageMeta, encode_image_metadata
 from stddaq_common.bus.metadata_stream import MetadataPublisher, MetadataSubscriber, StreamError
 from stddaq_common.config.model import parse_config
 from stddaq_common.names import ipc_address
+from tests.common.configs import pco_config
 from tests.common.stream_peers import (
     PROBE_ID,
     bind_and_crash,
@@ -273,19 +274,7 @@ def test_plain_pub_mode_never_reports_drops(address: str) -> None:
 
 
 def test_for_config_uses_the_detector_name_and_ipc_dir(ipc_dir: str) -> None:
-    config = parse_config(
-        {
-            "detector_name": "cam7",
-            "detector_type": "pco",
-            "n_modules": 1,
-            "bit_depth": 16,
-            "image_pixel_height": 4,
-            "image_pixel_width": 4,
-            "start_udp_port": 0,
-            "module_positions": {},
-            "ipc_dir": ipc_dir,
-        }
-    )
+    config = parse_config(pco_config("cam7", 4, 4, ipc_dir=ipc_dir))
     with (
         MetadataPublisher.for_config(config, "blosc2") as publisher,
         MetadataSubscriber.for_config(config, "blosc2") as subscriber,

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from docker.models.containers import Container
 
+from stddaq_common.testing.processes import wait_until
 from stddaq_fake_camera.frames import FramePattern
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,10 +58,10 @@ def port_is_free(port: int) -> bool:
 def wait_for(what: str, condition: Callable[[], bool], timeout: float, period: float = 0.5) -> float:
     """Poll `condition` until true; the seconds it took. Fails the test after `timeout`."""
     start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(period)
+    try:
+        wait_until(what, condition, timeout, every=period)
+    except AssertionError:
+        pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
     return time.monotonic() - start
 
 

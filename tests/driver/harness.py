@@ -5,13 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import select
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +14,8 @@ import httpx
 
 from stddaq_common.bus.metadata import Dtype, ImageMeta
 from stddaq_common.bus.metadata_stream import MetadataPublisher
+from stddaq_common.testing import processes as testing
+from stddaq_common.testing.configs import pco_config
 
 DEADLINE_S = 30.0
 """Generous deadline for anything a test waits for (never a timing assertion)."""
@@ -30,26 +26,17 @@ T = TypeVar("T")
 
 def wait_until(check: Callable[[], T | None], what: str, deadline_s: float = DEADLINE_S) -> T:
     """Poll `check` until it returns something truthy; fail naming `what` at the deadline."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what} after {deadline_s:g} s")
-        time.sleep(0.02)
+    return testing.wait_until(what, check, deadline_s, every=0.02)
 
 
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return testing.free_port()
 
 
 def short_tmp_dir() -> Path:
     """A short directory under /tmp (Unix socket paths must stay below 108 bytes)."""
-    return Path(tempfile.mkdtemp(prefix="sdd-", dir="/tmp"))
+    return testing.short_tmp_dir("sdd-")
 
 
 def unique_detector() -> str:
@@ -61,20 +48,8 @@ def write_config(directory: Path, detector: str, **fields: Any) -> Path:
     """A small DAQ config (pco, 32x48 uint16) in `directory`; `fields` override."""
     ipc_dir = directory / "ipc"
     ipc_dir.mkdir(exist_ok=True)
-    config = {
-        "detector_name": detector,
-        "detector_type": "pco",
-        "n_modules": 1,
-        "bit_depth": 16,
-        "image_pixel_height": 32,
-        "image_pixel_width": 48,
-        "start_udp_port": 0,
-        "module_positions": {},
-        "number_of_writers": 1,
-        "ipc_dir": str(ipc_dir),
-        "stats_collection_period": 1,
-        **fields,
-    }
+    defaults = {"number_of_writers": 1, "ipc_dir": str(ipc_dir), "stats_collection_period": 1}
+    config = pco_config(detector, 32, 48, **{**defaults, **fields})
     path = directory / "daq.json"
     path.write_text(json.dumps(config, indent=2))
     return path
@@ -103,26 +78,16 @@ class DriverProcess:
         env = {key: value for key, value in os.environ.items() if not key.startswith("STDDAQ_")}
         if token is not None:
             env["STDDAQ_DRIVER_TOKEN"] = token
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
-        self.process = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=self._log, env=env
-        )
+        self.child = testing.ChildProcess(args, name="driver", stderr=self.log_path, base_env=env).start()
+        self.process = self.child.popen
         self.ready_line = self._read_ready()
         self.url = f"http://127.0.0.1:{self.rest_port}/api/v1"
         self.ws_url = f"ws://127.0.0.1:{self.ws_port}"
         self.http = httpx.Client(base_url=self.url, timeout=DEADLINE_S)
 
     def _read_ready(self) -> str:
-        assert self.process.stdout is not None
-        end = time.monotonic() + DEADLINE_S
-        while time.monotonic() < end:
-            if self.process.poll() is not None:
-                break
-            readable, _, _ = select.select([self.process.stdout], [], [], 0.2)
-            if readable:
-                line = self.process.stdout.readline().decode()
-                if line.startswith("READY"):
-                    return line.strip()
+        if self.child.wait_ready(DEADLINE_S) and self.child.ready_line is not None:
+            return self.child.ready_line.strip()
         self.stop()
         raise AssertionError(f"the driver did not get ready:\n{self.log()}")
 
@@ -163,17 +128,7 @@ class DriverProcess:
         """SIGTERM by PID, wait (kill after the deadline); the exit status."""
         if hasattr(self, "http"):
             self.http.close()
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(DEADLINE_S)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(DEADLINE_S)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        self._log.close()
-        return self.process.returncode
+        return testing.stop_service(self.child, deadline_s=DEADLINE_S)
 
 
 class Producer:

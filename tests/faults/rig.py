@@ -11,16 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +29,8 @@ import httpx
 import numpy as np
 import zmq
 
+from stddaq_common.runtime.child_process import ChildProcess
+from stddaq_common.testing.processes import free_port, start_service, stop_service, wait_until
 from stddaq_common.wire.array10 import decode_array10
 from stddaq_fake_camera.frames import FramePattern
 from tests.common.configs import pco_config
@@ -42,45 +41,9 @@ DEADLINE_S = 90.0
 """Generous bound on any single wait (2 shared cores); never an assertion about speed."""
 
 
-_handed_out: set[int] = set()
-
-
-def _ephemeral_low() -> int:
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as ports:
-            return int(ports.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago, below the ephemeral range (an
-    outgoing connection, e.g. the receiver's to a camera not started yet, never takes it)
-    and never handed out before in this process."""
-    rng = random.Random()
-    while True:
-        port = rng.randrange(20000, _ephemeral_low())
-        if port in _handed_out:
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-
-
 def wait_for(what: str, predicate: Callable[[], Any], timeout: float = DEADLINE_S, every: float = 0.1) -> Any:
     """Poll `predicate` until it returns something true; AssertionError naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        time.sleep(every)
+    return wait_until(what, predicate, timeout, every)
 
 
 def pid_alive(pid: int) -> bool:
@@ -108,36 +71,16 @@ def stop_pid(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout:
 class Camera:
     """A fake PCO camera process (binds PUSH on 127.0.0.1:port)."""
 
-    process: subprocess.Popen[str]
+    process: ChildProcess
 
     @classmethod
     def start(cls, port: int, height: int, width: int, *options: str) -> Camera:
         """Start `python -m stddaq_fake_camera` with `options` and wait for its READY line."""
-        process = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "stddaq_fake_camera",
-                "--address",
-                f"tcp://127.0.0.1:{port}",
-                "--shape",
-                str(height),
-                str(width),
-                "--dtype",
-                "uint16",
-                *options,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if not line.startswith("READY fake_camera"):
-            stop_pid(process)
-            raise AssertionError(f"the fake camera did not start: {line!r}")
-        threading.Thread(target=_drain, args=(process,), daemon=True).start()
-        return cls(process)
+        argv = [
+            PYTHON, "-m", "stddaq_fake_camera", "--address", f"tcp://127.0.0.1:{port}",
+            "--shape", str(height), str(width), "--dtype", "uint16", *options,
+        ]  # fmt: skip
+        return cls(start_service(argv, name="fake camera", deadline_s=DEADLINE_S))
 
     def wait(self, timeout: float = DEADLINE_S) -> int:
         """Wait until it has sent every frame (--frames N) and exited."""
@@ -145,13 +88,7 @@ class Camera:
 
     def stop(self) -> None:
         """SIGTERM (it stops sending and exits 0)."""
-        stop_pid(self.process)
-
-
-def _drain(process: subprocess.Popen[str]) -> None:
-    assert process.stdout is not None
-    for _ in process.stdout:
-        pass
+        stop_service(self.process, deadline_s=30.0)
 
 
 @dataclass
@@ -294,52 +231,31 @@ class Stack:
         self.config_path.write_text(json.dumps(document))
         self.log_path = base / "stack.log"
         """Everything `stddaq up` printed (kept with the test's files for post-mortems)."""
-        self.lines: list[str] = []
         self.cameras: list[Camera] = []
-        self.process: subprocess.Popen[str] | None = None
+        self.process: ChildProcess | None = None
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.rest_port}/api/v1", timeout=30)
-        self._reader: threading.Thread | None = None
+
+    @property
+    def lines(self) -> list[str]:
+        """Everything `stddaq up` printed so far, one entry per line."""
+        return [] if self.process is None else list(self.process.lines)
 
     # --- the stack process ---
 
     def up(self, *extra: str) -> None:
         """Start `stddaq up` and wait until every service is ready."""
-        self.process = subprocess.Popen(
-            [
-                *STDDAQ,
-                "up",
-                str(self.config_path),
-                "--camera-address",
-                f"tcp://127.0.0.1:{self.camera_port}",
-                "--rest-port",
-                str(self.rest_port),
-                "--ws-port",
-                str(self.ws_port),
-                "--allowed-root",
-                str(self.data),
-                "--status-every",
-                "0",
-                "--metrics-port-base",
-                "0",
-                *extra,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # a crashing service says where
+        argv = [
+            *STDDAQ, "up", str(self.config_path),
+            "--camera-address", f"tcp://127.0.0.1:{self.camera_port}",
+            "--rest-port", str(self.rest_port), "--ws-port", str(self.ws_port),
+            "--allowed-root", str(self.data), "--status-every", "0", "--metrics-port-base", "0", *extra,
+        ]  # fmt: skip
+        # PYTHONFAULTHANDLER: a crashing service says where
+        self.process = start_service(
+            argv, name="stddaq up", env={"PYTHONFAULTHANDLER": "1"}, log_path=self.log_path, ready=False
         )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
         self.wait_line(r"\[stack\] stack of .* is up")
         wait_for("every writer heard by the driver", self.writers_alive)
-
-    def _read(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        with open(self.log_path, "a", encoding="utf-8") as log:
-            for line in self.process.stdout:
-                self.lines.append(line.rstrip("\n"))
-                log.write(line)
-                log.flush()
 
     def wait_line(self, pattern: str, start: int = 0, timeout: float = DEADLINE_S) -> re.Match[str]:
         """The first output line from index `start` on that matches `pattern`."""
@@ -391,12 +307,9 @@ class Stack:
 
     def down(self) -> int:
         """SIGINT `stddaq up` (as Ctrl-C), wait for it; its exit code."""
-        code = 0
-        if self.process is not None:
-            code = stop_pid(self.process, signal.SIGINT, timeout=90)
-        if self._reader is not None:
-            self._reader.join(10)
-        return code
+        if self.process is None:
+            return 0
+        return stop_service(self.process, signal.SIGINT, deadline_s=90)
 
     def all_pids(self) -> list[int]:
         """Every service PID the supervisor reported (first starts and restarts)."""

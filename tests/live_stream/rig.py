@@ -10,19 +10,15 @@ import contextlib
 import itertools
 import json
 import os
-import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +30,8 @@ from stddaq_common.config.model import DaqConfig, load_config
 from stddaq_common.names import shm_name
 from stddaq_common.ring.geometry import ring_geometry
 from stddaq_common.ring.image_ring import ImageRing
+from stddaq_common.runtime.child_process import ChildProcess
+from stddaq_common.testing.processes import free_port, stats_fields, wait_until
 from stddaq_common.wire.compression import bitshuffle_lz4_compress
 from tests.common.configs import pco_config
 
@@ -45,10 +43,7 @@ _names = itertools.count()
 
 def free_tcp_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    return free_port()
 
 
 def expected_image(image_id: int, height: int, width: int) -> npt.NDArray[np.uint16]:
@@ -127,57 +122,41 @@ class Producer:
 
 
 class LiveStreamProcess:
-    """`python -m stddaq_live_stream CONFIG ADDRESS ...` as a child process."""
+    """`python -m stddaq_live_stream CONFIG ADDRESS ...` as a child process (not waited for:
+    `wait_ready()` does that, or `wait_exit()` for one that must refuse to start)."""
 
     def __init__(self, setup: Setup, address: str, *extra: str) -> None:
-        self.stderr_file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
-        self.process = subprocess.Popen(
+        stderr_path = Path(setup.ipc_dir) / f"live-stream-{next(_names)}.err"
+        self.child = ChildProcess(
             [sys.executable, "-m", "stddaq_live_stream", str(setup.config_path), address, *extra],
-            stdout=subprocess.PIPE,
-            stderr=self.stderr_file,
-        )
-        self.pid = self.process.pid
-        self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-
-    def _read_stdout(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.put(line.decode(errors="replace"))
-        self._lines.put("")
+            name="live stream",
+            stderr=stderr_path,
+        ).start()
+        assert self.child.pid is not None
+        self.pid: int = self.child.pid
+        self.process = self.child.popen
 
     def wait_ready(self) -> str:
         """The READY line; AssertionError (with stderr) if the process exits or never gets ready."""
-        deadline = time.monotonic() + DEADLINE_S
-        while time.monotonic() < deadline:
-            try:
-                line = self._lines.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if line.startswith("READY"):
-                return line
-            if line == "":
-                break
-        raise AssertionError(f"live stream not ready; stderr:\n{self.stderr()}")
+        if not self.child.wait_ready(DEADLINE_S) or self.child.ready_line is None:
+            raise AssertionError(f"live stream not ready; stderr:\n{self.stderr()}")
+        return self.child.ready_line
 
     def stderr(self) -> str:
         """Everything the process wrote to stderr so far."""
-        self.stderr_file.seek(0)
-        return self.stderr_file.read().decode(errors="replace")
+        return self.child.stderr_text()
 
     def wait_exit(self) -> int:
         """The exit status (killed by PID after the deadline)."""
         try:
-            return self.process.wait(DEADLINE_S)
+            return self.child.wait(DEADLINE_S)
         except subprocess.TimeoutExpired:
-            os.kill(self.pid, signal.SIGKILL)
-            self.process.wait()
+            self.child.stop(0, signal.SIGKILL)
             raise AssertionError(f"live stream did not exit; stderr:\n{self.stderr()}") from None
 
     def terminate(self) -> int:
         """SIGTERM, then the exit status."""
-        if self.process.poll() is None:
-            os.kill(self.pid, signal.SIGTERM)
+        self.child.send_signal(signal.SIGTERM)
         return self.wait_exit()
 
     def rss_anon_kib(self) -> int:
@@ -189,20 +168,11 @@ class LiveStreamProcess:
 
     def final_stats(self) -> dict[str, str]:
         """Fields of the last stats line (line protocol) the process logged."""
-        lines = [line for line in self.stderr().splitlines()
-                 if "live_stream," in line and "images_seen=" in line]
-        assert lines, f"no stats line in stderr:\n{self.stderr()}"
-        fields_text = lines[-1].split("live_stream,", 1)[1].split(" ")[1]
-        return dict(item.split("=", 1) for item in fields_text.split(","))
+        return stats_fields(self.stderr(), "live_stream")
 
     def close(self) -> None:
-        """Make sure the process is gone (by PID) and release the stderr file."""
-        if self.process.poll() is None:
-            os.kill(self.pid, signal.SIGKILL)
-            self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        self.stderr_file.close()
+        """Make sure the process is gone (SIGKILL by PID)."""
+        self.child.stop(0, signal.SIGKILL)
 
 
 def stat_int(stats: dict[str, str], name: str) -> int:
@@ -245,12 +215,11 @@ def warm_up(producer: Producer, receive_one: Any, warmup_ids: Iterator[int]) -> 
     Connections are asynchronous (the live stream's metadata subscription, the viewer's
     subscription): only a delivered image proves the whole path is up.
     """
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
+    def delivered() -> bool:
         producer.publish(next(warmup_ids))
-        if receive_one(100) is not None:
-            return
-    raise AssertionError("no warm-up image reached the viewer")
+        return receive_one(100) is not None
+
+    wait_until("a warm-up image reaching the viewer", delivered, DEADLINE_S, every=0)
 
 
 @contextlib.contextmanager

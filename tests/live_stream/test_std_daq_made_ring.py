@@ -34,6 +34,7 @@ import pytest
 import zmq
 
 from stddaq_common.bus.metadata import Dtype, GfInfo, ImageMeta, Status, encode_image_metadata
+from stddaq_common.testing.processes import wait_until as shared_wait_until
 from tests.live_stream.rig import free_tcp_port
 
 DEADLINE_S = 30.0
@@ -142,13 +143,7 @@ def metrics(port: int) -> dict[str, float]:
 
 def wait_until(check: Any, what: str) -> Any:
     """Poll `check` until it returns something truthy (fails naming `what` at the deadline)."""
-    end = time.monotonic() + DEADLINE_S
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"gave up waiting for {what}")
+    return shared_wait_until(what, check, DEADLINE_S, every=0.02)
 
 
 @pytest.fixture

@@ -11,22 +11,11 @@ from stddaq_common.runtime.runner import StartupError, build_parser
 from stddaq_live_stream.cli import add_arguments, options_from
 from stddaq_live_stream.service import STD_DAQ_SEND_HWM, default_send_buffers
 from stddaq_live_stream.stream_config import UnknownStreamAddress, stream_config_for
+from tests.common.configs import pco_config
 
 
 def _config(streams: dict[str, object]) -> DaqConfig:
-    return parse_config(
-        {
-            "detector_name": "ls-unit",
-            "detector_type": "pco",
-            "n_modules": 1,
-            "bit_depth": 16,
-            "image_pixel_height": 4,
-            "image_pixel_width": 4,
-            "start_udp_port": 0,
-            "module_positions": {},
-            "live_stream_configs": streams,
-        }
-    )
+    return parse_config(pco_config("ls-unit", 4, 4, live_stream_configs=streams))
 
 
 def _parse(*argv: str) -> argparse.Namespace:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import selectors
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
@@ -23,90 +20,59 @@ from stddaq_common.bus.metadata import ImageMeta
 from stddaq_common.bus.metadata_stream import MetadataSubscriber
 from stddaq_common.names import ipc_address, ipc_path, shm_name
 from stddaq_common.ring.image_ring import ImageRing
+from stddaq_common.runtime.child_process import ChildProcess
+from stddaq_common.testing.configs import write_pco_config
+from stddaq_common.testing.processes import free_tcp_address as free_tcp_address  # tests import it here
+from stddaq_common.testing.processes import start_service, stats_fields
 
 PYTHON = sys.executable
 READY_TIMEOUT_S = 60.0
 """Generous: process start-up on a loaded 2-core machine can take several seconds."""
 HEIGHT, WIDTH = 64, 80
-
-
-def free_tcp_address() -> str:
-    """A tcp://127.0.0.1:<port> address whose port was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"tcp://127.0.0.1:{port}"
+CAMERA_LINGER_S = 600
+"""How long a camera that sent everything waits for the receiver to take its queued frames
+(socket buffers hold many small frames; a busy machine may need minutes to drain them)."""
 
 
 @dataclass
 class Process:
     """A started service process, its readiness line and its stderr file."""
 
-    popen: subprocess.Popen[str]
+    child: ChildProcess
     ready: str
     stderr_path: Path
 
     @property
+    def popen(self) -> subprocess.Popen[str]:
+        return self.child.popen
+
+    @property
     def pid(self) -> int:
-        return self.popen.pid
+        return self.child.popen.pid
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
     def wait(self, timeout: float = 60.0) -> int:
-        return self.popen.wait(timeout)
+        return self.child.wait(timeout)
 
     def terminate(self, timeout: float = 60.0) -> int:
         """SIGTERM by PID, then the exit status."""
-        if self.popen.poll() is None:
-            os.kill(self.popen.pid, signal.SIGTERM)
-        return self.popen.wait(timeout)
-
-
-def _read_ready(popen: subprocess.Popen[str], stderr_path: Path) -> str:
-    stdout: IO[str] | None = popen.stdout
-    assert stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    try:
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=0.5):
-                if popen.poll() is not None:
-                    break
-                continue
-            line = stdout.readline()
-            if line.startswith("READY"):
-                return line.strip()
-            if not line and popen.poll() is not None:
-                break
-    finally:
-        selector.close()
-    popen.kill()
-    popen.wait(10)
-    raise AssertionError(f"no READY line from {popen.args!r}; stderr:\n{stderr_path.read_text()[-3000:]}")
+        self.child.send_signal(signal.SIGTERM)
+        return self.child.wait(timeout)
 
 
 def start_process(args: list[str], stderr_path: Path) -> Process:
     """Start `python <args>` and wait for its READY line."""
-    with stderr_path.open("w") as stderr_file:
-        popen = subprocess.Popen(
-            [PYTHON, *args], stdout=subprocess.PIPE, stderr=stderr_file, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    return Process(popen, _read_ready(popen, stderr_path), stderr_path)
+    name = " ".join(args[:2])
+    child = start_service([PYTHON, *args], name=name, stderr=stderr_path, deadline_s=READY_TIMEOUT_S)
+    assert child.ready_line is not None
+    return Process(child, child.ready_line.strip(), stderr_path)
 
 
 def final_stats(stderr: str, service: str = "receiver") -> dict[str, float]:
     """The fields of the last stats line a service logged (InfluxDB line protocol)."""
-    lines = [line for line in stderr.splitlines() if f"stddaq.stats: {service}," in line]
-    assert lines, f"no stats line from {service} in:\n{stderr[-3000:]}"
-    fields_text = lines[-1].split(f"stddaq.stats: {service},", 1)[1].split(" ")[1]
-    fields: dict[str, float] = {}
-    for item in fields_text.split(","):
-        name, _, value = item.partition("=")
-        fields[name] = float(value.rstrip("i"))
-    return fields
+    return {name: float(value.rstrip("i")) for name, value in stats_fields(stderr, service).items()}
 
 
 @dataclass
@@ -139,7 +105,7 @@ class Daq:
 
     def start_camera(self, address: str, *extra: str) -> Process:
         args = ["-m", "stddaq_fake_camera", "--address", address, "--shape", str(HEIGHT), str(WIDTH),
-                "--rate", "0", "--linger", "30", *extra]
+                "--rate", "0", "--linger", str(CAMERA_LINGER_S), *extra]
         process = start_process(args, self.tmp_path / f"camera-{len(self.processes)}.err")
         self.processes.append(process)
         return process
@@ -156,19 +122,7 @@ class Daq:
 
 
 def write_config(path: Path, detector: str, **overrides: Any) -> None:
-    config = {
-        "detector_name": detector,
-        "detector_type": "pco",
-        "n_modules": 1,
-        "bit_depth": 16,
-        "image_pixel_height": HEIGHT,
-        "image_pixel_width": WIDTH,
-        "start_udp_port": 0,
-        "module_positions": {},
-        "stats_collection_period": 1,
-        **overrides,
-    }
-    path.write_text(json.dumps(config))
+    write_pco_config(path, detector, HEIGHT, WIDTH, **{"stats_collection_period": 1, **overrides})
 
 
 @pytest.fixture
@@ -180,24 +134,22 @@ def daq(tmp_path: Path) -> Iterator[Daq]:
     setup = Daq(tmp_path, detector, config_path)
     yield setup
     for process in setup.processes:
-        if process.popen.poll() is None:
-            process.popen.kill()
-            process.popen.wait(10)
-        if process.popen.stdout is not None:
-            process.popen.stdout.close()
+        process.child.stop(10, signal.SIGKILL)
     for path in (f"/dev/shm/{detector}-image", f"/dev/shm/{detector}-image.stddaq", ipc_path(detector)):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
 
 
 def collect(subscriber: MetadataSubscriber, count: int, deadline_s: float = 60.0) -> list[ImageMeta]:
-    """Receive `count` metadata messages (or fewer if the generous deadline passes)."""
+    """Receive `count` metadata messages, or fewer if none arrives for `deadline_s` (a bound
+    that only stops a hang: a busy machine delays the messages, it does not stop them)."""
     received: list[ImageMeta] = []
-    deadline = time.monotonic() + deadline_s
-    while len(received) < count and time.monotonic() < deadline:
+    quiet_since = time.monotonic()
+    while len(received) < count and time.monotonic() - quiet_since < deadline_s:
         meta = subscriber.receive(timeout_ms=500)
         if meta is not None:
             received.append(meta)
+            quiet_since = time.monotonic()
     return received
 
 

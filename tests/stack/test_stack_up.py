@@ -24,6 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stddaq_fake_camera.frames import FramePattern
+from tests.common.configs import pco_config
 from tests.deploy.test_monitoring import dashboard_metric_names
 
 HEIGHT, WIDTH = 48, 64
@@ -47,19 +48,12 @@ class Stack:
         self.data.mkdir()
         self.rest_port, self.ws_port, self.camera_port, live_port = (free_port() for _ in range(4))
         self.live_address = f"tcp://127.0.0.1:{live_port}"
-        config = {
-            "detector_name": self.detector,
-            "detector_type": "pco",
-            "n_modules": 1,
-            "bit_depth": 16,
-            "image_pixel_height": HEIGHT,
-            "image_pixel_width": WIDTH,
-            "start_udp_port": 0,
-            "module_positions": {},
-            "number_of_writers": 2,
-            "ipc_dir": str(self.ipc_dir),
-            "live_stream_configs": {self.live_address: {"type": "forward"}},
-        }
+        config = pco_config(
+            self.detector, HEIGHT, WIDTH,
+            number_of_writers=2,
+            ipc_dir=str(self.ipc_dir),
+            live_stream_configs={self.live_address: {"type": "forward"}},
+        )  # fmt: skip
         self.config_path = tmp_path / "daq.json"
         self.config_path.write_text(json.dumps(config))
         self.lines: list[str] = []

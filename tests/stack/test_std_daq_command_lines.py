@@ -5,7 +5,6 @@ are in tests/live_stream/test_std_daq_flags.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -20,6 +19,7 @@ from stddaq_common.runtime.runner import build_parser, instance_tags
 from stddaq_driver.service import add_arguments as driver_arguments
 from stddaq_receiver.service import add_arguments as receiver_arguments
 from stddaq_writer.__main__ import add_arguments as writer_arguments
+from tests.common.configs import write_pco_config
 from tests.driver.harness import DEADLINE_S, DriverProcess, write_config
 
 
@@ -53,13 +53,10 @@ def test_receiver_takes_std_daqs_number_of_connections_and_type() -> None:
 def test_a_writer_started_as_std_daq_starts_it_is_that_writer(tmp_path: Path) -> None:
     detector = f"flags{uuid.uuid4().hex[:8]}"
     (tmp_path / "ipc").mkdir()
-    config = tmp_path / "daq.json"
-    config.write_text(json.dumps({
-        "detector_name": detector, "detector_type": "pco", "n_modules": 1, "bit_depth": 16,
-        "image_pixel_height": 32, "image_pixel_width": 48, "start_udp_port": 0,
-        "module_positions": {}, "number_of_writers": 2, "ipc_dir": str(tmp_path / "ipc"),
-        "stats_collection_period": 0.2,
-    }))
+    config = write_pco_config(
+        tmp_path / "daq.json", detector, 32, 48, number_of_writers=2, ipc_dir=str(tmp_path / "ipc"),
+        stats_collection_period=0.2,
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "stddaq_writer", str(config), "1", "-s", "image"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

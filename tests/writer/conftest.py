@@ -11,13 +11,15 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from stddaq_common.runtime.child_process import ChildProcess
+from stddaq_common.testing.processes import start_service, stop_service
+from stddaq_common.testing.processes import wait_until as testing_wait_until
 from tests.common.configs import pco_config
 from tests.writer.driver_stub import DriverStub
 
@@ -38,8 +40,10 @@ def read_line(process: subprocess.Popen[str], timeout: float = 30.0) -> str:
     return line.strip()
 
 
-def stop_process(process: subprocess.Popen[str], timeout: float = 15.0) -> int:
+def stop_process(process: subprocess.Popen[str] | ChildProcess, timeout: float = 15.0) -> int:
     """SIGTERM the process by pid, wait, SIGKILL if it does not exit."""
+    if isinstance(process, ChildProcess):
+        return stop_service(process, deadline_s=timeout)
     if process.poll() is None:
         os.kill(process.pid, signal.SIGTERM)
         try:
@@ -71,7 +75,7 @@ class Daq:
         )
         self.config_path = base / "daq.json"
         self.config_path.write_text(json.dumps(self.config))
-        self.writers: list[subprocess.Popen[str]] = []
+        self.writers: list[ChildProcess] = []
         self.producer: subprocess.Popen[str] | None = None
         self.driver = DriverStub(self.ipc_dir, self.detector, n_writers)
 
@@ -93,13 +97,11 @@ class Daq:
     def start_writers(self, *extra: str) -> None:
         """Start the N writer processes and wait for their READY line and `ready` event."""
         for k in range(self.n_writers):
-            process = subprocess.Popen(
-                [PYTHON, "-m", "stddaq_writer", str(self.config_path), "--index", str(k), *extra],
-                cwd=REPO, stdout=subprocess.PIPE, text=True,
-            )
-            self.writers.append(process)
+            argv = [PYTHON, "-m", "stddaq_writer", str(self.config_path), "--index", str(k), *extra]
+            self.writers.append(start_service(argv, name=f"writer {k}", stderr=None, cwd=REPO, ready=False))
         for process in self.writers:
-            assert read_line(process).startswith("READY writer")
+            assert process.wait_ready(30.0) and process.ready_line is not None
+            assert process.ready_line.startswith("READY writer")
         self.driver.wait_all("ready")
 
     def files(self, directory: Path, prefix: str = "file") -> list[str]:
@@ -176,9 +178,4 @@ def shared_tmp() -> Iterator[Path]:
 
 def wait_until(predicate: Any, timeout: float = 30.0) -> None:
     """Poll `predicate` until true (AssertionError after `timeout` s)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+    testing_wait_until("condition", predicate, timeout)

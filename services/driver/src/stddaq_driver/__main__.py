@@ -1,4 +1,4 @@
-"""`python -m stddaq_driver CONFIG [options]`: run the driver service."""
+"""`python -m stddaq_driver CONFIG [options]` and `stddaq-driver`: run the driver service."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from stddaq_common.runtime.runner import main_for
 from stddaq_driver.service import SERVICE_NAME, add_arguments, build
 
 main = main_for(SERVICE_NAME, build, add_arguments)
+"""Console entry point: runs the service through stddaq_common.runtime.runner (exits with its status)."""
 
 if __name__ == "__main__":
     main()

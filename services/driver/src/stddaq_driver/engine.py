@@ -28,6 +28,7 @@ from stddaq_common.bus.driver_writer import (
 from stddaq_common.bus.metadata import MetadataError
 from stddaq_common.bus.metadata_stream import MetadataSubscriber
 from stddaq_common.config.model import DaqConfig
+from stddaq_common.runtime.rate_limited_log import RateLimitedLog
 from stddaq_driver.acquisition import (
     Acquisition,
     AcquisitionPlan,
@@ -92,24 +93,6 @@ class ReconfigureCommand:
 Command = StartCommand | StopCommand | ReconfigureCommand
 
 
-class _RateLimitedLog:
-    """A warning at most every few seconds, with the count of the ones not shown."""
-
-    def __init__(self) -> None:
-        self._next = 0.0
-        self._suppressed = 0
-
-    def warning(self, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now < self._next:
-            self._suppressed += 1
-            return
-        suffix = f" ({self._suppressed} more not shown)" if self._suppressed else ""
-        log.warning(message + suffix, *args)
-        self._suppressed = 0
-        self._next = now + _LOG_INTERVAL_S
-
-
 class Engine:
     """Owns the sockets and the running acquisition; `run()` is the thread's body."""
 
@@ -140,8 +123,7 @@ class Engine:
         self._next_probe = 0.0
         self._rate_mark = (time.monotonic(), 0, 0)
         self._subscriber_bad_seen = 0
-        self._bad_metadata_log = _RateLimitedLog()
-        self._repeated_log = _RateLimitedLog()
+        self._warnings = RateLimitedLog(log, _LOG_INTERVAL_S)
         self._orphans = Orphans()
 
     # --- called from other threads ---
@@ -204,7 +186,7 @@ class Engine:
             image_id = image_id_of(raw)
         except MetadataError as error:
             self._counters.bad_metadata.inc()
-            self._bad_metadata_log.warning("skipped metadata without a readable id: %s", error)
+            self._warnings.warning("bad metadata", "skipped metadata without a readable id: %s", error)
             return
         dealer = acquisition.dealer
         gaps_before = dealer.id_gaps
@@ -215,7 +197,7 @@ class Engine:
             return
         if dealt is None:
             self._counters.repeated_ids.inc()
-            self._repeated_log.warning("skipped image %d: its id repeated", image_id)
+            self._warnings.warning("repeated id", "skipped image %d: its id repeated", image_id)
             return
         writer, position = dealt
         try:

@@ -10,6 +10,7 @@ as a PUB camera does. Frame values are sent zero-copy.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,11 +27,16 @@ _WAIT_SLICE_S = 0.05
 """Longest single wait, so a stop request is noticed quickly."""
 
 
-@dataclass(slots=True)
 class StopFlag:
-    """Set by the signal handler (a plain attribute: safe in a handler)."""
+    """Whether the camera should stop: the runner's stop Event, set on SIGTERM/SIGINT."""
 
-    requested: bool = False
+    def __init__(self, event: threading.Event | None = None) -> None:
+        self.event = event if event is not None else threading.Event()
+
+    @property
+    def requested(self) -> bool:
+        """True once a stop was requested."""
+        return self.event.is_set()
 
 
 @dataclass(slots=True)

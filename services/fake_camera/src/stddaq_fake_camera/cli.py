@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
-import sys
-from types import FrameType
+import threading
 
 import numpy as np
 
-from stddaq_common.runtime.logs import setup_logging
-from stddaq_fake_camera.camera import FakeCamera, StopFlag
+from stddaq_common.runtime.runner import StartupError
+from stddaq_fake_camera.camera import FakeCamera, SendCounts, StopFlag
 from stddaq_fake_camera.frames import DEFAULT_PERIOD, FramePattern
 from stddaq_fake_camera.messages import COMPRESSIONS, MessageMaker
 from stddaq_fake_camera.schedule import Faults, parse_burst, parse_ids, send_plan
@@ -114,47 +112,73 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         parser.error("--format array-1.0 carries raw pixels only: use --compression none")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the fake camera; the exit status (0 when done or stopped)."""
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The checked options (usage errors exit 2, as argparse does)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _check(args, parser)
-    setup_logging(SERVICE_NAME, args.log_level)
-    stop = StopFlag()
+    return args
 
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.requested = True
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _on_signal)
-    pattern = FramePattern(tuple(args.shape), args.dtype, args.period)
-    maker = MessageMaker(
-        pattern,
-        input_format=args.output_format,
-        channel=args.channel,
-        compression=args.compression,
-        with_type_and_shape=not args.no_type_shape,
-    )
-    faults = Faults(
-        skip=args.skip, duplicate=args.duplicate, wrong_shape=args.wrong_shape, garbage=args.garbage,
-        reverse_bursts=tuple(args.reverse_burst), restart_every=args.restart_every,
-    )
-    n_frames = args.frames or None
-    if maker.compressed is not None:
-        distinct = min(args.period, n_frames or args.period)
-        maker.compressed.prebuild(range(args.first_id, args.first_id + distinct))
-    try:
-        camera = FakeCamera(args.address, maker, sndhwm=args.sndhwm, socket_type=args.socket_type)
-    except ValueError as error:
-        print(f"{SERVICE_NAME}: cannot start: {error}", file=sys.stderr, flush=True)
-        return 1
-    print(f"READY {SERVICE_NAME} endpoint={camera.endpoint} pid={os.getpid()}", flush=True)
-    log.info("sending %s %s frames %s to %s, rate %s", args.output_format, args.dtype,
-             list(args.shape), camera.endpoint, args.rate or "max")
-    counts = camera.run(send_plan(args.first_id, n_frames, faults), args.rate, stop, args.restart_pause)
-    camera.close(0.0 if stop.requested else args.linger)
-    rate = counts.messages / counts.seconds if counts.seconds > 0 else 0.0
-    log.info("sent %d messages (%s), %.3f GB in %.2f s, %.1f messages/s%s", counts.messages,
-             counts.by_kind, counts.bytes / 1e9, counts.seconds, rate,
-             " (stopped)" if stop.requested else "")
-    return 0
+class CameraService:
+    """The fake camera as a runner service: bound at build, sends in run(), closes in close()."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        pattern = FramePattern(tuple(args.shape), args.dtype, args.period)
+        maker = MessageMaker(
+            pattern,
+            input_format=args.output_format,
+            channel=args.channel,
+            compression=args.compression,
+            with_type_and_shape=not args.no_type_shape,
+        )
+        self.faults = Faults(
+            skip=args.skip, duplicate=args.duplicate, wrong_shape=args.wrong_shape, garbage=args.garbage,
+            reverse_bursts=tuple(args.reverse_burst), restart_every=args.restart_every,
+        )
+        self.n_frames = args.frames or None
+        if maker.compressed is not None:
+            distinct = min(args.period, self.n_frames or args.period)
+            maker.compressed.prebuild(range(args.first_id, args.first_id + distinct))
+        try:
+            self.camera = FakeCamera(args.address, maker, sndhwm=args.sndhwm, socket_type=args.socket_type)
+        except ValueError as error:
+            raise StartupError(str(error)) from None
+        self.stop = StopFlag()
+        self.counts: SendCounts | None = None
+        self.stopped = False
+        """Whether a stop request ended the sending (the runner sets its stop Event after
+        run() in any case, so this is noted when run() returns)."""
+
+    @property
+    def endpoint(self) -> str:
+        """The address the socket is bound to (a `*` port resolved)."""
+        return self.camera.endpoint
+
+    def run(self, stop: threading.Event) -> None:
+        """Send every planned frame (until done or `stop` is set)."""
+        args = self.args
+        self.stop = StopFlag(stop)
+        log.info("sending %s %s frames %s to %s, rate %s", args.output_format, args.dtype,
+                 list(args.shape), self.camera.endpoint, args.rate or "max")
+        self.counts = self.camera.run(
+            send_plan(args.first_id, self.n_frames, self.faults), args.rate, self.stop, args.restart_pause
+        )
+        self.stopped = self.stop.requested
+
+    def close(self) -> None:
+        """Close the socket: queued messages get --linger seconds to leave unless stopped."""
+        stopped = self.stopped
+        self.camera.close(0.0 if stopped or self.counts is None else self.args.linger)
+        counts = self.counts
+        if counts is None:
+            return
+        rate = counts.messages / counts.seconds if counts.seconds > 0 else 0.0
+        log.info("sent %d messages (%s), %.3f GB in %.2f s, %.1f messages/s%s", counts.messages,
+                 counts.by_kind, counts.bytes / 1e9, counts.seconds, rate, " (stopped)" if stopped else "")
+
+
+def ready_line(service: CameraService) -> str:
+    """`READY fake_camera endpoint=<bound address> pid=<pid>`."""
+    return f"READY {SERVICE_NAME} endpoint={service.endpoint} pid={os.getpid()}"

@@ -1,7 +1,13 @@
-"""`python -m stddaq_live_stream CONFIG ADDRESS [-s SUFFIX] [-t array-1.0|bsread]`."""
+"""`python -m stddaq_live_stream CONFIG ADDRESS [-s SUFFIX] [-t array-1.0|bsread]` and
+`stddaq-live-stream`: run the live stream service."""
 
-import sys
+from __future__ import annotations
 
-from stddaq_live_stream.service import main
+from stddaq_common.runtime.runner import main_for
+from stddaq_live_stream.service import SERVICE_NAME, add_arguments, build
 
-sys.exit(main())
+main = main_for(SERVICE_NAME, build, add_arguments)
+"""Console entry point: runs the service through stddaq_common.runtime.runner (exits with its status)."""
+
+if __name__ == "__main__":
+    main()

@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 
 from stddaq_common.bus.metadata_stream import MetadataSubscriber
 from stddaq_common.config.model import DaqConfig
 from stddaq_common.names import ipc_address, shm_name
 from stddaq_common.ring.geometry import ring_geometry
 from stddaq_common.ring.image_ring import ImageRing
-from stddaq_common.runtime.runner import run_service
 from stddaq_common.runtime.stats import Stats
-from stddaq_live_stream.cli import LiveStreamOptions, add_arguments, options_from
+from stddaq_live_stream.cli import LiveStreamOptions, options_from
+from stddaq_live_stream.cli import add_arguments as add_arguments  # the runner's add_arguments
 from stddaq_live_stream.output_formats import Array10Format, BsreadFormat, OutputFormat
 from stddaq_live_stream.rate_modes import rate_mode_for
 from stddaq_live_stream.ring_source import RingSource
@@ -93,13 +92,3 @@ def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> LiveStre
         options.nice,
     )
     return stream
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the live stream as a process; returns the exit status."""
-    return run_service(SERVICE_NAME, build, add_arguments, argv)
-
-
-def console_main() -> None:
-    """Console entry point `stddaq-live-stream`."""
-    sys.exit(main())

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from stddaq_common.bus.metadata import ImageMeta
 from stddaq_common.bus.metadata_stream import MetadataSubscriber
 from stddaq_common.ring.image_ring import ImageRing
+from stddaq_common.runtime.rate_limited_log import RateLimitedLog
 from stddaq_common.runtime.stats import Counter, Gauge, Stats
 from stddaq_live_stream.image_copy import ImageCopier, NotCopied
 from stddaq_live_stream.image_layout import layout_of
@@ -41,7 +42,6 @@ from stddaq_live_stream.output_formats import OutputFormat
 from stddaq_live_stream.rate_modes import RateMode
 from stddaq_live_stream.ring_source import RingSource
 from stddaq_live_stream.slot_sender import DEFAULT_MAX_IN_FLIGHT, SlotSender
-from stddaq_live_stream.throttled_log import ThrottledWarning
 from stddaq_live_stream.viewer_socket import ViewerSocket
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class LiveStream:
         self.gauges = StreamGauges.register(stats, viewers.send_hwm)
         self._copier = ImageCopier(slot_bytes, send_buffers)
         self._slots = SlotSender(zero_copy_in_flight)
-        self._warnings = ThrottledWarning(log)
+        self._warnings = RateLimitedLog(log)
         self._next_housekeeping = 0.0
         self._bad_metadata_seen = 0
 
@@ -272,7 +272,7 @@ class LiveStream:
             parts = self._output.parts(meta, layout, image)
         except ValueError as error:  # BadImage, WireFormatError: what the metadata or data got wrong
             counters.bad_images.value += 1
-            self._warnings.warn("bad images", f"image {image_id} not streamed: {error}")
+            self._warnings.warning("bad images", "image %d not streamed: %s", image_id, error)
             return
         if self._viewers.send(parts):
             counters.sent.value += 1

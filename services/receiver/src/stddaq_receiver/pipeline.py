@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from stddaq_common.bus.metadata import Compression, Dtype, ImageMeta, Status, dtype_of
 from stddaq_common.ring.image_ring import RingResized, SlotBusy, SlotWrite
+from stddaq_common.runtime.rate_limited_log import RateLimitedLog
 from stddaq_common.runtime.stats import Counter, Gauge, Stats
 from stddaq_common.wire.byte_views import BufferLike
 from stddaq_common.wire.errors import KINDS, PARTS, WireFormatError
@@ -65,25 +66,6 @@ class Reservation:
     """The slot being written; None when the frame was dropped or rejected on arrival (its
     value is read and thrown away)."""
     nbytes: int
-
-
-class _RateLimitedLog:
-    """Logs one warning per key at most every interval, saying how many were not logged."""
-
-    def __init__(self, interval_s: float = _LOG_INTERVAL_S) -> None:
-        self._interval_s = interval_s
-        self._next: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warning(self, key: str, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now < self._next.get(key, 0.0):
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        skipped = self._suppressed.pop(key, 0)
-        suffix = f" ({skipped} more like this since the last report)" if skipped else ""
-        log.warning(message + suffix, *args)
-        self._next[key] = now + self._interval_s
 
 
 @dataclass(slots=True)
@@ -157,7 +139,7 @@ class ReceiverPipeline:
         self._height = writer.height
         self._width = writer.width
         self._dtype_code: Dtype = dtype_of(writer.dtype)
-        self._log = _RateLimitedLog()
+        self._log = RateLimitedLog(log, _LOG_INTERVAL_S)
         self._reserved: dict[int, Reservation] = {}
         """Per connection: the frame whose value is arriving straight into its slot."""
         self.value_index = decoder.value_index

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import threading
 
 from stddaq_common.config.model import DaqConfig
 from stddaq_common.ring.geometry import ring_geometry
-from stddaq_common.runtime.runner import StartupError, run_service
+from stddaq_common.runtime.runner import StartupError
 from stddaq_common.runtime.stats import Stats
 from stddaq_web.app import WebSettings, create_app
-from stddaq_web.cli import add_arguments, choose_stream, options_from
+from stddaq_web.cli import add_arguments as add_arguments  # the runner's add_arguments
+from stddaq_web.cli import choose_stream, options_from
 from stddaq_web.health import HealthPoller, Sources
 from stddaq_web.image_feed import ImageFeed
 from stddaq_web.server import WebServer, bind_listener
@@ -82,13 +82,3 @@ def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> WebServi
         options.driver_url,
     )
     return WebService(server, feed, health, stats)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the web service as a process; returns the exit status."""
-    return run_service(SERVICE_NAME, build, add_arguments, argv)
-
-
-def console_main() -> None:
-    """Console entry point `stddaq-web`."""
-    sys.exit(main())

@@ -13,6 +13,11 @@ named in INSTANCE_TAG_ARGS (`index` -> tag `index`, `stream_address` -> tag `str
 becomes a tag, and `--stats-tag KEY=VALUE` (repeatable) adds the operator's own. The
 service's std_daq field names (runtime.std_daq_fields) are written beside its own.
 
+`run_standalone` runs a process without a DAQ config (the fake camera) the same way: its
+own parser, the same signals, build, READY line, run and close. Every service's
+`__main__.main` is `main_for(...)` (or `standalone_main_for(...)`), the target of its
+console script and of `python -m`.
+
 Signals are turned into `stop.set()` by a small watcher thread: the signal handler itself
 only writes the signal number to a pipe (no locks, no logging inside a handler, so a
 signal can never deadlock or raise into the service). Repeated signals while stopping
@@ -30,7 +35,7 @@ import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from stddaq_common.config.model import ConfigError, DaqConfig, load_config
 from stddaq_common.runtime.logs import log_level, setup_logging
@@ -63,6 +68,8 @@ class Service(Protocol):
     def close(self) -> None:
         """Release sockets, rings and files; called once, also after run() failed."""
 
+
+S = TypeVar("S", bound=Service)
 
 Build = Callable[[DaqConfig, argparse.Namespace, Stats], Service]
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -252,19 +259,22 @@ def _print_error(name: str, message: str) -> None:
     print(f"{name}: {message}", file=sys.stderr, flush=True)
 
 
-def _build_service(
-    name: str, build: Build, config: DaqConfig, args: argparse.Namespace, stats: Stats
-) -> Service | None:
-    """Start metrics and build the service; None (after one stderr line) if that fails."""
+def _start_metrics(stats: Stats, args: argparse.Namespace) -> None:
+    """Serve Prometheus metrics if --metrics-port was given (StartupError if it cannot)."""
+    if args.metrics_port is None:
+        return
     try:
-        if args.metrics_port is not None:
-            try:
-                stats.serve_metrics(args.metrics_port, args.metrics_addr)
-            except OSError as error:
-                raise StartupError(
-                    f"metrics endpoint {args.metrics_addr}:{args.metrics_port}: {error.strerror or error}"
-                ) from None
-        return build(config, args, stats)
+        stats.serve_metrics(args.metrics_port, args.metrics_addr)
+    except OSError as error:
+        raise StartupError(
+            f"metrics endpoint {args.metrics_addr}:{args.metrics_port}: {error.strerror or error}"
+        ) from None
+
+
+def _build_service(name: str, build: Callable[[], S]) -> S | None:
+    """Build the service; None (after one stderr line) if that fails."""
+    try:
+        return build()
     except Exception as error:
         if not is_startup_error(error):
             _log.exception("%s: build() failed unexpectedly", name)
@@ -332,29 +342,55 @@ def _run(
         _print_error(name, f"{args.config}: {error}")
         return EXIT_CONFIG_ERROR
 
+    def make() -> Service:
+        _start_metrics(stats, args)
+        return build(config, args, stats)
+
+    def ready_line(service: Service) -> str:
+        line = f"READY {name} detector={config.detector_name} pid={os.getpid()}"
+        if stats.metrics_port is not None:
+            line += f" metrics_port={stats.metrics_port}"
+        return line
+
+    def finish(built: bool) -> None:
+        if built:
+            stats.emit_now()
+        stats.close()
+
+    what = f" (config {args.config})"
+    return _serve(name, make, ready_line, restore_signals=restore_signals, finish=finish, what=what)
+
+
+def _serve(
+    name: str,
+    build: Callable[[], S],
+    ready_line: Callable[[S], str],
+    *,
+    restore_signals: bool,
+    finish: Callable[[bool], None] | None = None,
+    what: str = "",
+) -> int:
+    """Install the stop signals, build, print the READY line, run until stopped, close;
+    `finish(built)` runs last in any case. The exit status."""
     stop = threading.Event()
     signals = _StopSignals(name, stop)
     signals.install()
-    service: Service | None = None
+    service: S | None = None
     try:
-        service = _build_service(name, build, config, args, stats)
+        service = _build_service(name, build)
         if service is None:
             return EXIT_STARTUP_ERROR
-        ready = f"READY {name} detector={config.detector_name} pid={os.getpid()}"
-        if stats.metrics_port is not None:
-            ready += f" metrics_port={stats.metrics_port}"
         try:
-            print(ready, flush=True)
+            print(ready_line(service), flush=True)
         except OSError as error:  # nobody reads stdout: carry on, the service itself is fine
             _log.warning("could not print the readiness line: %s", error)
-        _log.info("%s running (config %s)", name, args.config)
+        _log.info("%s running%s", name, what)
         status = _run_and_close(name, service, stop)
         _log.info("%s stopped (exit status %d)", name, status)
         return status
     finally:
-        if service is not None:
-            stats.emit_now()
-        stats.close()
+        if finish is not None:
+            finish(service is not None)
         signals.uninstall(restore=restore_signals)
 
 
@@ -378,4 +414,45 @@ def main_for(name: str, build: Build, add_arguments: AddArguments | None = None)
         sys.exit(_run(name, build, add_arguments, None, restore_signals=False))
 
     main.__doc__ = f"Run the stddaq service {name} (exits with its status)."
+    return main
+
+
+def run_standalone(
+    name: str,
+    parse_args: Callable[[list[str] | None], argparse.Namespace],
+    build: Callable[[argparse.Namespace], S],
+    ready_line: Callable[[S], str],
+    argv: list[str] | None = None,
+    *,
+    restore_signals: bool = True,
+) -> int:
+    """Run a process that takes no DAQ config (the fake camera) the way run_service runs a
+    service: parse (usage errors exit 2), log at `--log-level`, build (exit 1 with one line
+    on a startup error), print `ready_line(service)`, run until done or SIGTERM/SIGINT,
+    close; the exit status."""
+    try:
+        args = parse_args(argv)
+    except SystemExit as exit_request:
+        code = exit_request.code
+        return code if isinstance(code, int) else EXIT_CONFIG_ERROR
+    try:
+        setup_logging(name, getattr(args, "log_level", None) or "info")
+    except ValueError as error:
+        _print_error(name, str(error))
+        return EXIT_CONFIG_ERROR
+    return _serve(name, lambda: build(args), ready_line, restore_signals=restore_signals)
+
+
+def standalone_main_for(
+    name: str,
+    parse_args: Callable[[list[str] | None], argparse.Namespace],
+    build: Callable[[argparse.Namespace], S],
+    ready_line: Callable[[S], str],
+) -> Callable[[], NoReturn]:
+    """A console entry point for a process without a DAQ config (see run_standalone)."""
+
+    def main() -> NoReturn:
+        sys.exit(run_standalone(name, parse_args, build, ready_line, None, restore_signals=False))
+
+    main.__doc__ = f"Run {name} (exits with its status)."
     return main
