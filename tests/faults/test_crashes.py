@@ -86,7 +86,9 @@ def test_writer_killed_mid_acquisition(crashes: Crashes) -> None:
     stack = crashes.stack
     crashes.healthy()
     started = stack.start(crashes.name())
-    stack.wait_written(3 * RATE_HZ)  # a few seconds: the writers have flushed their files
+    stack.wait_written(3 * RATE_HZ)
+    # Writer 1's file holds images for sure (it flushed them) before it is killed.
+    wait_for("writer 1 flushed images", lambda: stack.status()["writers"][1]["images_flushed"] > 0)
     crashes.crash("writer-1")
     status = stack.wait_end(started["acquisition_id"])
     assert status["outcome"] == "error"

@@ -163,13 +163,15 @@ class WriterTracker:
 
     def restarted_by(self, event: WriterEvent, acquisition_id: int) -> bool:
         """True if `event` shows that this writer, which had the acquisition's file open,
-        is a new process: a `ready` (sent only at start-up) or a heartbeat without it.
+        is a new process: a `ready` (its first answer to a probe) or a heartbeat that does
+        not name this acquisition.
         (A std_daq writer's plain answers say nothing about this.)"""
         if self.state not in ("file_created", "confirmed") or not event.stddaq:
             return False
-        if event.event == EventKind.READY:
-            return True
-        return event.event == EventKind.HEARTBEAT and event.acq_id != acquisition_id
+        # A writer answers its first probe with `ready` naming the acquisition it has open:
+        # a process that created this acquisition's file may say `ready` late (its first
+        # probe came after the create); a new process has no file open.
+        return event.event in (EventKind.READY, EventKind.HEARTBEAT) and event.acq_id != acquisition_id
 
     def apply(self, event: WriterEvent) -> None:
         """Take the figures of an event of this acquisition (counts are cumulative)."""
@@ -204,6 +206,7 @@ class WriterTracker:
             images_written=self.written,
             images_not_written=self.not_written,
             bytes_written=self.bytes_written,
+            images_flushed=self.flushed,
             last_error=self.last_error,
         )
 

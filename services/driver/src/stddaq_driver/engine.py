@@ -203,7 +203,7 @@ class Engine:
         try:
             self._link.send_image(writer, acquisition.plan.acquisition_id, position, raw)
         except WriterUnreachable as error:
-            self._fail(str(error))
+            self._writer_gone(writer, error)
             return
         self._counters.images_dealt.inc()
         if dealer.id_gaps != gaps_before:
@@ -445,7 +445,7 @@ class Engine:
             try:
                 self._link.send_confirm(index, acquisition.plan.acquisition_id)
             except WriterUnreachable as error:
-                self._fail(str(error))
+                self._writer_gone(index, error)
                 return
         log.info(
             "acquisition %d: %d image(s) dealt, closing the files",
@@ -458,7 +458,7 @@ class Engine:
         try:
             self._link.send_close(index, CloseCommand(acquisition.plan.acquisition_id, n_images))
         except WriterUnreachable as error:
-            self._fail(str(error))
+            self._writer_gone(index, error)
 
     def _send_master(self, acquisition: Acquisition) -> None:
         """The master file is built by a stddaq writer (writer 0 when it is one)."""
@@ -490,6 +490,18 @@ class Engine:
             self._link.send_master(builders[0], command)
         except WriterUnreachable as error:
             self._fail(str(error))
+
+    def _writer_gone(self, index: int, error: WriterUnreachable) -> None:
+        """Writer `index` did not take a message: its process is gone or stuck. Count only
+        what its file holds for sure, never ask it again in this acquisition (a restarted
+        process knows nothing of it), and fail the acquisition naming the writer."""
+        acquisition = self._acquisition
+        if acquisition is not None:
+            tracker = acquisition.writers[index]
+            tracker.mark_lost(
+                f"{error}; counted: the {tracker.flushed} image(s) its file holds for sure"
+            )
+        self._fail(str(error))
 
     def _fail(self, reason: str) -> None:
         """Go to error with `reason`; close the other writers' files; idle when they did."""

@@ -103,6 +103,9 @@ class WriterStatus(BaseModel):
     images_written: int
     images_not_written: int
     bytes_written: int
+    images_flushed: int = Field(
+        0, description="Images its file holds for sure (as of its last flush; a std_daq writer reports none)"
+    )
     last_error: str | None
 
 

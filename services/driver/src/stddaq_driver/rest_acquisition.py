@@ -39,6 +39,7 @@ def status_response(snapshot: AcquisitionSnapshot, ages: list[float | None]) -> 
                 images_written=writer.images_written,
                 images_not_written=writer.images_not_written,
                 bytes_written=writer.bytes_written,
+                images_flushed=writer.images_flushed,
                 last_error=writer.last_error,
             )
         )

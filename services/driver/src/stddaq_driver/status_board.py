@@ -31,6 +31,7 @@ class WriterSnapshot:
     images_written: int = 0
     images_not_written: int = 0
     bytes_written: int = 0
+    images_flushed: int = 0
     last_error: str | None = None
 
 
