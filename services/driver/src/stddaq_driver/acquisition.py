@@ -154,9 +154,13 @@ class WriterTracker:
     flushed: int = 0
     """Images its file holds for sure (as of its last flush), also if it was killed."""
 
+    lost: bool = False
+    """The writer is gone for this acquisition (its later messages are not taken)."""
+
     def mark_lost(self, reason: str) -> None:
         """The writer is gone (killed, restarted, unreachable): count only the images its
         file is sure to hold, and keep the reason."""
+        self.lost = True
         self.state = "error"
         self.written = min(self.written, self.flushed)
         self.last_error = reason

@@ -318,8 +318,8 @@ class Engine:
             self._handle_orphan(event)
         else:
             tracker = acquisition.writers[event.writer]
-            if tracker.restarted:
-                return  # its new process knows nothing of this acquisition
+            if tracker.restarted or tracker.lost:
+                return  # gone: its new process knows nothing of this acquisition
             if tracker.restarted_by(event, acquisition.plan.acquisition_id):
                 self._writer_restarted(tracker)
                 return
@@ -492,16 +492,20 @@ class Engine:
             self._fail(str(error))
 
     def _writer_gone(self, index: int, error: WriterUnreachable) -> None:
-        """Writer `index` did not take a message: its process is gone or stuck. Count only
-        what its file holds for sure, never ask it again in this acquisition (a restarted
-        process knows nothing of it), and fail the acquisition naming the writer."""
+        """Writer `index` did not take a message: its process is gone or stuck. Fail the
+        acquisition naming the writer; count only what its file holds for sure and take
+        nothing more from it in this acquisition (a restarted process knows nothing of it
+        and would answer the close with an error about a file it never had)."""
+        self._fail(str(error))
         acquisition = self._acquisition
-        if acquisition is not None:
-            tracker = acquisition.writers[index]
+        if acquisition is None:
+            return
+        tracker = acquisition.writers[index]
+        if not tracker.lost:
             tracker.mark_lost(
                 f"{error}; counted: the {tracker.flushed} image(s) its file holds for sure"
             )
-        self._fail(str(error))
+        self._advance()
 
     def _fail(self, reason: str) -> None:
         """Go to error with `reason`; close the other writers' files; idle when they did."""
