@@ -30,6 +30,17 @@ CTX=build/docker-context
 
 say() { echo "images: $*" >&2; }
 
+# The engine must answer before anything else; the error names where we looked.
+engine_answers() {
+    local where="${DOCKER_HOST:-unix:///var/run/docker.sock (DOCKER_HOST is not set)}"
+    local answer
+    if ! answer="$("$DOCKER" version --format '{{.Server.Version}}' 2>&1)"; then
+        echo "$1: no Docker engine answers at $where: ${answer##*$'\n'}" >&2
+        echo "$1: start one, or point DOCKER_HOST at its socket (a private engine: scripts/ci-docker.sh start)" >&2
+        exit 1
+    fi
+}
+
 # image -> wheel / script / user, from docker/services.tsv
 declare -A WHEEL SCRIPT RUN_AS
 ALL=()
@@ -72,6 +83,7 @@ stage_context() {
         : > "$CTX/build-ca.pem"
     fi
     install -m 0755 docker/stddaq_health.py "$CTX/stddaq-health"
+    install -m 0755 docker/stddaq_keeper.py "$CTX/stddaq-keeper"
     install -m 0755 docker/stddaq_image_check.py "$CTX/stddaq-image-check"
     rm -rf "$CTX/all-wheels"
 }
@@ -99,6 +111,7 @@ build_one() {
         'BEGIN { printf "%-28s %7.1f MB %5d s", t, s / 1e6, d }')"
 }
 
+engine_answers images
 started=$SECONDS
 say "base $BASE_IMAGE, version $VERSION: ${IMAGES[*]}"
 stage_context

@@ -58,7 +58,8 @@ def test_the_service_as_pid_1_stops_cleanly_on_sigterm(
     try:
         wait_for("the fake camera's READY line", lambda: b"READY fake_camera" in container.logs(), 60)
         top = container.top(ps_args="-o pid,args")
-        assert "/opt/stddaq/venv/bin/stddaq-service --address" in top["Processes"][0][-1], top
+        # PID 1 names its service in ps: the entry point execs the service's own script.
+        assert "/opt/stddaq/venv/bin/stddaq-fake-camera --address" in top["Processes"][0][-1], top
         started = time.monotonic()
         container.stop(timeout=20)
         seconds = time.monotonic() - started
