@@ -23,7 +23,7 @@ from tests.compose.engine import REPO, check_images, port_is_free
 
 HEADING = "## Quick start: the demo stack"
 PROJECT = "checkout-stddaq-demo"
-PORTS = (5000, 8080, 9990, 20000)
+PORTS = (5000, 8080, 8090, 9990, 20000)
 
 
 def quick_start_block() -> str:

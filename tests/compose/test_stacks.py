@@ -48,7 +48,7 @@ from tests.compose.engine import (
 DEMO = "stddaq-demo"
 DEMO_PROJECT = "checkout-stddaq-demo"
 DEMO_SHAPE = (1024, 1024)
-DEMO_PORTS = (5000, 8080, 9990, 20000)
+DEMO_PORTS = (5000, 8080, 8090, 9990, 20000)
 RING_READERS = ("writer-0", "writer-1", "live-stream-0")
 
 E2E = "stddaq-e2e"
@@ -56,7 +56,7 @@ E2E_SITE = "test"
 E2E_PROJECT = f"{E2E_SITE}-{E2E}"
 E2E_USER = 1234
 E2E_SHAPE = (256, 512)
-E2E_PORTS = {"rest": 5100, "ws": 8180, "camera": 9991, "live": 20100, "metrics_base": 9910}
+E2E_PORTS = {"rest": 5100, "ws": 8180, "camera": 9991, "live": 20100, "metrics_base": 9910, "web": 8190}
 """The demo stack's metrics take 9710.. (compose.yaml); the e2e stack runs beside it."""
 E2E_TOKEN = "e2e-token-not-secret"
 E2E_PREFIX = "stddaq-e2e/"
@@ -126,6 +126,7 @@ SERVICES = {
     "writer-0",
     "writer-1",
     "live-stream-0",
+    "web",
     "fake-camera",
     "keeper-1",
     "keeper-2",
@@ -137,6 +138,7 @@ COMMANDS = {
     "writer-1": "stddaq-writer",
     "live-stream-0": "stddaq-live-str",  # command names are cut at 15 characters
     "fake-camera": "stddaq-fake-cam",
+    "web": "stddaq-web",
     "keeper-1": "stddaq-keeper",
     "keeper-2": "stddaq-keeper",
 }
@@ -408,6 +410,7 @@ def write_inventory(stacks: Stacks, folder: Path, data: Path, archives: Path) ->
         "rest_port": E2E_PORTS["rest"],
         "ws_port": E2E_PORTS["ws"],
         "metrics_port_base": E2E_PORTS["metrics_base"],
+        "web_port": E2E_PORTS["web"],
         "data_source": str(data),
         "data_dir": "/data",
         "data_owner": str(E2E_USER),
@@ -478,7 +481,7 @@ def test_ansible_deploys_a_second_detector_next_to_the_first(stacks: Stacks) -> 
 
     e2e = stacks.e2e.containers(stacks.client)
     assert set(e2e) == {
-        "receiver", "driver", "writer-0", "live-stream-0", "fake-camera", "keeper-1", "keeper-2"
+        "receiver", "driver", "writer-0", "live-stream-0", "web", "fake-camera", "keeper-1", "keeper-2"
     }
     assert all_healthy(list(e2e.values()))
     assert all_healthy(list(stacks.demo.containers(stacks.client).values())), "the first stack suffered"
