@@ -11,9 +11,14 @@ import pytest
 from tests.compose.conftest import VERSION, record
 from tests.compose.engine import wait_for
 
-RUNTIME_ONLY = {"stddaq/driver": {"h11", "idna"}, "stddaq/web": {"h11", "idna"}}
+RUNTIME_ONLY = {
+    "stddaq/driver": {"h11", "idna"},
+    "stddaq/web": {"h11", "httpcore", "certifi", "websockets"},
+}
 """Distributions imported only once the service runs, not at import: uvicorn loads h11
-(its HTTP/1.1 protocol) when it starts serving, anyio loads idna to encode host names."""
+(its HTTP/1.1 protocol) when it starts serving, anyio loads idna to encode host names;
+the web page's httpx loads httpcore and certifi with its first client, and uvicorn
+websockets with the first WebSocket."""
 ONLY_IN = {
     "h5py": {"stddaq/writer"}, "hdf5plugin": {"stddaq/writer"}, "fastapi": {"stddaq/driver", "stddaq/web"}
 }
