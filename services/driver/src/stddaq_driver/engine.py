@@ -127,7 +127,7 @@ class Engine:
         self._warnings = RateLimitedLog(log, _LOG_INTERVAL_S)
         self._orphans = Orphans()
         self._idle = IdleWait()
-        self._idle.watch(self._subscriber.socket, self._link.events_socket)
+        self._idle.watch(self._subscriber.socket, *self._link.event_sockets)
 
     # --- called from other threads ---
 
@@ -310,7 +310,7 @@ class Engine:
             self._subscriber.close()
             self._subscriber = MetadataSubscriber.for_config(config, timeout_ms=POLL_MS)
             self._subscriber_bad_seen = 0
-        self._idle.watch(self._subscriber.socket, self._link.events_socket)
+        self._idle.watch(self._subscriber.socket, *self._link.event_sockets)
         log.info("config changed: %d writer(s)", config.writers)
 
     # --- writer events ---

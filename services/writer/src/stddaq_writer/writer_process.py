@@ -45,9 +45,9 @@ from stddaq_common.ring.image_ring import ImageRing, RingError
 from stddaq_common.runtime.stats import Stats
 from stddaq_writer.acquisition import Acquisition, AcquisitionError, check_new_file
 from stddaq_writer.chunk_writer import Outcome, ReadMode
+from stddaq_writer.crash_repair import OpenFileNote
 from stddaq_writer.direct_io import IoMode
 from stddaq_writer.driver_link import DriverLink
-from stddaq_writer.crash_repair import OpenFileNote
 from stddaq_writer.h5_layout import FileSpec, image_columns
 from stddaq_writer.master_file import MasterFileError, build_master_file
 from stddaq_writer.uid import UserSwitchError, acting_as, needs_switch, resolve_owner
