@@ -65,10 +65,10 @@ stage_context() {
         mkdir -p "$CTX/wheels/$wheel"
         cp "$CTX"/all-wheels/stddaq_common-*.whl "$CTX/all-wheels/$wheel"-*.whl "$CTX/wheels/$wheel/"
         # bitshuffle's wheel declares h5py, Cython and setuptools as dependencies, but
-        # `import bitshuffle` (all stddaq_common uses) needs none of them: only the writer,
-        # which writes HDF5 files, gets h5py.
+        # `import bitshuffle` (all stddaq_common uses) needs none of them: only the writer
+        # and the driver (it builds the master file), which write HDF5 files, get h5py.
         local skip=(--no-emit-package cython --no-emit-package setuptools)
-        [[ "$wheel" == stddaq_writer ]] || skip+=(--no-emit-package h5py)
+        [[ "$wheel" == stddaq_writer || "$wheel" == stddaq_driver ]] || skip+=(--no-emit-package h5py)
         "$UV" export --quiet --frozen --package "${wheel//_/-}" --no-dev --no-default-groups \
             --no-emit-workspace --no-header --format requirements-txt "${skip[@]}" \
             --output-file "$CTX/requirements/$wheel.txt"

@@ -20,7 +20,9 @@ RUNTIME_ONLY = {
 the web page's httpx loads httpcore and certifi with its first client, and uvicorn
 websockets with the first WebSocket."""
 ONLY_IN = {
-    "h5py": {"stddaq/writer"}, "hdf5plugin": {"stddaq/writer"}, "fastapi": {"stddaq/driver", "stddaq/web"}
+    "h5py": {"stddaq/writer", "stddaq/driver"},
+    "hdf5plugin": {"stddaq/writer", "stddaq/driver"},
+    "fastapi": {"stddaq/driver", "stddaq/web"},
 }
 
 
