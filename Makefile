@@ -88,7 +88,8 @@ images: setup
 	BASE_IMAGE=$(BASE_IMAGE) IMAGE_PREFIX=$(IMAGE_PREFIX) VERSION=$(VERSION) UV=$(UV) \
 		bash docker/build-images.sh
 
-image-archives: images
+# Saves the images `make images` built (never builds: a missing image is an error).
+image-archives:
 	IMAGE_PREFIX=$(IMAGE_PREFIX) VERSION=$(VERSION) bash docker/save-images.sh
 
 compose-plugin: setup

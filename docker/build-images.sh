@@ -30,6 +30,17 @@ CTX=build/docker-context
 
 say() { echo "images: $*" >&2; }
 
+# The engine must answer before anything else; the error names where we looked.
+engine_answers() {
+    local where="${DOCKER_HOST:-unix:///var/run/docker.sock (DOCKER_HOST is not set)}"
+    local answer
+    if ! answer="$("$DOCKER" version --format '{{.Server.Version}}' 2>&1)"; then
+        echo "$1: no Docker engine answers at $where: ${answer##*$'\n'}" >&2
+        echo "$1: start one, or point DOCKER_HOST at its socket (a private engine: scripts/ci-docker.sh start)" >&2
+        exit 1
+    fi
+}
+
 # image -> wheel / script / user, from docker/services.tsv
 declare -A WHEEL SCRIPT RUN_AS
 ALL=()
@@ -54,10 +65,10 @@ stage_context() {
         mkdir -p "$CTX/wheels/$wheel"
         cp "$CTX"/all-wheels/stddaq_common-*.whl "$CTX/all-wheels/$wheel"-*.whl "$CTX/wheels/$wheel/"
         # bitshuffle's wheel declares h5py, Cython and setuptools as dependencies, but
-        # `import bitshuffle` (all stddaq_common uses) needs none of them: only the writer,
-        # which writes HDF5 files, gets h5py.
+        # `import bitshuffle` (all stddaq_common uses) needs none of them: only the writer
+        # and the driver (it builds the master file), which write HDF5 files, get h5py.
         local skip=(--no-emit-package cython --no-emit-package setuptools)
-        [[ "$wheel" == stddaq_writer ]] || skip+=(--no-emit-package h5py)
+        [[ "$wheel" == stddaq_writer || "$wheel" == stddaq_driver ]] || skip+=(--no-emit-package h5py)
         "$UV" export --quiet --frozen --package "${wheel//_/-}" --no-dev --no-default-groups \
             --no-emit-workspace --no-header --format requirements-txt "${skip[@]}" \
             --output-file "$CTX/requirements/$wheel.txt"
@@ -72,6 +83,7 @@ stage_context() {
         : > "$CTX/build-ca.pem"
     fi
     install -m 0755 docker/stddaq_health.py "$CTX/stddaq-health"
+    install -m 0755 docker/stddaq_keeper.py "$CTX/stddaq-keeper"
     install -m 0755 docker/stddaq_image_check.py "$CTX/stddaq-image-check"
     rm -rf "$CTX/all-wheels"
 }
@@ -99,6 +111,7 @@ build_one() {
         'BEGIN { printf "%-28s %7.1f MB %5d s", t, s / 1e6, d }')"
 }
 
+engine_answers images
 started=$SECONDS
 say "base $BASE_IMAGE, version $VERSION: ${IMAGES[*]}"
 stage_context

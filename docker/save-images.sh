@@ -2,7 +2,8 @@
 # Writes the image archives the Ansible role copies to DAQ servers without a registry
 # (`make image-archives`): build/images/<image>-<version>.tar (docker save) and .id (the
 # image ID, which the role compares with the servers' images). An archive whose .id
-# already matches the image is kept.
+# already matches the image is kept. It never builds: the images are the ones `make images`
+# built on whatever base it was given.
 #
 #   docker/save-images.sh [OUT_DIR]      (default build/images)
 #
@@ -14,12 +15,27 @@ DOCKER="${DOCKER:-docker}"
 IMAGE_PREFIX="${IMAGE_PREFIX:-stddaq/}"
 VERSION="${VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)}"
 OUT="${1:-build/images}"
+
+# The engine must answer before anything else; the error names where we looked.
+engine_answers() {
+    local where="${DOCKER_HOST:-unix:///var/run/docker.sock (DOCKER_HOST is not set)}"
+    local answer
+    if ! answer="$("$DOCKER" version --format '{{.Server.Version}}' 2>&1)"; then
+        echo "$1: no Docker engine answers at $where: ${answer##*$'\n'}" >&2
+        echo "$1: start one, or point DOCKER_HOST at its socket (a private engine: scripts/ci-docker.sh start)" >&2
+        exit 1
+    fi
+}
+engine_answers image-archives
 mkdir -p "$OUT"
 
 while read -r image _; do
     [[ -z "$image" || "$image" == \#* ]] && continue
     tag="${IMAGE_PREFIX}${image}:${VERSION}"
-    id="$("$DOCKER" image inspect --format '{{.Id}}' "$tag")"
+    if ! id="$("$DOCKER" image inspect --format '{{.Id}}' "$tag" 2>/dev/null)"; then
+        echo "image-archives: the engine at ${DOCKER_HOST:-unix:///var/run/docker.sock} has no image $tag: build the images first (make images [BASE_IMAGE=...])" >&2
+        exit 1
+    fi
     base="$OUT/$image-$VERSION"
     if [[ -f "$base.tar" && -f "$base.id" && "$(cat "$base.id")" == "$id" ]]; then
         echo "image-archives: $base.tar is current" >&2

@@ -28,14 +28,11 @@ from __future__ import annotations
 import argparse
 import errno
 import fcntl
-import json
 import os
 import signal
 import socket
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -176,16 +173,39 @@ def check_tcp(address: str) -> None:
         raise CheckFailed(f"tcp {host}:{port}: {error.strerror or error}") from None
 
 
+def http_get(url: str) -> tuple[int, bytes]:
+    """(status, body) of a plain HTTP/1.0 GET of `url` (http:// only). A raw socket, not
+    urllib: a healthcheck runs every few seconds, and importing urllib.request (with
+    http.client and email) would cost more CPU than all the checks together."""
+    if not url.startswith("http://"):
+        raise CheckFailed(f"{url}: only http:// URLs are checked")
+    where, _, path = url.removeprefix("http://").partition("/")
+    host, sep, port = where.rpartition(":")
+    if not sep or not port.isdigit():  # no port given (also "[::1]")
+        host, port = where, "80"
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT_S) as sock:
+            sock.sendall(f"GET /{path} HTTP/1.0\r\nHost: {where}\r\nConnection: close\r\n\r\n".encode())
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+    except (OSError, ValueError) as error:
+        raise CheckFailed(f"{url}: {getattr(error, 'strerror', None) or error}") from None
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].split()
+    if len(status_line) < 2 or not status_line[1].isdigit():
+        raise CheckFailed(f"{url}: not an HTTP answer")
+    return int(status_line[1]), body
+
+
 def get_json(url: str) -> object:
     """The decoded JSON body of a 2xx answer (None if the body is not JSON)."""
-    try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as answer:
-            body = answer.read()
-    except urllib.error.HTTPError as error:
-        raise CheckFailed(f"{url}: HTTP {error.code}") from None
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise CheckFailed(f"{url}: {reason}") from None
+    import json  # only the HTTP checks need it
+
+    status, body = http_get(url)
+    if not 200 <= status < 300:
+        raise CheckFailed(f"{url}: HTTP {status}")
     try:
         return json.loads(body)
     except ValueError:

@@ -17,6 +17,7 @@ import argparse
 import ast
 import importlib
 import importlib.metadata as metadata
+import importlib.util
 import json
 import os
 import pkgutil
@@ -26,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 OUR_PACKAGES = ("stddaq_common",)
+HDF5_PACKAGE = "stddaq_common.hdf5"
 
 
 def import_all(package_name: str) -> list[str]:
@@ -35,6 +37,8 @@ def import_all(package_name: str) -> list[str]:
     for info in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
         if info.name.endswith(".__main__"):
             continue  # runs the service when imported; its imports are scanned below
+        if info.name.startswith(HDF5_PACKAGE) and importlib.util.find_spec("h5py") is None:
+            continue  # HDF5 code: only in the images that write HDF5 files (they hold h5py)
         importlib.import_module(info.name)
         names.append(info.name)
     return names
@@ -113,7 +117,12 @@ def report(service: str) -> ImageReport:
     """Import everything of the service; the installed/imported/unused distributions."""
     packages = (*OUR_PACKAGES, service)
     modules = [name for package in packages for name in import_all(package)]
-    files = [file for package in packages for file in source_files(package)]
+    files = [
+        file
+        for package in packages
+        for file in source_files(package)
+        if importlib.util.find_spec("h5py") is not None or "/stddaq_common/hdf5/" not in str(file)
+    ]
     for name in sorted(imports_in_source(files) - set(sys.modules)):
         importlib.import_module(name)  # a lazy import of ours must work too
     installed = installed_distributions()

@@ -18,7 +18,7 @@ import pytest
 
 from tests.compose.engine import REPO, engine_or_skip
 
-IMAGES = ["fake-camera", "receiver", "writer", "driver", "live-stream"]
+IMAGES = ["fake-camera", "receiver", "writer", "driver", "live-stream", "web"]
 VERSION = "0.1.0"
 FIGURES: dict[str, str] = {}
 """What the tests measured (printed at the end, and written to build/compose-figures.json)."""

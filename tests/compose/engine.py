@@ -26,6 +26,7 @@ from stddaq_fake_camera.frames import FramePattern
 REPO = Path(__file__).resolve().parents[2]
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
+NUMBER_LABEL = "com.docker.compose.container-number"
 
 
 def engine_or_skip() -> docker.DockerClient:
@@ -94,9 +95,18 @@ class ComposeProject:
         return output
 
     def containers(self, client: docker.DockerClient) -> dict[str, Container]:
-        """The project's containers (also stopped ones) by Compose service name."""
+        """The project's containers (also stopped ones) by Compose service name; a service
+        of several containers (the keepers) as `<service>-<number>`."""
         found = client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={self.name}"})
-        return {c.labels[SERVICE_LABEL]: c for c in found}
+        per_service: dict[str, list[Container]] = {}
+        for container in found:
+            per_service.setdefault(container.labels[SERVICE_LABEL], []).append(container)
+        named: dict[str, Container] = {}
+        for service, members in per_service.items():
+            for container in members:
+                number = container.labels.get(NUMBER_LABEL, "1")
+                named[service if len(members) == 1 else f"{service}-{number}"] = container
+        return named
 
     def ps(self) -> dict[str, dict[str, Any]]:
         """`docker compose ps --all` by service: State, Health, ExitCode..."""
@@ -173,6 +183,30 @@ class Driver:
 
         wait_for(f"acquisition {acquisition_id} to end", ended, timeout, period=0.2)
         return final, time.monotonic() - started
+
+
+def docker_socket() -> str:
+    """The engine's unix socket (from DOCKER_HOST), which the keepers mount."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    return host.removeprefix("unix://") if host.startswith("unix://") else "/var/run/docker.sock"
+
+
+def check_saved(path: Path, detector: str, shape: tuple[int, int]) -> tuple[int, int]:
+    """Every image an HDF5 file (or master file) records as written (status 1) equals the
+    fake camera's frame of its id, the ids increase; (written, missing) record counts."""
+    pattern = FramePattern(shape, np.dtype("<u2"))
+    with h5py.File(path, "r") as file:
+        data = file[f"{detector}/data"]
+        metadata = np.asarray(file[f"{detector}/metadata"])
+        assert data.shape[0] == len(metadata), f"{path}: {data.shape} for {len(metadata)} records"
+        ids = metadata["image_id"].astype(np.int64)
+        assert np.all(np.diff(ids) > 0), f"{path}: image ids not strictly increasing"
+        written = 0
+        for index, (image_id, status) in enumerate(zip(ids, metadata["status"], strict=True)):
+            if status == 1:
+                written += 1
+                assert np.array_equal(data[index], pattern.frame(int(image_id))), f"{path}: image {image_id}"
+        return written, len(metadata) - written
 
 
 def check_images(path: Path, detector: str, shape: tuple[int, int], expected: int) -> None:

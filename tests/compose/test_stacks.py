@@ -1,7 +1,8 @@
 """Whole stacks on a real engine, in order: the demo stack of compose.yaml with its fake
 camera, acquisitions checked pixel by pixel, a stopped writer, a crashed writer, a crashed
-receiver, then a second detector deployed next to it by the Ansible playbook (twice: the
-second run changes nothing), and at last a teardown that must leave nothing behind.
+receiver, `docker kill` of every service mid-acquisition, then a second detector deployed
+next to it by the Ansible playbook (twice: the second run changes nothing), and at last a
+teardown that must leave nothing behind.
 
 The tests of this module share the stacks and depend on their order (pytest keeps it).
 """
@@ -19,10 +20,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
+import h5py
+import httpx
 import pytest
 import yaml
+from docker.models.containers import Container
 
 from tests.compose.conftest import IMAGES, VERSION, record
 from tests.compose.engine import (
@@ -32,21 +37,26 @@ from tests.compose.engine import (
     Driver,
     all_healthy,
     check_images,
+    check_saved,
+    docker_socket,
     health_of,
     host_pid,
-    ipc_namespace,
     port_is_free,
     wait_for,
 )
 
 DEMO = "stddaq-demo"
+DEMO_PROJECT = "checkout-stddaq-demo"
 DEMO_SHAPE = (1024, 1024)
-DEMO_PORTS = (5000, 8080, 9990, 20000)
+DEMO_PORTS = (5000, 8080, 8090, 9990, 20000)
 RING_READERS = ("writer-0", "writer-1", "live-stream-0")
 
 E2E = "stddaq-e2e"
+E2E_SITE = "test"
+E2E_PROJECT = f"{E2E_SITE}-{E2E}"
+E2E_USER = 1234
 E2E_SHAPE = (256, 512)
-E2E_PORTS = {"rest": 5100, "ws": 8180, "camera": 9991, "live": 20100, "metrics_base": 9910}
+E2E_PORTS = {"rest": 5100, "ws": 8180, "camera": 9991, "live": 20100, "metrics_base": 9910, "web": 8190}
 """The demo stack's metrics take 9710.. (compose.yaml); the e2e stack runs beside it."""
 E2E_TOKEN = "e2e-token-not-secret"
 E2E_PREFIX = "stddaq-e2e/"
@@ -92,7 +102,8 @@ def stacks(
     data = data_folder(work / "demo-data")
     env = tool_env()
     env["STDDAQ_DATA_DIR"] = str(data)
-    demo = ComposeProject(DEMO, REPO, env, profiles=["fake-camera"])
+    env["STDDAQ_DOCKER_SOCKET"] = docker_socket()
+    demo = ComposeProject(DEMO_PROJECT, REPO, env, profiles=["fake-camera"])
     demo("down", "--volumes", "--remove-orphans", timeout=120)  # leftovers of an aborted run
     started = time.monotonic()
     demo("up", "--detach", "--wait", "--wait-timeout", "300", timeout=400)
@@ -109,27 +120,54 @@ def stacks(
                 client.images.remove(f"{E2E_PREFIX}{image}:{VERSION}")
 
 
+SERVICES = {
+    "receiver",
+    "driver",
+    "writer-0",
+    "writer-1",
+    "live-stream-0",
+    "web",
+    "fake-camera",
+    "keeper-1",
+    "keeper-2",
+}
+COMMANDS = {
+    "receiver": "stddaq-receiver",
+    "driver": "stddaq-driver",
+    "writer-0": "stddaq-writer",
+    "writer-1": "stddaq-writer",
+    "live-stream-0": "stddaq-live-str",  # command names are cut at 15 characters
+    "fake-camera": "stddaq-fake-cam",
+    "web": "stddaq-web",
+    "keeper-1": "stddaq-keeper",
+    "keeper-2": "stddaq-keeper",
+}
+
+
 def test_every_service_is_healthy_on_the_host_network(stacks: Stacks) -> None:
     containers = stacks.demo.containers(stacks.client)
-    assert set(containers) == {"receiver", "driver", "writer-0", "writer-1", "live-stream-0", "fake-camera"}
-    receiver = containers["receiver"]
+    assert set(containers) == SERVICES
     for name, container in containers.items():
         assert health_of(container) == "healthy", name
         host_config = container.attrs["HostConfig"]
         assert host_config["NetworkMode"] == "host", name
         assert host_config["RestartPolicy"]["Name"] == "unless-stopped", name
         assert host_config["ReadonlyRootfs"] is True, name
-    assert receiver.attrs["HostConfig"]["IpcMode"] == "shareable"
-    for name in RING_READERS:
-        assert containers[name].attrs["HostConfig"]["IpcMode"] == f"container:{receiver.id}", name
-        assert ipc_namespace(host_pid(containers[name])) == ipc_namespace(host_pid(receiver)), name
+        comm = Path(f"/proc/{host_pid(container)}/comm").read_text().strip()
+        assert comm == COMMANDS[name], f"{name} shows as {comm!r} in ps"
+    ring_volume = f"{DEMO_PROJECT}_ring"
+    for name in ("receiver", *RING_READERS):
+        mounts = {m["Destination"]: m for m in containers[name].attrs["Mounts"]}
+        assert mounts["/dev/shm"].get("Name") == ring_volume, f"{name}: /dev/shm is not the ring volume"
+        assert containers[name].attrs["HostConfig"]["IpcMode"] == "private", name
     networks = {network.name for network in stacks.client.networks.list()}
     assert networks <= {"host", "none"}, f"no bridge network may exist here: {networks}"
     uid = {name: Path(f"/proc/{host_pid(c)}/status").read_text() for name, c in containers.items()}
     for name, status in uid.items():
         real = re.search(r"^Uid:\s+(\d+)", status, re.MULTILINE)
         assert real, name
-        assert real.group(1) == ("0" if name.startswith("writer-") else "10001"), name
+        as_root = name.startswith(("writer-", "keeper-"))
+        assert real.group(1) == ("0" if as_root else "10001"), name
 
 
 def test_an_acquisition_records_every_image_exactly(stacks: Stacks) -> None:
@@ -213,22 +251,128 @@ def test_a_crashed_writer_is_restarted_by_its_restart_policy(stacks: Stacks) -> 
     check_images(stacks.demo_data / "run-3" / "file.h5", DEMO, DEMO_SHAPE, 50)
 
 
-def test_a_crashed_receiver_restarts_and_takes_the_ring_readers_along(stacks: Stacks) -> None:
+def test_a_crashed_receiver_restarts_and_takes_the_ring_over_in_place(stacks: Stacks) -> None:
     before = crash(stacks, "receiver")
     seconds = wait_for(
-        "the receiver and the ring readers to restart and be healthy",
-        lambda: restarted_and_healthy(stacks, before, ("receiver", *RING_READERS)),
+        "the receiver to restart and every service to be healthy",
+        lambda: restarted_and_healthy(stacks, before, ("receiver",)),
         300,
     )
     record("demo stack: receiver crash (SIGKILL) to healthy again", f"{seconds:.1f} s")
     containers = stacks.demo.containers(stacks.client)
-    receiver_ipc = ipc_namespace(host_pid(containers["receiver"]))
-    for name in RING_READERS:
-        assert ipc_namespace(host_pid(containers[name])) == receiver_ipc, f"{name} is in a stale namespace"
-    assert int(containers["driver"].attrs["RestartCount"]) == before["driver"], "the driver needs no restart"
+    for name in (*RING_READERS, "driver"):
+        assert int(containers[name].attrs["RestartCount"]) == before[name], f"{name} needed no restart"
     final, _ = stacks.driver.record("/data/run-4", 50)
     assert final["outcome"] == "file_saved", final["last_error"]
     check_images(stacks.demo_data / "run-4" / "file.h5", DEMO, DEMO_SHAPE, 50)
+
+
+@dataclass(frozen=True)
+class KillCase:
+    """What `docker kill` of one service mid-acquisition must end in."""
+
+    service: str
+    outcome: str
+    error: str | None
+    """A part of `last_error` that names the service (None: the acquisition goes on)."""
+
+
+KILLS = [
+    # The ring outlives the receiver (a volume): the new one takes it over in place and
+    # publishes on; the camera's backlog may overrun the writers (status 0, counted).
+    KillCase("receiver", "file_saved", None),
+    KillCase("live-stream-0", "file_saved", None),
+    KillCase("keeper-1", "file_saved", None),  # the other keeper starts it again
+    KillCase("writer-1", "error", "writer 1"),
+    KillCase("driver", "error", "the driver restarted during acquisition"),
+    # The camera starts again at id 0: the driver ends the acquisition naming the source.
+    KillCase("fake-camera", "error", "the image source restarted"),
+]
+
+
+def status_or_none(driver: Driver) -> dict[str, Any] | None:
+    """The driver's status, None while it does not answer (killed, starting)."""
+    try:
+        return driver.status()
+    except httpx.HTTPError:
+        return None
+
+
+def started_at(container: Container) -> str:
+    """When the container's current process started (changes on every start)."""
+    container.reload()
+    return str(container.attrs["State"]["StartedAt"])
+
+
+@pytest.mark.parametrize("case", KILLS, ids=[case.service for case in KILLS])
+def test_docker_kill_of_a_service_mid_acquisition(stacks: Stacks, case: KillCase) -> None:
+    driver = stacks.driver
+    containers = stacks.demo.containers(stacks.client)
+    victim = containers[case.service]
+    first_start = started_at(victim)
+    run = f"/data/kill-{case.service}"
+    answer = driver.start(path=run)
+    assert answer.status_code == 200, answer.text
+    acquisition_id = answer.json()["acquisition_id"]
+    wait_for("100 images written", lambda: driver.status()["images_written"] >= 100, 120, period=0.1)
+    dealt_at_kill = driver.status()["images_dealt"]
+    victim.kill()  # SIGKILL through the engine: a manual stop for Docker's restart policy
+    killed = time.monotonic()
+    final: dict[str, Any] = {}
+
+    def back_and_healthy() -> bool:
+        now = stacks.demo.containers(stacks.client)
+        return started_at(now[case.service]) != first_start and all_healthy(list(now.values()))
+
+    def ended() -> bool:
+        nonlocal final
+        status = status_or_none(driver)
+        if status is None or status["acquisition_id"] != acquisition_id:
+            return False
+        final = status
+        return status["outcome"] is not None and not status["busy"]
+
+    if case.outcome == "file_saved":
+        # Goes on: 100 more images dealt after the kill (for the receiver: published by
+        # its new process), then stopped; the stack must be healthy again on its own.
+        wait_for(
+            "the acquisition to go on after the kill",
+            lambda: driver.status()["images_dealt"] >= dealt_at_kill + 100,
+            300,
+            period=0.1,
+        )
+        stopped = httpx.post(f"{driver.url}/api/v1/stop", timeout=30)
+        assert stopped.status_code == 202, stopped.text
+        wait_for(f"acquisition {acquisition_id} to end", ended, 300, period=0.2)
+    wait_for(f"{case.service} to be started again and the stack healthy", back_and_healthy, 300)
+    healthy_after = time.monotonic() - killed
+    record(f"docker kill of {case.service} mid-acquisition to healthy again", f"{healthy_after:.1f} s")
+    wait_for(f"acquisition {acquisition_id} to end", ended, 120, period=0.2)
+    assert final["outcome"] == case.outcome, final["last_error"]
+    if case.error is None:
+        assert final["last_error"] is None, final["last_error"]
+        master = stacks.demo_data / run.removeprefix("/data/") / "file.h5"
+        written, missing = check_saved(master, DEMO, DEMO_SHAPE)
+        assert written == final["images_written"] and written > 0
+        assert missing == final["images_not_written"]
+    else:
+        assert case.error in (final["last_error"] or ""), final["last_error"]
+    if case.service.startswith("writer-"):
+        # Its new process cleared the open-for-write flags of the file the killed one held.
+        left = stacks.demo_data / run.removeprefix("/data/") / f"file{case.service.split('-')[1]}.h5"
+        with h5py.File(left, "r") as file:
+            assert file[f"{DEMO}/data"].shape[0] > 0, "the flushed images are in the file"
+        leftovers = [p.name for p in left.parent.iterdir() if p.name.endswith(".reserve")]
+        assert not leftovers, f"disk reserves left: {leftovers}"
+    record(
+        f"docker kill of {case.service}: acquisition",
+        f"{final['outcome']}, {final['images_written']} written, {final['images_missing']} missing, "
+        f"ended {time.monotonic() - killed:.1f} s after the kill",
+    )
+    after, _ = driver.record(f"/data/after-kill-{case.service}", 30)
+    assert after["outcome"] == "file_saved", after["last_error"]
+    assert after["acquisition_id"] > acquisition_id, "acquisition ids must never repeat"
+    check_images(stacks.demo_data / f"after-kill-{case.service}" / "file.h5", DEMO, DEMO_SHAPE, 30)
 
 
 def write_image_archives(stacks: Stacks, folder: Path) -> None:
@@ -258,6 +402,8 @@ def write_inventory(stacks: Stacks, folder: Path, data: Path, archives: Path) ->
                 "stddaq_root": str(folder / "opt-stddaq"),
                 "stddaq_image_prefix": E2E_PREFIX,
                 "stddaq_image_archive_dir": str(archives),
+                "stddaq_site": E2E_SITE,
+                "stddaq_keeper_socket": docker_socket(),
             },
         }
     }
@@ -267,8 +413,10 @@ def write_inventory(stacks: Stacks, folder: Path, data: Path, archives: Path) ->
         "rest_port": E2E_PORTS["rest"],
         "ws_port": E2E_PORTS["ws"],
         "metrics_port_base": E2E_PORTS["metrics_base"],
+        "web_port": E2E_PORTS["web"],
         "data_source": str(data),
         "data_dir": "/data",
+        "data_owner": str(E2E_USER),
         "driver_token": E2E_TOKEN,
         "fake_camera": {"port": E2E_PORTS["camera"], "rate_hz": 50},
         "config": {
@@ -323,7 +471,8 @@ def test_ansible_deploys_a_second_detector_next_to_the_first(stacks: Stacks) -> 
     record("ansible: docker save of the 5 images", f"{time.monotonic() - started:.1f} s")
     data = data_folder(folder / "e2e-data")
     inventory = write_inventory(stacks, folder, data, archives)
-    stacks.e2e = ComposeProject(E2E, folder / "opt-stddaq" / E2E, tool_env(), profiles=["fake-camera"])
+    project_dir = folder / "opt-stddaq" / E2E
+    stacks.e2e = ComposeProject(E2E_PROJECT, project_dir, tool_env(), profiles=["fake-camera"])
     stacks.e2e_data = data
 
     first, seconds = run_playbook(inventory)
@@ -334,11 +483,14 @@ def test_ansible_deploys_a_second_detector_next_to_the_first(stacks: Stacks) -> 
     record("ansible: second run (idempotent)", f"{seconds:.1f} s, {second}")
 
     e2e = stacks.e2e.containers(stacks.client)
-    assert set(e2e) == {"receiver", "driver", "writer-0", "live-stream-0", "fake-camera"}
+    assert set(e2e) == {
+        "receiver", "driver", "writer-0", "live-stream-0", "web", "fake-camera", "keeper-1", "keeper-2"
+    }
     assert all_healthy(list(e2e.values()))
     assert all_healthy(list(stacks.demo.containers(stacks.client).values())), "the first stack suffered"
+    assert data.stat().st_uid == E2E_USER, "the role makes the data folder the configured user's"
     for service, container in e2e.items():
-        image = re.sub(r"-\d+$", "", service)
+        image = "driver" if service.startswith("keeper") else re.sub(r"-\d+$", "", service)
         assert container.attrs["Config"]["Image"] == f"{E2E_PREFIX}{image}:{VERSION}", service
     config = json.loads((folder / "opt-stddaq" / E2E / f"{E2E}.json").read_text())
     assert config["detector_name"] == E2E and config["ipc_dir"] == "/run/stddaq"
@@ -355,6 +507,9 @@ def test_the_second_detector_records_with_its_token(stacks: Stacks) -> None:
     assert final["master_file"] is None, "one writer: no master file"
     record("e2e stack: one acquisition of 100 images (256 KiB) at 50 Hz", f"{seconds:.1f} s")
     check_images(stacks.e2e_data / "run-1" / "file0.h5", E2E, E2E_SHAPE, 100)
+    as_user, _ = driver.record("/data/run-as-user", 10, writer_id=E2E_USER)
+    assert as_user["outcome"] == "file_saved", as_user["last_error"]
+    assert (stacks.e2e_data / "run-as-user" / "file0.h5").stat().st_uid == E2E_USER
     demo_final, _ = stacks.driver.record("/data/run-5", 20)
     assert demo_final["outcome"] == "file_saved", "the demo stack records at the same time"
 
@@ -372,6 +527,7 @@ def test_teardown_leaves_no_container_volume_or_shared_memory(stacks: Stacks) ->
         volumes = client.volumes.list(filters={"label": f"{PROJECT_LABEL}={project.name}"})
         assert not volumes, f"volumes left by {project.name}: {[v.name for v in volumes]}"
     names = {DEMO, E2E}
+    projects_names = {DEMO_PROJECT, E2E_PROJECT}
     segments = [entry for entry in os.listdir("/dev/shm") if entry.split("-image")[0] in names]
     assert not segments, f"shared-memory segments left in the host's /dev/shm: {segments}"
     root = client.info()["DockerRootDir"]
@@ -379,5 +535,7 @@ def test_teardown_leaves_no_container_volume_or_shared_memory(stacks: Stacks) ->
         shm_mounts = [line for line in mounts if f"{root}/containers/" in line and "/mounts/shm" in line]
     assert not shm_mounts, f"container /dev/shm mounts left: {shm_mounts}"
     with open("/proc/mounts") as mounts:
-        volume_mounts = [line for line in mounts if any(f"{root}/volumes/{n}_" in line for n in names)]
+        volume_mounts = [
+            line for line in mounts if any(f"{root}/volumes/{n}_" in line for n in projects_names)
+        ]
     assert not volume_mounts, f"volume mounts left: {volume_mounts}"

@@ -23,7 +23,8 @@ RING_READERS = ("writer-0", "writer-1", "live-stream-0")
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo inventory rendered by ansible/render.yml; the folder of the demo detector."""
+    """The demo inventory rendered by ansible/render.yml as the checkout's site (project
+    checkout-stddaq-demo); the folder of the demo detector."""
     root = tmp_path_factory.mktemp("render")
     (root / "filebeat").mkdir()
     run(
@@ -36,6 +37,8 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
             f"stddaq_root={root}",
             "-e",
             f"stddaq_filebeat_inputs_dir={root / 'filebeat'}",
+            "-e",
+            "stddaq_site=checkout",
         ],
         tool_env(root),
     )
@@ -113,23 +116,42 @@ def test_every_service_uses_the_host_network_and_no_network_is_defined(resolved:
         assert "ports" not in service, name
 
 
-def test_the_receiver_owns_the_ipc_namespace_and_the_ring_readers_join_it(resolved: dict[str, Any]) -> None:
+def test_the_ring_lives_in_a_volume_shared_by_the_receiver_and_its_readers(resolved: dict[str, Any]) -> None:
     services = resolved["services"]
-    assert services["receiver"]["ipc"] == "shareable"
+    for name in ("receiver", *RING_READERS):
+        mounts = {mount["target"]: mount for mount in services[name]["volumes"]}
+        assert mounts["/dev/shm"]["type"] == "volume" and mounts["/dev/shm"]["source"] == "ring", name
+        assert services[name]["ipc"] == "private", f"{name} depends on no other container's namespace"
+        assert "shm_size" not in services[name], name
     for name in RING_READERS:
-        assert services[name]["ipc"] == "service:receiver", name
-        assert services[name]["depends_on"]["receiver"] == {
-            "condition": "service_healthy",
-            "restart": True,
-            "required": True,
-        }
-    ring_bytes = 1024 * 1024 * 2 * 1000
-    assert int(services["receiver"]["shm_size"]) >= ring_bytes, "/dev/shm must hold the whole ring"
+        assert services[name]["depends_on"]["receiver"]["condition"] == "service_healthy", name
+        assert not services[name]["depends_on"]["receiver"].get("restart"), (
+            f"restarting the receiver must not restart {name}"
+        )
+        assert "--exit-if-orphaned" not in services[name]["healthcheck"]["test"], name
+    ring = resolved["volumes"]["ring"]["driver_opts"]
+    assert ring["type"] == "tmpfs"
+    size_mib = int(ring["o"].split("size=")[1].split("m,")[0])
+    assert size_mib * 2**20 >= 1024 * 1024 * 2 * 1000, "/dev/shm must hold the whole ring"
+
+
+def test_two_keepers_watch_the_project_through_the_engine_socket(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    keeper = services["keeper"]
+    assert resolved["name"] == "checkout-stddaq-demo"
+    assert keeper["scale"] == 2
+    assert keeper["entrypoint"] == ["stddaq-keeper"]
+    assert keeper["command"] == ["--project", resolved["name"]]
+    assert keeper["cap_drop"] == ["ALL"] and "cap_add" not in keeper
+    mounts = {mount["target"]: mount for mount in keeper["volumes"]}
+    assert set(mounts) == {"/run/docker.sock"}
+    assert set(keeper["depends_on"]) == set(services) - {"keeper"}, "started last, stopped first"
+    assert keeper["depends_on"]["fake-camera"]["required"] is False
 
 
 def test_config_is_mounted_read_only_and_sockets_share_a_volume(resolved: dict[str, Any]) -> None:
     for name, service in resolved["services"].items():
-        if name == "fake-camera":
+        if name in ("fake-camera", "keeper"):
             continue
         mounts = {mount["target"]: mount for mount in service["volumes"]}
         config = mounts["/etc/stddaq/stddaq-demo.json"]
@@ -158,12 +180,14 @@ def test_services_restart_have_healthchecks_and_start_in_order(resolved: dict[st
     assert services["fake-camera"]["profiles"] == ["fake-camera"]
 
 
-def test_only_the_writer_runs_as_root(resolved: dict[str, Any]) -> None:
+def test_only_the_writer_and_the_keeper_run_as_root(resolved: dict[str, Any]) -> None:
     for name, service in resolved["services"].items():
         if name.startswith("writer-"):
             assert service["user"] == "root"
             assert service["cap_drop"] == ["ALL"]
             assert set(service["cap_add"]) <= {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"}
+        elif name == "keeper":
+            assert service["user"] == "root", "it opens the engine's socket (root's), with no capabilities"
         else:
             assert "user" not in service, f"{name} runs as the image's user (stddaq)"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -54,3 +55,27 @@ def test_the_role_transfers_the_same_images() -> None:
     assert defaults["stddaq_images"] == [row[0] for row in images_of_services_tsv()]
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert defaults["stddaq_version"] == project["project"]["version"]
+
+
+@pytest.mark.parametrize("script", ["docker/build-images.sh", "docker/save-images.sh"])
+def test_an_engine_that_does_not_answer_is_named_with_docker_host(script: str, tmp_path: Path) -> None:
+    env = tool_env(tmp_path)
+    socket = f"unix://{tmp_path}/no-engine.sock"
+    env["DOCKER_HOST"] = socket
+    argument = "driver" if script.endswith("build-images.sh") else str(tmp_path / "out")
+    done = subprocess.run(
+        ["bash", script, argument],
+        cwd=REPO, env=env, capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"no Docker engine answers at {socket}" in done.stderr
+    assert "DOCKER_HOST" in done.stderr
+    assert not (tmp_path / "out").exists(), "nothing is done without an engine"
+
+
+def test_image_archives_never_build() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    rule = makefile.split("\nimage-archives:", 1)[1].split("\n\n", 1)[0]
+    prerequisites = rule.split("\n", 1)[0]
+    assert "images" not in prerequisites, "make image-archives saves what make images built"
+    assert "build-images" not in rule

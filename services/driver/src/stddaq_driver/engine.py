@@ -37,6 +37,7 @@ from stddaq_driver.acquisition import (
     images_per_writer,
 )
 from stddaq_driver.driver_stats import EngineCounters
+from stddaq_driver.idle_wait import IdleWait
 from stddaq_driver.image_ids import image_id_of
 from stddaq_driver.master_builder import build_master_here
 from stddaq_driver.orphans import Orphans, orphan_reason
@@ -125,12 +126,15 @@ class Engine:
         self._subscriber_bad_seen = 0
         self._warnings = RateLimitedLog(log, _LOG_INTERVAL_S)
         self._orphans = Orphans()
+        self._idle = IdleWait()
+        self._idle.watch(self._subscriber.socket, *self._link.event_sockets)
 
     # --- called from other threads ---
 
     def submit(self, command: Command) -> None:
         """Queue a command for the dealing thread (thread-safe, never blocks)."""
         self._commands.put(command)
+        self._idle.wake()
 
     # --- the thread ---
 
@@ -146,12 +150,17 @@ class Engine:
         """Close the sockets (after run() returned)."""
         self._subscriber.close()
         self._link.close()
+        self._idle.close()
 
     def _step(self) -> None:
         if self._state in _HOLDING:
             # Images published after the start wait in the subscriber's queue until the
             # files exist; only the writers' answers are awaited here.
             self._link.wait_for_event(POLL_MS)
+        elif self._acquisition is None:
+            # Idle: sleep until a message or a command comes (idle_wait.py).
+            self._idle.wait()
+            self._drop_idle_images()
         else:
             self._pump_images()
         self._handle_events()
@@ -212,6 +221,12 @@ class Engine:
             self._move(DaqState.RECORDING)
         if dealer.is_complete:
             self._begin_saving()
+
+    def _drop_idle_images(self) -> None:
+        """While idle: drop the metadata that came (no acquisition takes it)."""
+        end = time.monotonic() + BATCH_S
+        while self._subscriber.receive_raw(0) is not None and time.monotonic() < end:
+            pass
 
     def _discard_queued_images(self) -> int:
         """Drop the metadata queued before the start: those images came before it."""
@@ -295,6 +310,7 @@ class Engine:
             self._subscriber.close()
             self._subscriber = MetadataSubscriber.for_config(config, timeout_ms=POLL_MS)
             self._subscriber_bad_seen = 0
+        self._idle.watch(self._subscriber.socket, *self._link.event_sockets)
         log.info("config changed: %d writer(s)", config.writers)
 
     # --- writer events ---

@@ -11,10 +11,12 @@ import argparse
 import logging
 import os
 import threading
+from dataclasses import replace
 
 from stddaq_common.config.model import DaqConfig
 from stddaq_common.runtime.runner import StartupError
 from stddaq_common.runtime.stats import Stats
+from stddaq_driver.acquisition_ids import AcquisitionIdStore
 from stddaq_driver.auth import TokenAuth
 from stddaq_driver.control import DriverControl
 from stddaq_driver.driver_stats import engine_counters, web_counters
@@ -91,6 +93,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"in ${ENV_TOKEN}); default: no authentication",
     )
     parser.add_argument(
+        "--state-dir", default=None, metavar="DIR",
+        help="folder where the last acquisition id is kept, so that ids never repeat "
+        "across restarts (default: none; ids start at 1)",
+    )
+    parser.add_argument(
         "--no-save-config", action="store_true",
         help="apply config changes made over the API in memory only (default: also save "
         "them to CONFIG)",
@@ -136,6 +143,12 @@ def token_from(args: argparse.Namespace) -> str | None:
     return from_env or None
 
 
+def keep_acquisition_ids(board: StatusBoard, store: AcquisitionIdStore) -> None:
+    """Number the board's acquisitions on from the stored last id, and store every new one."""
+    board.update(replace(board.snapshot(), acquisition_id=store.last()))
+    board.add_listener(lambda: store.remember(board.snapshot().acquisition_id))
+
+
 class DriverService:
     """The built driver: threads not started yet."""
 
@@ -160,6 +173,8 @@ class DriverService:
         self._web: WebServer | None = None
         try:
             board = StatusBoard(config.writers)
+            if args.state_dir:
+                keep_acquisition_ids(board, AcquisitionIdStore(args.state_dir, config.detector_name))
             self._engine = Engine(
                 config, board, engine_counters(stats), maybe_emit_stats=stats.maybe_emit
             )

@@ -193,6 +193,11 @@ class WriterLink:
 
     # --- receiving ---
 
+    @property
+    def event_sockets(self) -> list[zmq.Socket[bytes]]:
+        """The sockets the writers' answers arrive on (to wait for them with others)."""
+        return [writer.pull for writer in self._writers]
+
     def wait_for_event(self, timeout_ms: int) -> bool:
         """True if an answer can be received within `timeout_ms`."""
         return bool(self._poller.poll(timeout_ms))

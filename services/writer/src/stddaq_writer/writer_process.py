@@ -45,6 +45,7 @@ from stddaq_common.ring.image_ring import ImageRing, RingError
 from stddaq_common.runtime.stats import Stats
 from stddaq_writer.acquisition import Acquisition, AcquisitionError, check_new_file
 from stddaq_writer.chunk_writer import Outcome, ReadMode
+from stddaq_writer.crash_repair import OpenFileNote
 from stddaq_writer.direct_io import IoMode
 from stddaq_writer.driver_link import DriverLink
 from stddaq_writer.h5_layout import FileSpec, image_columns
@@ -112,6 +113,8 @@ class WriterService:
         self._ready_sent = False
         self._link = DriverLink(config.detector_name, config.ipc_dir, index)
         self._recent: dict[int, CreateCommand] = {}
+        self._open_note = OpenFileNote.of(config.ipc_dir, config.detector_name, index)
+        self._open_note.repair_left_file()
         self._latency_sum = 0.0
         self._latency_count = 0
         self._last_event = 0.0
@@ -368,9 +371,13 @@ class WriterService:
         self._acq = None
         self._plain_acq = not self._stddaq_driver
         self._received = 0
+        # Noted before the file exists, while still root (the note's folder is not the
+        # acquisition user's): a crash from here on leaves a file the next process repairs.
+        self._open_note.write(file, acq_id)
         try:
             acq = self._open(command)
         except AcquisitionError as error:
+            self._open_note.clear()
             self._errors.inc()
             log.error("acquisition %d: %s", acq_id, error)
             self._send("error", acq_id=acq_id, file=file, reason=str(error))
@@ -502,6 +509,8 @@ class WriterService:
         except AcquisitionError as error:
             self._report_failure(acq, str(error), answer=notify)
             return
+        finally:
+            self._open_note.clear()
         if was_open:
             self._bytes.inc(summary.bytes_written)
         log.info(

@@ -359,6 +359,11 @@ class MetadataSubscriber:
         self.bad_messages += 1
         self._bad_log.report(reason, payload)
 
+    @property
+    def socket(self) -> zmq.Socket[bytes]:
+        """The SUB socket (to wait for it together with other sockets in a zmq.Poller)."""
+        return self._socket
+
     def close(self) -> None:
         """Close the socket (LINGER 0). Safe to call twice."""
         if not self._socket.closed:

@@ -39,6 +39,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 
 from stddaq_common.config.model import ConfigError, DaqConfig, load_config
 from stddaq_common.runtime.logs import log_level, setup_logging
+from stddaq_common.runtime.process_name import name_process
 from stddaq_common.runtime.stats import Stats
 from stddaq_common.runtime.std_daq_fields import STD_DAQ_FIELDS
 
@@ -311,6 +312,8 @@ def _run(
     *,
     restore_signals: bool,
 ) -> int:
+    if argv is None:  # the process's own command line: it is this service's process
+        name_process(name)
     parser = build_parser(name, add_arguments)
     try:
         args = parser.parse_args(argv)
@@ -430,6 +433,8 @@ def run_standalone(
     service: parse (usage errors exit 2), log at `--log-level`, build (exit 1 with one line
     on a startup error), print `ready_line(service)`, run until done or SIGTERM/SIGINT,
     close; the exit status."""
+    if argv is None:  # the process's own command line: it is this service's process
+        name_process(name)
     try:
         args = parse_args(argv)
     except SystemExit as exit_request:

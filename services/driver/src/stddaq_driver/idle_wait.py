@@ -1,0 +1,55 @@
+"""How the dealing thread sleeps while no acquisition runs.
+
+During an acquisition the thread looks at commands, events and timeouts every POLL_MS;
+while idle nothing is due, so it blocks until something arrives: metadata, a writer
+event, or a command (submit() writes a byte to a wake-up pipe), at most IDLE_WAIT_MS. An
+idle driver so costs no CPU beyond the messages it gets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import zmq
+
+IDLE_WAIT_MS = 500
+"""Longest idle sleep: a stop of the service is noticed within this time."""
+
+
+class IdleWait:
+    """A zmq.Poller over the thread's sockets and a wake-up pipe for commands."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self._sockets: tuple[zmq.Socket[bytes], ...] = ()
+        self._poller = zmq.Poller()
+
+    def watch(self, *sockets: zmq.Socket[bytes]) -> None:
+        """Wait for these sockets (replaces the ones watched before)."""
+        poller = zmq.Poller()
+        for sock in sockets:
+            poller.register(sock, zmq.POLLIN)
+        poller.register(self._read, zmq.POLLIN)
+        self._sockets = sockets
+        self._poller = poller
+
+    def wake(self) -> None:
+        """End a wait now (thread-safe, never blocks): a command was queued."""
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._write, b"\0")
+
+    def wait(self, timeout_ms: int = IDLE_WAIT_MS) -> None:
+        """Block until a watched socket has a message, wake() was called, or the timeout."""
+        self._poller.poll(timeout_ms)
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self._read, 4096):
+                pass
+
+    def close(self) -> None:
+        """Close the pipe."""
+        for fd in (self._read, self._write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
