@@ -12,7 +12,7 @@ from __future__ import annotations
 import zmq
 
 from stddaq_common.bus.driver_writer import driver_address, writer_address
-from stddaq_common.bus.ipc_socket import OwnSocketFile, claim
+from stddaq_common.bus.ipc_socket import OwnSocketFile, claim, share_with_folder_group
 
 ANSWER_WAIT_S = 1.0
 """Longest wait for the driver's connection when sending an answer."""
@@ -35,6 +35,7 @@ class DriverLink:
             self._context.term()
             raise OSError(f"cannot bind {answers}: {error.strerror}") from None
         self._own_file = OwnSocketFile(answers)
+        share_with_folder_group(answers)
         self._commands = self._context.socket(zmq.PULL)
         self._commands.setsockopt(zmq.LINGER, 0)
         self._commands.setsockopt(zmq.RCVHWM, 1_000_000)

@@ -89,6 +89,22 @@ def claim(address: str) -> None:
     log.warning("removed the stale socket file %s (its process is gone)", path)
 
 
+def share_with_folder_group(address: str) -> None:
+    """Let the group of the socket's folder connect to a socket file this process bound
+    (group of the folder, mode 0770). A writer runs as root to write files as any user,
+    while the driver that connects to its answer socket runs as the folder's group: with
+    root's default mode 0755 it could not connect. Not root (one user for every service):
+    only the mode changes, which is what that user needs."""
+    path = ipc_file_of(address)
+    if path is None:
+        return
+    with contextlib.suppress(OSError):
+        folder_gid = os.stat(os.path.dirname(path) or ".").st_gid
+        if os.geteuid() == 0:
+            os.chown(path, -1, folder_gid)
+        os.chmod(path, 0o770)
+
+
 class OwnSocketFile:
     """The file a bind at an ipc address created: `remove()` deletes it only if it is
     still that file (a process bound there after us keeps its own)."""
