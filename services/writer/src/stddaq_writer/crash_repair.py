@@ -20,6 +20,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+from stddaq_common.bus.driver_writer import writer_address
 from stddaq_writer.disk_reserve import reserve_path
 
 log = logging.getLogger("stddaq.writer")
@@ -123,7 +124,8 @@ class OpenFileNote:
     @classmethod
     def of(cls, ipc_dir: str, detector_name: str, index: int) -> OpenFileNote:
         """The note of writer `index` of `detector_name`."""
-        return cls(os.path.join(ipc_dir, f"{detector_name}-writer-{index}.open"))
+        socket_file = writer_address(detector_name, index, ipc_dir).removeprefix("ipc://")
+        return cls(f"{socket_file}.open")
 
     def write(self, file: str, acq_id: int) -> None:
         """Record that `file` (of acquisition `acq_id`) is open now."""
