@@ -195,8 +195,10 @@ def test_live_stream_on_a_std_daq_made_ring_sends_std_daqs_exact_bytes(detector:
         assert pixels == image.tobytes()
         # It says plainly that this ring cannot prove the image was not overwritten.
         samples = wait_until(
-            lambda: (m := metrics(port)).get("stddaq_live_stream_unverified_images_total") == 1 and m,
-            "the unverified count",
+            lambda: (m := metrics(port)).get("stddaq_live_stream_unverified_images_total") == 1
+            and m.get("stddaq_live_stream_ring_unverified") == 1
+            and m,
+            "the unverified count and gauge",
         )
         assert samples["stddaq_live_stream_ring_unverified"] == 1
         assert samples["stddaq_live_stream_images_sent_total"] == 1
