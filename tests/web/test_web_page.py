@@ -240,6 +240,7 @@ def test_a_path_outside_the_allowed_roots_shows_the_api_error(page: Page) -> Non
     outside = "/var/tmp/not-allowed-here"
     page.fill("path", outside)
     page.fill("n-image", "5")
+    wait_for("start enabled", lambda: page.by_id("start").is_enabled())
     page.by_id("start").click()
     shown = wait_for("an error", lambda: page.by_id("acq-error").is_displayed() and page.text("acq-error"))
     # the same request straight to the driver, with the token
