@@ -8,6 +8,9 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,7 @@ from tests.driver.fake_writer import FakeWriter
 from tests.driver.harness import (
     DriverProcess,
     Producer,
+    free_port,
     short_tmp_dir,
     unique_detector,
     wait_until,
@@ -254,3 +258,26 @@ def test_openapi_is_served(system: System) -> None:
     response = httpx.get(f"http://127.0.0.1:{system.driver.rest_port}/openapi.json", timeout=30)
     assert response.status_code == 200
     assert "/api/v1/start" in response.json()["paths"]
+
+
+@pytest.mark.parametrize(("option", "what"), [("--rest-port", "REST API"), ("--ws-port", "WebSocket")])
+def test_a_port_in_use_is_a_startup_error_naming_it(option: str, what: str) -> None:
+    base = short_tmp_dir()
+    try:
+        config = write_config(base, unique_detector())
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen(1)
+            taken = holder.getsockname()[1]
+            other = "--ws-port" if option == "--rest-port" else "--rest-port"
+            process = subprocess.run(
+                [sys.executable, "-m", "stddaq_driver", str(config), "--allowed-root", str(base),
+                 option, str(taken), other, str(free_port())],
+                capture_output=True, text=True, timeout=60,
+                env={k: v for k, v in os.environ.items() if not k.startswith("STDDAQ_")},
+            )
+        assert process.returncode == 1
+        assert f"{what}: cannot listen on 127.0.0.1:{taken}" in process.stderr, process.stderr
+        assert "Traceback" not in process.stderr
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

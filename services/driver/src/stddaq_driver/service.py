@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from stddaq_common.config.model import DaqConfig
 from stddaq_common.runtime.runner import StartupError
+from stddaq_common.runtime.server_thread import bind_listener
 from stddaq_common.runtime.stats import Stats
 from stddaq_driver.acquisition_ids import AcquisitionIdStore
 from stddaq_driver.auth import TokenAuth
@@ -25,7 +26,7 @@ from stddaq_driver.instance_lock import InstanceLock, InstanceLockError
 from stddaq_driver.path_policy import PathPolicy
 from stddaq_driver.rest_api import API_PREFIX, create_app
 from stddaq_driver.status_board import StatusBoard
-from stddaq_driver.web_server import WebServer, bind_listener
+from stddaq_driver.web_server import WebServer
 from stddaq_driver.ws_api import WsProtocol
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ class DriverService:
             rest_listener = bind_listener(args.bind_addr, args.rest_port, "REST API")
             try:
                 ws_listener = bind_listener(args.bind_addr, args.ws_port, "WebSocket")
-            except OSError:
+            except StartupError:
                 rest_listener.close()
                 raise
             self._web = WebServer(

@@ -9,13 +9,14 @@ import threading
 from stddaq_common.config.model import DaqConfig
 from stddaq_common.ring.geometry import ring_geometry
 from stddaq_common.runtime.runner import StartupError
+from stddaq_common.runtime.server_thread import bind_listener
 from stddaq_common.runtime.stats import Stats
 from stddaq_web.app import WebSettings, create_app
 from stddaq_web.cli import add_arguments as add_arguments  # the runner's add_arguments
 from stddaq_web.cli import choose_stream, options_from
 from stddaq_web.health import HealthPoller, Sources
 from stddaq_web.image_feed import ImageFeed
-from stddaq_web.server import WebServer, bind_listener
+from stddaq_web.server import WebServer
 
 SERVICE_NAME = "web"
 
@@ -61,7 +62,7 @@ def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> WebServi
             "no live image: live_stream_configs has no periodic stream (add e.g. "
             '"tcp://127.0.0.1:20000": {"type": "periodic", "config": [1, 5]})'
         )
-    listener = bind_listener(options.bind_addr, options.port)
+    listener = bind_listener(options.bind_addr, options.port, "web page")
     feed = ImageFeed(stream, stats) if stream is not None else None
     health = HealthPoller(Sources(options.driver_url, options.metrics, ring_geometry(config).n_slots))
     settings = WebSettings(
