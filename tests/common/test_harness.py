@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from stddaq_common.config.model import load_config
+from stddaq_common.rate_limited_log import RateLimitedLog
 from stddaq_common.runtime.child_process import ChildProcess
-from stddaq_common.runtime.rate_limited_log import RateLimitedLog
 from stddaq_common.testing.configs import pco_config, write_pco_config
 from stddaq_common.testing.processes import (
     free_port,

@@ -28,7 +28,7 @@ from stddaq_common.bus.driver_writer import (
 from stddaq_common.bus.metadata import MetadataError
 from stddaq_common.bus.metadata_stream import MetadataSubscriber
 from stddaq_common.config.model import DaqConfig
-from stddaq_common.runtime.rate_limited_log import RateLimitedLog
+from stddaq_common.rate_limited_log import RateLimitedLog
 from stddaq_driver.acquisition import (
     Acquisition,
     AcquisitionPlan,

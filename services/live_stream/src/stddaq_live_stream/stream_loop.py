@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 from stddaq_common.bus.metadata import ImageMeta
 from stddaq_common.bus.metadata_stream import MetadataSubscriber
+from stddaq_common.rate_limited_log import RateLimitedLog
 from stddaq_common.ring.image_ring import ImageRing
-from stddaq_common.runtime.rate_limited_log import RateLimitedLog
 from stddaq_common.runtime.stats import Counter, Gauge, Stats
 from stddaq_live_stream.image_copy import ImageCopier, NotCopied
 from stddaq_live_stream.image_layout import layout_of

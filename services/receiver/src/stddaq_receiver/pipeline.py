@@ -31,8 +31,8 @@ from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
 
 from stddaq_common.bus.metadata import Compression, Dtype, ImageMeta, Status, dtype_of
+from stddaq_common.rate_limited_log import RateLimitedLog
 from stddaq_common.ring.image_ring import RingResized, SlotBusy, SlotWrite
-from stddaq_common.runtime.rate_limited_log import RateLimitedLog
 from stddaq_common.runtime.stats import Counter, Gauge, Stats
 from stddaq_common.wire.byte_views import BufferLike
 from stddaq_common.wire.errors import KINDS, PARTS, WireFormatError

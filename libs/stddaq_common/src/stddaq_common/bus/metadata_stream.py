@@ -32,6 +32,7 @@ from stddaq_common.bus.metadata import (
     encode_image_metadata,
 )
 from stddaq_common.names import IMAGE_SUFFIX, ipc_address
+from stddaq_common.rate_limited_log import RateLimitedLog
 
 if TYPE_CHECKING:  # the config model (pydantic) is not needed to move messages
     from stddaq_common.config.model import DaqConfig
@@ -218,34 +219,6 @@ class MetadataPublisher:
         self.close()
 
 
-class _BadMessageLog:
-    """Logs bad messages at most once per interval, with how many were not logged."""
-
-    def __init__(self, address: str, interval_s: float = _BAD_MESSAGE_LOG_INTERVAL_S) -> None:
-        self._address = address
-        self._interval_s = interval_s
-        self._next_log = 0.0
-        self._suppressed = 0
-
-    def report(self, reason: str, payload: bytes) -> None:
-        """Log this bad message unless one was logged less than an interval ago."""
-        now = time.monotonic()
-        if now < self._next_log:
-            self._suppressed += 1
-            return
-        more = f" ({self._suppressed} more since the last report)" if self._suppressed else ""
-        log.warning(
-            "skipped a bad metadata message from %s: %s; %d bytes, starting %s%s",
-            self._address,
-            reason,
-            len(payload),
-            payload[:16].hex(),
-            more,
-        )
-        self._suppressed = 0
-        self._next_log = now + self._interval_s
-
-
 class MetadataSubscriber:
     """Connects a SUB socket (subscribed to everything) and receives ImageMetadata.
 
@@ -266,7 +239,7 @@ class MetadataSubscriber:
         """Good messages returned by receive / receive_raw."""
         self.bad_messages = 0
         """Messages skipped because they were not one ImageMetadata."""
-        self._bad_log = _BadMessageLog(address)
+        self._bad_log = RateLimitedLog(log, _BAD_MESSAGE_LOG_INTERVAL_S)
         self._socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
         try:
             self._socket.setsockopt(zmq.LINGER, 0)
@@ -357,7 +330,11 @@ class MetadataSubscriber:
 
     def _count_bad(self, reason: str, payload: bytes) -> None:
         self.bad_messages += 1
-        self._bad_log.report(reason, payload)
+        self._bad_log.warning(
+            "bad message",
+            "skipped a bad metadata message from %s: %s; %d bytes, starting %s",
+            self.address, reason, len(payload), payload[:16].hex(),
+        )
 
     @property
     def socket(self) -> zmq.Socket[bytes]:
