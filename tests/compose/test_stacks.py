@@ -94,10 +94,9 @@ def data_folder(path: Path) -> Path:
 def stacks(
     client: docker.DockerClient, images: list[str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stacks]:
-    """The demo stack (compose.yaml, fake camera profile) up and healthy; torn down at the end."""
-    busy = [port for port in DEMO_PORTS if not port_is_free(port)]
-    if busy:
-        pytest.fail(f"ports {busy} are in use on this host: the demo stack (host network) needs them")
+    """The demo stack (compose.yaml, fake camera profile) up and healthy; torn down at the
+    end, also when `compose up` failed (a stack left half up would hold the host ports the
+    later tests and runs need)."""
     work = tmp_path_factory.mktemp("stacks")
     data = data_folder(work / "demo-data")
     env = tool_env()
@@ -105,11 +104,14 @@ def stacks(
     env["STDDAQ_DOCKER_SOCKET"] = docker_socket()
     demo = ComposeProject(DEMO_PROJECT, REPO, env, profiles=["fake-camera"])
     demo("down", "--volumes", "--remove-orphans", timeout=120)  # leftovers of an aborted run
-    started = time.monotonic()
-    demo("up", "--detach", "--wait", "--wait-timeout", "300", timeout=400)
-    record("demo stack: `docker compose up` to all healthy", f"{time.monotonic() - started:.1f} s")
+    busy = [port for port in DEMO_PORTS if not port_is_free(port)]
+    if busy:
+        pytest.fail(f"ports {busy} are in use on this host: the demo stack (host network) needs them")
     shared = Stacks(client, demo, data, Driver("http://127.0.0.1:5000"), work)
     try:
+        started = time.monotonic()
+        demo("up", "--detach", "--wait", "--wait-timeout", "300", timeout=400)
+        record("demo stack: `docker compose up` to all healthy", f"{time.monotonic() - started:.1f} s")
         yield shared
     finally:
         demo("down", "--volumes", "--remove-orphans", "--timeout", "30", timeout=300, check=False)
