@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -11,6 +14,7 @@ import pytest
 
 from stddaq_common.bus.metadata import PcoInfo
 from stddaq_common.wire.compression import bitshuffle_lz4_compress
+from stddaq_writer.crash_repair import clear_status_flags
 from stddaq_writer.h5_layout import FileSpec, image_columns
 from stddaq_writer.image_file import ImageFile
 from stddaq_writer.master_file import MasterFileError, build_master_file, interleaved_length
@@ -103,3 +107,85 @@ def test_files_of_different_shapes_are_refused(tmp_path: Path) -> None:
     ImageFile.create(other, spec).close(0)
     with pytest.raises(MasterFileError, match="shape"):
         build_master_file(str(tmp_path / "m.h5"), "CAM", [first, other])
+
+
+KILLED_WRITER = """
+import os, signal, sys
+import numpy as np
+from stddaq_common.bus.metadata import PcoInfo
+from stddaq_writer.h5_layout import FileSpec, image_columns
+from stddaq_writer.image_file import ImageFile
+from tests.writer.frames import frame
+path, k, n, flushed, more = sys.argv[1], *map(int, sys.argv[2:6])
+spec = FileSpec("CAM", "pco", 4, 5, np.dtype("<u2"), "none", image_columns("pco"))
+image_file = ImageFile.create(path, spec)
+for index in range(flushed + more):
+    entry = index * n + k
+    image_file.write_chunk(index, frame(1000 + entry, 4, 5))
+    image_file.record_written(index, 1000 + entry, 1, PcoInfo(1, entry, ""))
+    if index == flushed - 1:
+        image_file.flush()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def killed_writer_file(path: Path, k: int, n: int, flushed: int, more: int) -> None:
+    """Writer k of n wrote `flushed` images, flushed, wrote `more` (chunks, records held),
+    and was killed: the file is left open for write, as a SIGKILLed writer leaves it."""
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, str(path), str(k), str(n), str(flushed), str(more)],
+        cwd=Path(__file__).parents[2], check=False, capture_output=True, text=True,
+    )
+    assert done.returncode == -9, done.stderr
+
+
+@pytest.mark.parametrize("repaired", [False, True], ids=["flags-left", "repaired"])
+def test_a_killed_writers_file_gives_a_master_file_marked_incomplete(
+    tmp_path: Path, repaired: bool
+) -> None:
+    dealt = [6, 6]  # 12 images dealt round-robin to 2 writers
+    closed, empty = write_set(tmp_path, [6, 0])  # writer 0 closed its file normally
+    crashed = Path(empty)
+    crashed.unlink()
+    killed_writer_file(crashed, 1, 2, flushed=3, more=2)
+    if repaired:
+        assert clear_status_flags(str(crashed)) is True
+    master = str(tmp_path / "file.h5")
+    summary = build_master_file(
+        master, "CAM", [closed, str(crashed)],
+        incomplete_reason="writer 1 restarted during the acquisition", images_dealt=dealt,
+    )
+    # Writer 1's file maps its 3 flushed images: the 2 later ones were never recorded.
+    assert summary.images_per_file == [6, 3] and summary.n_entries == 11
+    assert not summary.complete and summary.images_lost == 3
+    if not repaired:
+        clear_status_flags(str(crashed))  # what the restarted writer does: then the VDS reads it
+    with h5py.File(master, "r") as h5:
+        assert h5.attrs["complete"] == False  # noqa: E712 (a numpy bool)
+        reason = str(h5.attrs["incomplete_reason"])
+        assert "writer 1 restarted" in reason and "file1.h5" in reason and "3 dealt image(s)" in reason
+        group = h5["CAM"]
+        assert list(group.attrs["images_dealt_per_file"]) == dealt
+        assert group.attrs["images_lost"] == 3
+        assert json.loads(group.attrs["files_not_closed"]) == ["file1.h5"]
+        records, data = group["metadata"][:], group["data"]
+        assert data.shape == (11, H, W)
+        for j in range(11):
+            if j % 2 == 0 or j // 2 < 3:  # writer 0's six, writer 1's three flushed
+                assert (records[j]["image_id"], records[j]["status"]) == (1000 + j, 1)
+                np.testing.assert_array_equal(data[j], frame(1000 + j, H, W))
+            else:
+                assert records[j]["status"] == 0 and not data[j].any()
+    if shutil.which("h5dump"):
+        assert h5dump_value(master, "/CAM/data", (4, 1, 2)) == str(frame(1004, H, W)[1, 2])
+        assert h5dump_value(master, "/CAM/data", (5, 1, 2)) == str(frame(1005, H, W)[1, 2])
+
+
+def test_a_complete_master_file_says_so(tmp_path: Path) -> None:
+    paths = write_set(tmp_path, [2, 2])
+    summary = build_master_file(str(tmp_path / "file.h5"), "CAM", paths, images_dealt=[2, 2])
+    assert summary.complete and summary.images_lost == 0
+    with h5py.File(tmp_path / "file.h5", "r") as h5:
+        assert h5.attrs["complete"] == True  # noqa: E712
+        assert "incomplete_reason" not in h5.attrs
+        assert json.loads(h5["CAM"].attrs["files_not_closed"]) == []

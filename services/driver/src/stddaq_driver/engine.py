@@ -39,8 +39,14 @@ from stddaq_driver.acquisition import (
 from stddaq_driver.driver_stats import EngineCounters
 from stddaq_driver.idle_wait import IdleWait
 from stddaq_driver.image_ids import image_id_of
-from stddaq_driver.master_builder import build_master_here
+from stddaq_driver.master_builder import build_master_for, build_master_here
 from stddaq_driver.orphans import Orphans, orphan_reason
+from stddaq_driver.partial_master import (
+    note_partial_master,
+    partial_master_builder,
+    partial_master_command,
+    partial_master_due,
+)
 from stddaq_driver.state import DaqState
 from stddaq_driver.status_board import AcquisitionSnapshot, StatusBoard
 from stddaq_driver.writer_link import WriterLink, WriterUnreachable
@@ -418,6 +424,12 @@ class Engine:
     def _master_answered(self, event: WriterEvent) -> None:
         acquisition = self._acquisition
         assert acquisition is not None
+        if self._state is DaqState.ERROR:  # the master file after a lost writer
+            closed = event.event == "closed"
+            acquisition.master_state = "closed" if closed else "error"
+            problem = None if closed else event.reason or "no reason given"
+            note_partial_master(acquisition, problem)
+            return
         if event.event == "closed":
             acquisition.master_state = "closed"
         else:
@@ -448,7 +460,8 @@ class Engine:
             elif acquisition.master_state is None:
                 self._send_master(acquisition)
         elif state is DaqState.ERROR and acquisition.all_writers_in("closed", "error"):
-            self._finish()
+            if not self._partial_master(acquisition):
+                self._finish()
 
     # --- saving, failing, finishing ---
 
@@ -506,6 +519,29 @@ class Engine:
             self._link.send_master(builders[0], command)
         except WriterUnreachable as error:
             self._fail(str(error))
+
+    def _partial_master(self, acquisition: Acquisition) -> bool:
+        """After a lost writer: the master file over what the files hold, marked incomplete
+        (partial_master.py). True while a writer builds it (its answer ends the acquisition)."""
+        if acquisition.master_state == "building":
+            return True
+        if not partial_master_due(acquisition):
+            return False
+        command = partial_master_command(acquisition)
+        builder = partial_master_builder(acquisition, self._link.style)
+        if builder is not None:
+            try:
+                self._link.send_master(builder, command)
+            except WriterUnreachable as error:
+                log.error("acquisition %d: %s", command.acq_id, error)
+            else:
+                acquisition.master_state = "building"
+                self._deadline = time.monotonic() + MASTER_TIMEOUT_S
+                return True
+        problem = build_master_for(command)  # no stddaq writer can: the driver builds it
+        acquisition.master_state = "closed" if problem is None else "error"
+        note_partial_master(acquisition, problem)
+        return False
 
     def _writer_gone(self, index: int, error: WriterUnreachable) -> None:
         """Writer `index` did not take a message: its process is gone or stuck. Fail the
@@ -597,16 +633,23 @@ class Engine:
         if state is DaqState.ERROR:
             if self._deadline is not None and now >= self._deadline:
                 silent = [t for t in acquisition.writers if t.state not in ("closed", "error")]
-                log.error(
-                    "acquisition %d: writer(s) %s did not confirm closing within %g s",
-                    acquisition.plan.acquisition_id, [t.index for t in silent], CLEANUP_TIMEOUT_S,
-                )
+                if silent:
+                    log.error(
+                        "acquisition %d: writer(s) %s did not confirm closing within %g s",
+                        acquisition.plan.acquisition_id, [t.index for t in silent],
+                        CLEANUP_TIMEOUT_S,
+                    )
+                elif acquisition.master_state == "building":
+                    acquisition.master_state = "error"
+                    note_partial_master(
+                        acquisition, f"its writer did not answer within {MASTER_TIMEOUT_S:g} s"
+                    )
                 for tracker in silent:
                     tracker.mark_lost(
                         f"did not confirm closing within {CLEANUP_TIMEOUT_S:g} s; counted: the "
                         f"{tracker.flushed} image(s) its file holds for sure"
                     )
-                self._finish()
+                self._advance()  # the master file over what was saved (a lost writer), idle
             return
         if self._deadline is not None and now >= self._deadline:
             if acquisition.master_state == "building":

@@ -539,6 +539,9 @@ class WriterService:
                     command.files,
                     params=created.params if created else None,
                     daq_config=created.config if created else None,
+                    skip_unreadable=bool(command.incomplete_reason),
+                    incomplete_reason=command.incomplete_reason or None,
+                    images_dealt=command.images_per_file,
                 )
         except (AcquisitionError, MasterFileError, UserSwitchError) as error:
             self._errors.inc()
@@ -546,7 +549,10 @@ class WriterService:
             self._send("error", acq_id=command.acq_id, file=command.file, reason=str(error))
             return
         note = ""
-        if command.images_per_file is not None and command.images_per_file != summary.images_per_file:
+        if not summary.complete:
+            note = f"marked incomplete: {summary.incomplete_reason}"
+            log.warning("acquisition %d: master file %s %s", command.acq_id, command.file, note)
+        elif command.images_per_file is not None and command.images_per_file != summary.images_per_file:
             note = (
                 f"the files hold {summary.images_per_file} images, "
                 f"{command.images_per_file} were dealt"

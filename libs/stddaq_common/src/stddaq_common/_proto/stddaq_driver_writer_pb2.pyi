@@ -119,20 +119,22 @@ class ConfirmExtras(_message.Message):
     def __init__(self, acquisition_id: _Optional[int] = ..., probe: _Optional[bool] = ...) -> None: ...
 
 class BuildMasterFile(_message.Message):
-    __slots__ = ("acquisition_id", "file", "files", "n_images", "images_per_file", "detector")
+    __slots__ = ("acquisition_id", "file", "files", "n_images", "images_per_file", "detector", "incomplete_reason")
     ACQUISITION_ID_FIELD_NUMBER: _ClassVar[int]
     FILE_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
     N_IMAGES_FIELD_NUMBER: _ClassVar[int]
     IMAGES_PER_FILE_FIELD_NUMBER: _ClassVar[int]
     DETECTOR_FIELD_NUMBER: _ClassVar[int]
+    INCOMPLETE_REASON_FIELD_NUMBER: _ClassVar[int]
     acquisition_id: int
     file: str
     files: _containers.RepeatedScalarFieldContainer[str]
     n_images: int
     images_per_file: _containers.RepeatedScalarFieldContainer[int]
     detector: str
-    def __init__(self, acquisition_id: _Optional[int] = ..., file: _Optional[str] = ..., files: _Optional[_Iterable[str]] = ..., n_images: _Optional[int] = ..., images_per_file: _Optional[_Iterable[int]] = ..., detector: _Optional[str] = ...) -> None: ...
+    incomplete_reason: str
+    def __init__(self, acquisition_id: _Optional[int] = ..., file: _Optional[str] = ..., files: _Optional[_Iterable[str]] = ..., n_images: _Optional[int] = ..., images_per_file: _Optional[_Iterable[int]] = ..., detector: _Optional[str] = ..., incomplete_reason: _Optional[str] = ...) -> None: ...
 
 class WriterAction(_message.Message):
     __slots__ = ("create_file", "record_image", "close_file", "confirm_last_image", "build_master_file")

@@ -127,6 +127,9 @@ class MasterCommand:
     detector: str
     n_images: int | None = None
     images_per_file: list[int] | None = None
+    incomplete_reason: str = ""
+    """Non-empty: the acquisition failed (a writer was lost); build the master file over
+    what the files hold, marked incomplete, skipping files that cannot be read."""
 
 
 Command = CreateCommand | ImageCommand | ConfirmCommand | CloseCommand | MasterCommand
@@ -220,6 +223,7 @@ def encode_command(command: Command) -> bytes:
         master.n_images = command.n_images or 0
         master.images_per_file.extend(command.images_per_file or [])
         master.detector = command.detector
+        master.incomplete_reason = command.incomplete_reason
     return action.SerializeToString()
 
 
@@ -310,6 +314,7 @@ def parse_command(data: bytes) -> Command:
             detector=master.detector,
             n_images=master.n_images,
             images_per_file=list(master.images_per_file) or None,
+            incomplete_reason=master.incomplete_reason,
         )
     raise ProtocolError("a WriterAction without an action this writer knows")
 

@@ -13,6 +13,18 @@ the set of files can be moved together; HDF5 looks for relative VDS sources next
 master file. Run as a command: `python -m stddaq_writer.master_file MASTER FILE...`.
 Built by writer 0 (or another stddaq writer), or by the driver when every writer is a
 std_daq writer.
+
+An acquisition that lost a writer (killed, crashed) still gets a master file over what the
+files hold, marked incomplete (stddaq additions, std_daq's layout unchanged):
+
+- root attribute `complete` (bool), on every master file; `incomplete_reason` (str) when
+  it is False: why (the acquisition's error naming the writer, files not closed, not
+  readable, or holding fewer images than were dealt);
+- `/<D>` attributes `images_dealt_per_file` (int64 per file: what the driver dealt),
+  `images_lost` (dealt images that no file holds: neither written nor recorded missing)
+  and `files_not_closed` (JSON list of the files their writer never closed: a killed
+  writer's file, mapped only up to its last image record of status != 0, as its data
+  beyond that may be a half-written image whose record was never flushed).
 """
 
 from __future__ import annotations
@@ -44,6 +56,10 @@ class SourceFile:
     path: str
     n_images: int
     datasets: dict[str, tuple[tuple[int, ...], np.dtype[Any]]]
+    closed: bool = True
+    """False: the writer never closed it (killed): `n_images` are its recorded images."""
+    n_present: int = 0
+    """Of `n_images`, the images whose metadata status is not 0 (missing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +73,10 @@ class MasterSummary:
     skipped_files: list[str] = field(default_factory=list)
     n_missing: int = 0
     """Entries whose metadata status is 0 (missing in a file, or covered by no file)."""
+    complete: bool = True
+    incomplete_reason: str = ""
+    images_lost: int = 0
+    """Dealt images (`images_dealt`) that no file holds."""
 
 
 def interleaved_length(images_per_file: Sequence[int]) -> int:
@@ -69,21 +89,50 @@ def interleaved_length(images_per_file: Sequence[int]) -> int:
 
 
 def read_source(path: str, detector_name: str) -> SourceFile:
-    """Open a closed writer file and describe its per-image datasets."""
+    """Open a writer file and describe its per-image datasets.
+
+    A file its writer never closed (its `n_images` attribute is still -1: the writer was
+    killed) counts its images up to the last metadata record of status != 0; it is opened
+    in SWMR-read mode if its open-for-write flags were not cleared yet."""
     try:
-        with h5py.File(path, "r") as h5file:
+        try:
+            h5file = h5py.File(path, "r")
+        except OSError:
+            h5file = h5py.File(path, "r", swmr=True)  # left open for write by a killed writer
+        with h5file:
             group = h5file.get(detector_name)
             if not isinstance(group, h5py.Group) or "data" not in group:
                 raise MasterFileError(f"{path}: no /{detector_name}/data dataset")
-            n_images = int(group["data"].shape[0])
+            closed = int(group.attrs.get("n_images", 0)) >= 0
+            status = _statuses(group, int(group["data"].shape[0]))
+            if closed:
+                n_images = int(group["data"].shape[0])
+            else:  # entries up to its last record of status != 0
+                recorded = np.flatnonzero(status != 0)
+                n_images = int(recorded[-1]) + 1 if recorded.size else 0
+            n_present = int(np.count_nonzero(status[:n_images] != 0))
             datasets = {
                 name: (tuple(item.shape[1:]), item.dtype)
                 for name, item in group.items()
-                if isinstance(item, h5py.Dataset) and item.ndim >= 1 and item.shape[0] == n_images
+                if isinstance(item, h5py.Dataset)
+                and item.ndim >= 1
+                and (item.shape[0] == n_images if closed else item.shape[0] >= n_images)
             }
     except OSError as error:
         raise MasterFileError(f"{path}: cannot read the writer file: {error}") from None
-    return SourceFile(path, n_images, datasets)
+    return SourceFile(path, n_images, datasets, closed, n_present)
+
+
+def _statuses(group: h5py.Group, n_data: int) -> np.ndarray[Any, Any]:
+    """The metadata status of the file's first `n_data` images (fewer if it has fewer
+    records; none without a metadata dataset of records)."""
+    metadata = group.get("metadata")
+    if not isinstance(metadata, h5py.Dataset) or metadata.dtype.names is None:
+        return np.zeros(0, np.uint64)
+    if "status" not in metadata.dtype.names:
+        return np.zeros(0, np.uint64)
+    length = min(n_data, int(metadata.shape[0]))
+    return np.asarray(metadata.fields("status")[:length]) if length else np.zeros(0, np.uint64)
 
 
 def _common_datasets(sources: Sequence[SourceFile], detector_name: str) -> list[str]:
@@ -133,6 +182,8 @@ def build_master_file(
     daq_config: dict[str, Any] | None = None,
     skip_unreadable: bool = False,
     overwrite: bool = False,
+    incomplete_reason: str | None = None,
+    images_dealt: Sequence[int] | None = None,
 ) -> MasterSummary:
     """Write the master file of an acquisition whose writer k wrote `file_paths[k]`.
 
@@ -141,6 +192,11 @@ def build_master_file(
     MasterFileError, unless `skip_unreadable`: its entries then read as missing (status 0)
     and the file is listed in the summary and the `skipped_files` attribute. The master
     file is not overwritten unless `overwrite`.
+
+    `images_dealt` (per file, what the driver dealt) lets the file count images no file
+    holds. The file is marked incomplete (`complete` False, `incomplete_reason`) when
+    `incomplete_reason` is given (the acquisition failed), a file was skipped or never
+    closed, or the files hold fewer images than were dealt.
     """
     if not file_paths:
         raise MasterFileError("no writer files given")
@@ -160,10 +216,19 @@ def build_master_file(
     names = _common_datasets(present, detector_name)
     counts = [0 if s is None else s.n_images for s in sources]
     n_entries = interleaved_length(counts)
+    not_closed = [s.path for s in present if not s.closed]
+    dealt = list(images_dealt) if images_dealt is not None else None
+    if dealt is not None and len(dealt) != len(file_paths):
+        raise MasterFileError(f"images_dealt has {len(dealt)} counts for {len(file_paths)} files")
+    lost = sum(max(0, d - c) for d, c in zip(dealt, counts, strict=True)) if dealt else 0
+    reasons = _incomplete_reasons(incomplete_reason, skipped, not_closed, lost)
     master_dir = os.path.dirname(os.path.abspath(master_path))
     try:
         with h5py.File(master_path, "w" if overwrite else "w-", libver=FILE_FORMAT_BOUNDS) as h5:
             h5.attrs["default"] = detector_name
+            h5.attrs["complete"] = not reasons
+            if reasons:
+                h5.attrs["incomplete_reason"] = reasons
             group = h5.create_group(detector_name)
             for name in names:
                 layout = _virtual_layout(name, detector_name, sources, n_entries, master_dir)
@@ -176,16 +241,37 @@ def build_master_file(
             group.attrs["files"] = json.dumps([os.path.basename(p) for p in file_paths])
             group.attrs["images_per_file"] = np.asarray(counts, np.int64)
             group.attrs["skipped_files"] = json.dumps(skipped)
+            group.attrs["files_not_closed"] = json.dumps([os.path.basename(p) for p in not_closed])
+            if dealt is not None:
+                group.attrs["images_dealt_per_file"] = np.asarray(dealt, np.int64)
+                group.attrs["images_lost"] = np.int64(lost)
             group.attrs["interleave"] = "entry j = image j // n_files of file j % n_files"
             group.attrs["acquisition_params"] = json.dumps(params or {}, sort_keys=True)
             group.attrs["daq_config"] = json.dumps(daq_config or {}, sort_keys=True)
             group.attrs["created_at"] = datetime.datetime.now(datetime.UTC).isoformat()
-        with h5py.File(master_path, "r") as h5:
-            status = h5[detector_name]["metadata"].fields("status")[:] if n_entries else []
-            n_missing = int(np.count_nonzero(np.asarray(status) == 0))
     except OSError as error:
         raise MasterFileError(f"{master_path}: cannot write the master file: {error}") from None
-    return MasterSummary(master_path, n_entries, counts, names, skipped, n_missing)
+    n_missing = n_entries - sum(s.n_present for s in present)
+    return MasterSummary(
+        master_path, n_entries, counts, names, skipped, n_missing, not reasons, reasons, lost
+    )
+
+
+def _incomplete_reasons(
+    reason: str | None, skipped: list[str], not_closed: list[str], lost: int
+) -> str:
+    """Why the master file is incomplete, "" when it is not."""
+    parts = [reason] if reason else []
+    if skipped:
+        parts.append(f"unreadable writer file(s), their images are missing: {skipped}")
+    if not_closed:
+        parts.append(
+            f"file(s) their writer never closed (killed), mapped up to their last recorded "
+            f"image: {not_closed}"
+        )
+    if lost:
+        parts.append(f"{lost} dealt image(s) are in no file")
+    return "; ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
