@@ -25,10 +25,12 @@ from typing import Any
 import docker
 import h5py
 import httpx
+import numpy as np
 import pytest
 import yaml
 from docker.models.containers import Container
 
+from stddaq_fake_camera.frames import FramePattern
 from tests.compose.conftest import IMAGES, VERSION, record
 from tests.compose.engine import (
     PROJECT_LABEL,
@@ -366,6 +368,9 @@ def test_docker_kill_of_a_service_mid_acquisition(stacks: Stacks, case: KillCase
             assert file[f"{DEMO}/data"].shape[0] > 0, "the flushed images are in the file"
         leftovers = [p.name for p in left.parent.iterdir() if p.name.endswith(".reserve")]
         assert not leftovers, f"disk reserves left: {leftovers}"
+        # A master file over what the files hold, marked incomplete, naming the writer.
+        assert "marked incomplete" in final["last_error"], final["last_error"]
+        check_incomplete_master(left.parent / "file.h5", case.error or "")
     record(
         f"docker kill of {case.service}: acquisition",
         f"{final['outcome']}, {final['images_written']} written, {final['images_missing']} missing, "
@@ -375,6 +380,25 @@ def test_docker_kill_of_a_service_mid_acquisition(stacks: Stacks, case: KillCase
     assert after["outcome"] == "file_saved", after["last_error"]
     assert after["acquisition_id"] > acquisition_id, "acquisition ids must never repeat"
     check_images(stacks.demo_data / f"after-kill-{case.service}" / "file.h5", DEMO, DEMO_SHAPE, 30)
+
+
+def check_incomplete_master(path: Path, names: str) -> None:
+    """The master file of an acquisition that lost a writer: `complete` False with a
+    reason naming it, every image recorded as written (status 1) the camera's frame of its
+    id, ids increasing; the entries no file holds are status 0 and zeros."""
+    pattern = FramePattern(DEMO_SHAPE, np.dtype("<u2"))
+    with h5py.File(path, "r") as file:
+        assert file.attrs["complete"] == False  # noqa: E712 (a numpy bool)
+        assert names in str(file.attrs["incomplete_reason"]), file.attrs["incomplete_reason"]
+        data, metadata = file[f"{DEMO}/data"], np.asarray(file[f"{DEMO}/metadata"])
+        written = metadata["status"] == 1
+        assert written.any() and np.all(np.diff(metadata["image_id"][written].astype(np.int64)) > 0)
+        records = zip(metadata["image_id"], metadata["status"], strict=True)
+        for index, (image_id, status) in enumerate(records):
+            if status == 1:
+                assert np.array_equal(data[index], pattern.frame(int(image_id))), f"{path}: image {image_id}"
+            elif status == 0:
+                assert not data[index].any(), f"{path}[{index}]: status 0 but not zeros"
 
 
 def write_image_archives(stacks: Stacks, folder: Path) -> None:

@@ -11,13 +11,18 @@ nothing left behind.
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
+from typing import Any
 
+import h5py
 import httpx
 import pytest
 
-from tests.faults.rig import Camera, Stack, Viewer, check_files, wait_for
+from tests.faults.rig import Camera, FileCheck, Stack, Viewer, check_files, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -102,11 +107,50 @@ def test_writer_killed_mid_acquisition(crashes: Crashes) -> None:
     crashed = check_files([status["files"][1]], stack.detector, stack.pattern, zeros_when_missing=False)
     assert len(crashed.written_ids) >= lost["images_written"] > 0
     assert status["images_written"] == sum(w["images_written"] for w in status["writers"])
+    # A master file over what the two files hold, marked incomplete, naming the writer.
+    assert "master file" in status["last_error"] and "marked incomplete" in status["last_error"]
+    master = check_master_marked_incomplete(status, stack, kept, crashed)
     print(
         f"FIGURES writer killed: {status['images_dealt']} dealt; writer 0 file {len(kept.written_ids)}; "
-        f"writer 1 counted {lost['images_written']} (flushed), its file holds {len(crashed.written_ids)}"
+        f"writer 1 counted {lost['images_written']} (flushed), its file holds {len(crashed.written_ids)}; "
+        f"master file {len(master.ids)} entries, {len(master.written_ids)} images, marked incomplete"
     )
     crashes.next_acquisition_works()
+
+
+def check_master_marked_incomplete(
+    status: dict[str, Any], stack: Stack, kept: FileCheck, crashed: FileCheck
+) -> FileCheck:
+    """The master file of an acquisition that lost writer 1: it opens (h5py, h5dump), says
+    it is incomplete and why, and holds exactly the images the two files hold, each one
+    the camera's, in acquisition order (entry j: image j // 2 of file j % 2)."""
+    path = status["master_file"]
+    with h5py.File(path, "r") as h5:
+        assert h5.attrs["complete"] == False  # noqa: E712 (a numpy bool)
+        reason = str(h5.attrs["incomplete_reason"])
+        group = h5[stack.detector]
+        dealt = [int(n) for n in group.attrs["images_dealt_per_file"]]
+        not_closed = json.loads(group.attrs["files_not_closed"])
+    assert "writer 1 restarted during the acquisition" in reason, reason
+    assert not_closed == [os.path.basename(status["files"][1])]
+    assert sum(dealt) == status["images_dealt"]
+    master = check_files([path], stack.detector, stack.pattern)  # status 1: exact; 0: zeros
+    # The crashed file counts up to its last recorded image; its records beyond are the
+    # ones its killed process never flushed (all status 0).
+    recorded = max((k + 1 for k, s in enumerate(crashed.status) if s != 0), default=0)
+    n_kept = len(kept.ids)
+    assert len(master.ids) == max(2 * n_kept - 1, 2 * recorded)
+    assert master.ids[0::2][:n_kept] == kept.ids and master.status[0::2][:n_kept] == kept.status
+    assert master.ids[1::2][:recorded] == crashed.ids[:recorded]
+    assert sorted(master.written_ids) == sorted(kept.written_ids + crashed.written_ids)
+    if shutil.which("h5dump"):
+        for args in (["-a", "/incomplete_reason"], ["-d", f"/{stack.detector}/metadata", "-c", "4"]):
+            done = subprocess.run(
+                ["h5dump", *args, path], capture_output=True, text=True, check=False, timeout=60
+            )
+            assert done.returncode == 0 and "ERROR" not in done.stdout, done.stdout + done.stderr
+            assert "writer 1" in done.stdout or "image_id" in done.stdout, done.stdout
+    return master
 
 
 def test_receiver_killed_mid_acquisition(crashes: Crashes) -> None:
