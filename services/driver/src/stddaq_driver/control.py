@@ -25,6 +25,7 @@ from stddaq_driver.driver_stats import WebCounters
 from stddaq_driver.engine import Engine, ReconfigureCommand, StartCommand, StopCommand
 from stddaq_driver.models import StartRequest, config_type_errors
 from stddaq_driver.path_policy import PathPolicy, PathRefused
+from stddaq_driver.receiver_watch import ReceiverView
 from stddaq_driver.state import DaqState, is_stoppable
 from stddaq_driver.status_board import (
     WRITER_ALIVE_S,
@@ -182,6 +183,11 @@ class DriverControl:
     def status(self) -> AcquisitionSnapshot:
         """The current snapshot."""
         return self.board.snapshot()
+
+    def liveness(self) -> tuple[list[float | None], ReceiverView, float | None]:
+        """Seconds since each writer was heard, the receiver as seen (cached 1 s), seconds
+        since image metadata came (None: never)."""
+        return self.board.writer_ages(), self._engine.receiver_view(), self.board.metadata_age()
 
     # --- config ---
 

@@ -47,6 +47,7 @@ from stddaq_driver.partial_master import (
     partial_master_command,
     partial_master_due,
 )
+from stddaq_driver.receiver_watch import ReceiverView, ReceiverWatch, with_receiver_named
 from stddaq_driver.state import DaqState
 from stddaq_driver.status_board import AcquisitionSnapshot, StatusBoard
 from stddaq_driver.writer_link import WriterLink, WriterUnreachable
@@ -134,6 +135,9 @@ class Engine:
         self._orphans = Orphans()
         self._idle = IdleWait()
         self._idle.watch(self._subscriber.socket, *self._link.event_sockets)
+        self.receiver = ReceiverWatch()
+        """Is the receiver running (on demand: status, health, an acquisition error)."""
+        self._metadata_seen = 0
 
     # --- called from other threads ---
 
@@ -566,6 +570,7 @@ class Engine:
         if self._state is DaqState.ERROR:
             log.error("acquisition %d: also: %s", acquisition.plan.acquisition_id, reason)
             return
+        reason = with_receiver_named(reason, self.receiver_view())
         acquisition.error = reason
         log.error("acquisition %d: error: %s", acquisition.plan.acquisition_id, reason)
         self._counters.acquisitions_failed.inc()
@@ -685,7 +690,15 @@ class Engine:
                 )
                 return
 
+    def receiver_view(self) -> ReceiverView:
+        """Whether a process serves the receiver's metadata socket (thread-safe, cached 1 s)."""
+        return self.receiver.view(self._subscriber.address)
+
     def _publish_progress(self, now: float) -> None:
+        received = self._subscriber.received
+        if received != self._metadata_seen:  # the receiver published since the last look
+            self._metadata_seen = received
+            self._board.metadata_heard(now)
         skipped = self._subscriber.bad_messages  # multipart or otherwise unusable messages
         if skipped > self._subscriber_bad_seen:
             self._counters.bad_metadata.inc(skipped - self._subscriber_bad_seen)

@@ -109,6 +109,22 @@ class WriterStatus(BaseModel):
     last_error: str | None
 
 
+class ReceiverStatus(BaseModel):
+    """What the driver sees of the receiver (it has no channel back to it: it looks at the
+    receiver's metadata socket, and at the metadata it gets)."""
+
+    alive: bool | None = Field(
+        description="A process serves the receiver's metadata socket; null: cannot tell "
+        "(not an ipc:// socket file)"
+    )
+    address: str = Field(description="The metadata socket the driver subscribes to")
+    seconds_since_metadata: float | None = Field(
+        description="Seconds since the driver last got image metadata (null: never since it "
+        "started); large while the camera sends nothing"
+    )
+    problem: str | None = Field(description="Why the receiver is taken for down")
+
+
 class StatusResponse(BaseModel):
     """The acquisition state and the progress of the current (or last) acquisition."""
 
@@ -141,6 +157,12 @@ class StatusResponse(BaseModel):
     )
     last_error: str | None = Field(description="Why the last acquisition failed (kept until the next start)")
     writers: list[WriterStatus]
+    receiver: ReceiverStatus | None = Field(None, description="The receiver as the driver sees it")
+    down: list[str] = Field(
+        default_factory=list,
+        description="Services the driver sees down: `receiver` (no live process serves its "
+        "metadata socket), `writer-K` (not heard from in the last 3 s)",
+    )
 
 
 class ErrorResponse(BaseModel):

@@ -8,11 +8,13 @@ from fastapi import APIRouter, status
 
 from stddaq_driver.models import (
     ErrorResponse,
+    ReceiverStatus,
     StartRequest,
     StartResponse,
     StatusResponse,
     WriterStatus,
 )
+from stddaq_driver.receiver_watch import ReceiverView
 from stddaq_driver.rest_deps import GUARDED, Control
 from stddaq_driver.status_board import WRITER_ALIVE_S, AcquisitionSnapshot
 
@@ -25,8 +27,14 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 router = APIRouter()
 
 
-def status_response(snapshot: AcquisitionSnapshot, ages: list[float | None]) -> StatusResponse:
-    """The REST status body of a snapshot (writer ages: seconds since heard, None: never)."""
+def status_response(
+    snapshot: AcquisitionSnapshot,
+    ages: list[float | None],
+    receiver: ReceiverView | None = None,
+    metadata_age: float | None = None,
+) -> StatusResponse:
+    """The REST status body of a snapshot (writer ages: seconds since heard, None: never;
+    the receiver as seen and the seconds since metadata came, if known)."""
     writers = []
     for writer in snapshot.writers:
         age = ages[writer.index] if writer.index < len(ages) else None
@@ -67,7 +75,20 @@ def status_response(snapshot: AcquisitionSnapshot, ages: list[float | None]) -> 
         outcome=snapshot.outcome,  # type: ignore[arg-type]
         last_error=snapshot.last_error,
         writers=writers,
+        receiver=None if receiver is None else ReceiverStatus(
+            alive=receiver.alive,
+            address=receiver.address,
+            seconds_since_metadata=None if metadata_age is None else round(metadata_age, 3),
+            problem=receiver.problem,
+        ),
+        down=down_services(receiver, writers),
     )
+
+
+def down_services(receiver: ReceiverView | None, writers: list[WriterStatus]) -> list[str]:
+    """Names of the services the driver sees down (as `stddaq up` and Compose name them)."""
+    down = ["receiver"] if receiver is not None and receiver.alive is False else []
+    return down + [f"writer-{writer.index}" for writer in writers if not writer.alive]
 
 
 @router.post(
@@ -104,10 +125,10 @@ async def start(request: StartRequest, control: Control) -> StartResponse:
 async def stop(control: Control) -> StatusResponse:
     """Stop dealing images; the files are closed with what was written (state goes
     stop -> saving_file -> file_saved -> idle)."""
-    return status_response(control.stop(), control.board.writer_ages())
+    return status_response(control.stop(), *control.liveness())
 
 
 @router.get("/status", response_model=StatusResponse, summary="Acquisition status")
 async def get_status(control: Control) -> StatusResponse:
     """State, progress and files of the running (or last) acquisition."""
-    return status_response(control.status(), control.board.writer_ages())
+    return status_response(control.status(), *control.liveness())

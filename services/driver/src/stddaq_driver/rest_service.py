@@ -22,8 +22,12 @@ async def get_stats(control: Control) -> dict[str, int | float | bool | str]:
 
 @router.get("/health", summary="Liveness")
 async def health(control: Control) -> dict[str, Any]:
-    """Answers while the driver runs; lists writers not heard from recently."""
-    return {"ok": True, "time": time.time(), "silent_writers": control.board.silent_writers()}
+    """Answers while the driver runs; lists writers not heard from recently and the
+    services it sees down (`receiver`, `writer-K`)."""
+    silent = control.board.silent_writers()
+    receiver_down = control.liveness()[1].alive is False
+    down = (["receiver"] if receiver_down else []) + [f"writer-{k}" for k in silent]
+    return {"ok": True, "time": time.time(), "silent_writers": silent, "down": down}
 
 
 metrics_router = APIRouter()

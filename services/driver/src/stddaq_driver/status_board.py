@@ -86,6 +86,7 @@ class StatusBoard:
         self._version = 0
         self._history: deque[tuple[int, AcquisitionSnapshot]] = deque(maxlen=HISTORY_LENGTH)
         self._last_heard: dict[int, float] = {}
+        self._metadata_heard: float | None = None
         self._listeners: list[Callable[[], None]] = []
         self._n_writers = n_writers
 
@@ -117,6 +118,19 @@ class StatusBoard:
                 None if k not in self._last_heard else moment - self._last_heard[k]
                 for k in range(self._n_writers)
             ]
+
+    def metadata_age(self, now: float | None = None) -> float | None:
+        """Seconds since the driver last got image metadata from the receiver (None: never)."""
+        moment = time.monotonic() if now is None else now
+        with self._lock:
+            heard = self._metadata_heard
+        return None if heard is None else moment - heard
+
+    def metadata_heard(self, now: float | None = None) -> None:
+        """Image metadata arrived (seen at most PUBLISH_S late)."""
+        moment = time.monotonic() if now is None else now
+        with self._lock:
+            self._metadata_heard = moment
 
     def silent_writers(self, now: float | None = None) -> list[int]:
         """Writers not heard from within WRITER_ALIVE_S seconds."""

@@ -188,6 +188,16 @@ class HealthPoller:
                             "error": None,
                         }
                     )
+            seen = status.get("receiver")
+            if "receiver" not in scraped and isinstance(seen, dict) and seen.get("alive") is not None:
+                services.append(
+                    {
+                        "name": "receiver",
+                        "up": bool(seen["alive"]),
+                        "how": "driver: its metadata socket",
+                        "error": seen.get("problem"),
+                    }
+                )
         acquisition_rate = None
         if status is not None and status.get("busy"):
             key = f"acquisition-{status.get('acquisition_id')}.written"
