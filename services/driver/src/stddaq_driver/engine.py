@@ -463,9 +463,12 @@ class Engine:
                 self._finish()
             elif acquisition.master_state is None:
                 self._send_master(acquisition)
-        elif state is DaqState.ERROR and acquisition.all_writers_in("closed", "error"):
-            if not self._partial_master(acquisition):
-                self._finish()
+        elif (
+            state is DaqState.ERROR
+            and acquisition.all_writers_in("closed", "error")
+            and not self._partial_master(acquisition)  # after a lost writer: partial_master.py
+        ):
+            self._finish()
 
     # --- saving, failing, finishing ---
 
