@@ -92,6 +92,11 @@ def test_n_image_reached_with_a_gap_in_the_ids(system: System) -> None:
 
     assert status["outcome"] == "file_saved", status
     assert status["last_error"] is None
+    # The producer serves the metadata socket, as the receiver would; every writer is heard.
+    assert status["down"] == [] and status["receiver"]["alive"] is True, status["receiver"]
+    assert status["receiver"]["seconds_since_metadata"] is not None
+    health = system.driver.http.get("/health").json()
+    assert (health["down"], health["silent_writers"]) == ([], [])
     dealt = published[:10]
     assert (status["images_dealt"], status["images_written"]) == (10, 10)
     assert (status["id_gaps"], status["images_missing"]) == (1, 1)
