@@ -1,14 +1,15 @@
 """One open writer file: image chunks by direct chunk write, per-image records, close.
 
 Per image the hot path is one `H5Dwrite_chunk` (plus a `set_extent` when the image
-extends the dataset, ~3 us); every few dozen MB the written data is pushed out of the page
-cache (write_behind). In files created with `direct_io` (uncompressed images, direct_io)
-the `set_extent` allocates the image's chunk, whose place the writer derives from the
-file's end of allocation, and the image goes there with one O_DIRECT `pwrite()` from the
-ring slot; images that cannot (unaligned buffer) take the HDF5 path above.
+extends the dataset, through hdf5_calls: straight into libhdf5); every few dozen MB the
+written data is pushed out of the page cache (write_behind). In files created with
+`direct_io` (uncompressed images, direct_io) the `set_extent` allocates the image's chunk,
+whose place the writer derives from the file's end of allocation, and the image goes
+there with one O_DIRECT `pwrite()` from the ring slot (whose address the slot view
+carries); images that cannot (unaligned buffer) take the HDF5 path above.
 
-Per-image records (`metadata` and the detector columns) are collected in numpy arrays
-and written in contiguous runs at `flush()`, which the writer calls about once a second
+Per-image records (`metadata` and the detector columns) are collected in Python lists
+(cheaper per image than numpy item assignments), moved into numpy arrays and written in contiguous runs at `flush()`, which the writer calls about once a second
 and at close; a SWMR reader therefore sees `data` grow image by image and `metadata` at
 most about a second behind. Until `close()` the `n_images`
 attribute is -1; after it, `data`, `metadata` and the columns all have `n_images` entries.
