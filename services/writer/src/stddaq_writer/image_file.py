@@ -9,10 +9,11 @@ there with one O_DIRECT `pwrite()` from the ring slot (whose address the slot vi
 carries); images that cannot (unaligned buffer) take the HDF5 path above.
 
 Per-image records (`metadata` and the detector columns) are collected in Python lists
-(cheaper per image than numpy item assignments), moved into numpy arrays and written in contiguous runs at `flush()`, which the writer calls about once a second
-and at close; a SWMR reader therefore sees `data` grow image by image and `metadata` at
-most about a second behind. Until `close()` the `n_images`
-attribute is -1; after it, `data`, `metadata` and the columns all have `n_images` entries.
+(cheaper per image than numpy item assignments), moved into numpy arrays and written in
+contiguous runs at `flush()`, which the writer calls about once a second and at close; a
+SWMR reader therefore sees `data` grow image by image and `metadata` at most about a
+second behind. Until `close()` the `n_images` attribute is -1; after it, `data`,
+`metadata` and the columns all have `n_images` entries.
 """
 
 from __future__ import annotations
