@@ -516,6 +516,18 @@ def test_create_adopts_a_std_daq_segment_of_the_right_size(
 # ---------------------------------------------------------------------- writer API
 
 
+def test_a_views_address_is_where_its_bytes_are(ring_name: str) -> None:
+    """The writer aligns its O_DIRECT writes by `address`: it must be the data's own."""
+    with ImageRing.create(ring_name, RingGeometry(8192, 4)) as ring, ImageRing.attach(ring_name) as reader:
+        for image_id in range(6):  # every slot, and ids that wrap around
+            ring.write(image_id, make_frame(4096, image_id)[: 1024 + image_id])
+            for holder in (ring, reader):
+                view = holder.view(image_id)
+                assert view is not None and view.nbytes == 2 * (1024 + image_id)
+                assert view.address == np.frombuffer(view.data, np.uint8).ctypes.data
+                del view
+
+
 def test_zero_copy_write_and_error_paths(ring_name: str) -> None:
     with ImageRing.create(ring_name, RingGeometry(4096, 4)) as ring:
         slot = ring.begin_write(5)
@@ -758,6 +770,7 @@ def test_a_ring_without_companion_is_read_as_std_daq_reads_it_and_says_so(
         view = ring.view(6, 8192)
         assert view is not None and view.still_valid()
         assert np.array_equal(np.frombuffer(view.data, np.uint16), make_frame(4096, 6))
+        assert view.address == np.frombuffer(view.data, np.uint8).ctypes.data
         out = np.empty(4096, np.uint16)
         assert ring.read_into(6, out) == 8192 and np.array_equal(out, make_frame(4096, 6))
         assert ring.counters["unverified_reads"] == 2

@@ -51,6 +51,8 @@ class SlotLike(Protocol):
 
     data: memoryview
     nbytes: int
+    address: int
+    """Memory address of the first byte of `data`."""
 
     def array(self, dtype: Any, shape: tuple[int, ...]) -> Any:
         """The slot bytes as a numpy array (no copy)."""
@@ -104,6 +106,10 @@ class _SlotProblem(Exception):
         self.slot = slot
 
 
+_NONE = Compression.NONE
+_WRITTEN = Outcome.WRITTEN
+
+
 class ChunkWriter:
     """Writes images from one ring into one ImageFile, checking every slot."""
 
@@ -122,6 +128,11 @@ class ChunkWriter:
         self._packed_buffer: np.ndarray[Any, Any] | None = None
         self.counts = ImageCounts()
         self._rejections_logged = 0
+        self._fits: tuple[Any, ...] | None = None
+        """The last metadata signature (height, width, dtype, compression, size) that
+        passed `_check` (size only for uncompressed images): the next image with the same
+        signature needs no further look."""
+        self._view_mode = read_mode == "view"
 
     def _raw(self) -> np.ndarray[Any, Any]:
         if self._raw_buffer is None:  # page-aligned (an anonymous mmap): O_DIRECT can write it
@@ -138,14 +149,19 @@ class ChunkWriter:
 
     def write_image(self, index: int, meta: ImageMeta) -> Outcome:
         """Write image `meta.image_id` from the ring at dataset position `index`."""
-        mismatch = self._check(meta)
-        if mismatch is not None:
-            return self._reject(index, meta, mismatch)
+        compression = meta.compression
+        size = meta.size if compression == _NONE else -1
+        signature = (meta.height, meta.width, meta.dtype, compression, size)
+        if signature != self._fits:
+            mismatch = self._check(meta)
+            if mismatch is not None:
+                return self._reject(index, meta, mismatch)
+            self._fits = signature
         try:
-            if meta.compression == Compression.NONE:
+            if compression == _NONE:
                 if self._compress:
                     outcome = self._compress_raw(index, meta)
-                elif self._read_mode == "view":
+                elif self._view_mode:
                     outcome = self._write_view(index, meta, self._image_bytes)
                 else:
                     outcome = self._write_copy(index, meta)
@@ -157,15 +173,19 @@ class ChunkWriter:
             if problem.slot.still_valid():
                 return self._reject(index, meta, f"bad slot content: {problem}")
             outcome = Outcome.TORN
-        if outcome is Outcome.WRITTEN:
+        if outcome is _WRITTEN:
             self._file.record_written(index, meta.image_id, int(meta.status), meta.detail)
             self.counts.written += 1
+            return outcome
+        return self._missing(index, meta, outcome)
+
+    def _missing(self, index: int, meta: ImageMeta, outcome: Outcome) -> Outcome:
+        """Record an image that did not reach the file (overwritten or torn)."""
+        self._file.record_missing(index, meta.image_id)
+        if outcome is Outcome.TORN:
+            self.counts.torn += 1
         else:
-            self._file.record_missing(index, meta.image_id)
-            if outcome is Outcome.TORN:
-                self.counts.torn += 1
-            else:
-                self.counts.overwritten += 1
+            self.counts.overwritten += 1
         return outcome
 
     def _check(self, meta: ImageMeta) -> str | None:
@@ -198,7 +218,7 @@ class ChunkWriter:
             return Outcome.OVERWRITTEN
         if slot.nbytes < nbytes:
             raise _SlotProblem(slot, f"slot holds {slot.nbytes} bytes, metadata says {nbytes}")
-        chunk = slot.data[:nbytes]
+        chunk = slot.data if slot.nbytes == nbytes else slot.data[:nbytes]
         if self._compress:
             try:
                 unpacked, _ = bitshuffle_lz4_header(chunk)
@@ -206,9 +226,9 @@ class ChunkWriter:
                 raise _SlotProblem(slot, str(error)) from None
             if unpacked != self._image_bytes:
                 raise _SlotProblem(slot, f"chunk header says {unpacked} bytes")
-        self._file.write_chunk(index, chunk)
+        self._file.write_chunk(index, chunk, slot.address)
         if slot.still_valid():
-            return Outcome.WRITTEN
+            return _WRITTEN
         self._file.clear_chunk(index)
         return Outcome.TORN
 

@@ -133,20 +133,23 @@ class DirectChunkWriter:
                 raise
         return cls(fd, chunk_bytes, tail_fd)
 
-    def write(self, offset: int, chunk: Any) -> bool:
+    def write(self, offset: int, chunk: Any, address: int | None = None) -> bool:
         """Write one whole chunk at `offset`; False (nothing written) if it is not aligned.
 
+        `address`: where `chunk`'s first byte is in memory, if the caller knows it (a ring
+        slot view does; looking it up costs more than the rest of this method).
         Raises OSError (ENOSPC, EFBIG, EIO, ...) if the write fails or is short.
         """
         view = memoryview(chunk).cast("B")
         nbytes = view.nbytes
-        address = buffer_address(view)
+        if address is None:
+            address = buffer_address(view)
         if nbytes != self.chunk_bytes or offset % ALIGNMENT or address % self._memory_alignment:
             self.unaligned_writes += 1
             return False
         head = self._head
         try:
-            written = os.pwrite(self._fd, view[:head], offset)
+            written = os.pwrite(self._fd, view if head == nbytes else view[:head], offset)
         except OSError as error:
             if error.errno != errno.EINVAL or address % ALIGNMENT == 0:
                 raise

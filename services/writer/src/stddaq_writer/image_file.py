@@ -1,17 +1,19 @@
 """One open writer file: image chunks by direct chunk write, per-image records, close.
 
 Per image the hot path is one `H5Dwrite_chunk` (plus a `set_extent` when the image
-extends the dataset, ~3 us); every few dozen MB the written data is pushed out of the page
-cache (write_behind). In files created with `direct_io` (uncompressed images, direct_io)
-the `set_extent` allocates the image's chunk, whose place the writer derives from the
-file's end of allocation, and the image goes there with one O_DIRECT `pwrite()` from the
-ring slot; images that cannot (unaligned buffer) take the HDF5 path above.
+extends the dataset, through hdf5_calls: straight into libhdf5); every few dozen MB the
+written data is pushed out of the page cache (write_behind). In files created with
+`direct_io` (uncompressed images, direct_io) the `set_extent` allocates the image's chunk,
+whose place the writer derives from the file's end of allocation, and the image goes
+there with one O_DIRECT `pwrite()` from the ring slot (whose address the slot view
+carries); images that cannot (unaligned buffer) take the HDF5 path above.
 
-Per-image records (`metadata` and the detector columns) are collected in numpy arrays
-and written in contiguous runs at `flush()`, which the writer calls about once a second
-and at close; a SWMR reader therefore sees `data` grow image by image and `metadata` at
-most about a second behind. Until `close()` the `n_images`
-attribute is -1; after it, `data`, `metadata` and the columns all have `n_images` entries.
+Per-image records (`metadata` and the detector columns) are collected in Python lists
+(cheaper per image than numpy item assignments), moved into numpy arrays and written in
+contiguous runs at `flush()`, which the writer calls about once a second and at close; a
+SWMR reader therefore sees `data` grow image by image and `metadata` at most about a
+second behind. Until `close()` the `n_images` attribute is -1; after it, `data`,
+`metadata` and the columns all have `n_images` entries.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from stddaq_writer.h5_layout import (
     ImageFileHandles,
     create_image_file,
 )
+from stddaq_writer.hdf5_calls import GrowCalls
 from stddaq_writer.write_behind import WriteBehind
 
 log = logging.getLogger("stddaq.writer")
@@ -63,25 +66,41 @@ class PendingRecords:
         self.records = np.zeros(capacity, METADATA_DTYPE)
         self.values = np.zeros((n_columns, capacity), np.uint64)
         self.count = 0
+        self.capacity = capacity
+        # Plain lists, turned into the arrays above by `runs()`: a Python int appended to a
+        # list costs a fraction of a numpy item assignment.
+        self._indices: list[int] = []
+        self._ids: list[int] = []
+        self._statuses: list[int] = []
+        self._values: list[list[int]] = [[] for _ in range(n_columns)]
+        self._zeros = [0] * n_columns
 
     @property
     def full(self) -> bool:
         """True when no further record fits."""
-        return self.count == len(self.indices)
+        return self.count == self.capacity
 
     def add(self, index: int, image_id: int, status: int, values: list[int] | None) -> None:
         """Hold one record (the caller flushes first when `full`)."""
-        slot = self.count
-        self.indices[slot] = index
-        self.records[slot] = (image_id, status)
-        if values is not None:
-            self.values[:, slot] = values
-        else:
-            self.values[:, slot] = 0
-        self.count = slot + 1
+        self._indices.append(index)
+        self._ids.append(image_id)
+        self._statuses.append(status)
+        for column, value in zip(self._values, values or self._zeros, strict=True):
+            column.append(value)
+        self.count += 1
+
+    def _pack(self) -> None:
+        """Move the held records from the lists into the arrays (positions 0..count-1)."""
+        count = self.count
+        self.indices[:count] = self._indices
+        self.records["image_id"][:count] = self._ids
+        self.records["status"][:count] = self._statuses
+        for number, column in enumerate(self._values):
+            self.values[number, :count] = column
 
     def runs(self) -> list[tuple[int, int, np.ndarray[Any, Any]]]:
         """The held records as (first index, stop index, positions) runs of consecutive indices."""
+        self._pack()
         order = np.argsort(self.indices[: self.count], kind="stable")
         indices = self.indices[order]
         breaks = np.flatnonzero(np.diff(indices) != 1) + 1
@@ -94,6 +113,11 @@ class PendingRecords:
     def clear(self) -> None:
         """Forget every held record."""
         self.count = 0
+        self._indices.clear()
+        self._ids.clear()
+        self._statuses.clear()
+        for column in self._values:
+            column.clear()
 
 
 class ImageFile:
@@ -106,6 +130,10 @@ class ImageFile:
         self.spec = spec
         self._handles = handles
         self._data_id = handles.data.id
+        self._grow = GrowCalls(handles.file.id, handles.data.id, 3)
+        self._image_shape = (spec.height, spec.width)
+        self._chunk_bytes = spec.image_bytes
+        self._columns = tuple(column.value_of for column in spec.columns)
         self._direct: DirectChunkWriter | None = handles.direct
         self._early = handles.direct is not None
         """`data` allocates its chunks early and writes no fill (files made for direct I/O)."""
@@ -159,7 +187,7 @@ class ImageFile:
         if length <= self._extent:
             return
         if not self._early:
-            self._data_id.set_extent((length, self.spec.height, self.spec.width))
+            self._grow.set_extent((length, *self._image_shape))
             self._extent = length
             return
         while self._extent < length:  # one chunk per step: each step's place is known
@@ -169,10 +197,10 @@ class ImageFile:
         """Extend `data` by one image (early-allocated file) and, while O_DIRECT is on, note
         where its chunk was allocated."""
         index = self._extent
-        file_id = self._handles.file.id
-        before = file_id.get_filesize()
-        self._data_id.set_extent((index + 1, self.spec.height, self.spec.width))
-        after = file_id.get_filesize()
+        grow = self._grow
+        before = grow.filesize()
+        grow.set_extent((index + 1, *self._image_shape))
+        after = grow.filesize()
         self._extent = index + 1
         if index >= len(self._offsets):
             more = max(len(self._offsets), index + 1 - len(self._offsets))
@@ -180,7 +208,7 @@ class ImageFile:
             self._state = np.concatenate([self._state, np.full(more, CHUNK_UNKNOWN, np.int8)])
         if self._direct is None:
             return  # state stays unknown: zeroed through HDF5 unless an image is written
-        chunk_bytes = self.spec.image_bytes
+        chunk_bytes = self._chunk_bytes
         fresh = after == align_up(before) + chunk_bytes
         offset = after - chunk_bytes if fresh else None
         if offset is None or index % VERIFY_EVERY == 0:
@@ -206,21 +234,24 @@ class ImageFile:
             self._direct.close()
             self._direct = None
 
-    def write_chunk(self, index: int, chunk: Any) -> None:
-        """Store one image's chunk bytes (raw, or filter-32008 bytes) at `index` as they are."""
+    def write_chunk(self, index: int, chunk: Any, address: int | None = None) -> None:
+        """Store one image's chunk bytes (raw, or filter-32008 bytes) at `index` as they are
+        (`address`: where the chunk's bytes are in memory, if known: see DirectChunkWriter)."""
         if index >= self._extent:
             self._grow_to(index + 1)
         nbytes = memoryview(chunk).nbytes
         direct = self._direct
-        if self._early:  # a write that fails part-way leaves the chunk unknown (zeroed at close)
-            self._state[index] = CHUNK_UNKNOWN
-        if direct is not None and direct.write(int(self._offsets[index]), chunk):
+        early = self._early
+        if early:  # a write that fails part-way leaves the chunk unknown (zeroed at close)
+            state = self._state
+            state[index] = CHUNK_UNKNOWN
+        if direct is not None and direct.write(int(self._offsets[index]), chunk, address):
             self.direct_writes += 1
         else:
             self._data_id.write_direct_chunk((index, 0, 0), chunk)
             self._behind.wrote(nbytes)
-        if self._early:
-            self._state[index] = CHUNK_IMAGE
+        if early:
+            state[index] = CHUNK_IMAGE
         self.bytes_written += nbytes
 
     def clear_chunk(self, index: int) -> None:
@@ -247,9 +278,12 @@ class ImageFile:
     ) -> None:
         """Record a written image: its metadata record and detector columns."""
         values = None
-        if detail is not None and self.spec.columns:
-            values = [column.value_of(detail) for column in self.spec.columns]
-        self._hold(index, image_id, status, values)
+        if detail is not None and self._columns:
+            values = [value_of(detail) for value_of in self._columns]
+        pending = self._pending
+        if pending.full:
+            self._write_records()
+        pending.add(index, image_id, status, values)
         self.n_written += 1
 
     def record_missing(self, index: int, image_id: int) -> None:

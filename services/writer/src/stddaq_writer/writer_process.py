@@ -10,10 +10,11 @@ and `heartbeat` on its own. A CreateFileCommand without them comes from a std_da
 the writer then sends only std_daq's answers (code and reason, one per create, confirm
 and close), names its file `<path><k>.h5` and writes images in the order received.
 
-The loop polls the command socket for at most `TICK_S`, handles every command that is
-queued, then does the timed work: a `progress` event at most every 100 ms while images
-flow, an SWMR flush of the open file every second (readers see the file at most about a
-second behind), a `heartbeat` when nothing else was sent for a second, and the stats line.
+The loop polls the command socket for at most `TICK_S` and handles one command per poll;
+at most every `TICK_S` it does the timed work: a `progress` event at most every 100 ms
+while images flow, an SWMR flush of the open file every second (readers see the file at
+most about a second behind), a `heartbeat` when nothing else was sent for a second, and
+the stats line.
 """
 
 from __future__ import annotations
@@ -53,14 +54,15 @@ from stddaq_writer.master_file import MasterFileError, build_master_file
 from stddaq_writer.uid import UserSwitchError, acting_as, needs_switch, resolve_owner
 from stddaq_writer.write_behind import DEFAULT_WINDOW_BYTES
 
+perf_counter = time.perf_counter
+_WRITTEN = Outcome.WRITTEN
+
 log = logging.getLogger("stddaq.writer")
 
 TICK_S = 0.05
 PROGRESS_INTERVAL_S = 0.1
 FLUSH_INTERVAL_S = 1.0
 HEARTBEAT_INTERVAL_S = 1.0
-MAX_DRAIN_S = 0.1
-"""Longest stretch of command handling before the timed work runs."""
 REMEMBERED_ACQUISITIONS = 16
 """Recent `create` commands kept for their `master` (user, parameters, config)."""
 STD_DAQ_PREFIX = "file"
@@ -117,6 +119,9 @@ class WriterService:
         self._open_note.repair_left_file()
         self._latency_sum = 0.0
         self._latency_count = 0
+        self._last_latency: float | None = None
+        """Seconds of the last image write, not yet in the `last_write_latency_us` gauge."""
+        self._next_timed_work = 0.0
         self._last_event = 0.0
         self._last_progress = 0.0
         self._last_flush = 0.0
@@ -193,20 +198,20 @@ class WriterService:
     def run(self, stop: threading.Event) -> None:
         """Handle commands until `stop` is set (nothing is sent before a driver speaks:
         a std_daq driver expects only answers)."""
+        link = self._link
+        wait_ms = int(TICK_S * 1000)
+        monotonic = time.monotonic
         while not stop.is_set():
-            if self._link.wait_for_command(int(TICK_S * 1000)):
-                self._drain()
-            self._timed_work(time.monotonic())
-
-    def _drain(self) -> None:
-        deadline = time.monotonic() + MAX_DRAIN_S
-        while True:
-            parts = self._link.receive()
-            if parts is None:
-                return
-            self.handle(parts)
-            if time.monotonic() > deadline:
-                return
+            # One command per poll: a receive only when the poll said one is there (a
+            # receive that finds nothing costs more than the poll).
+            if link.wait_for_command(wait_ms):
+                parts = link.receive()
+                if parts is not None:
+                    self.handle(parts)
+            now = monotonic()
+            if now >= self._next_timed_work:  # at most every TICK_S while commands flow
+                self._next_timed_work = now + 0.9 * TICK_S
+                self._timed_work(now)
 
     def _check_ring(self, now: float) -> None:
         """Twice a second: notice a ring resized by another program (one error, counted; the
@@ -230,6 +235,9 @@ class WriterService:
         return False
 
     def _timed_work(self, now: float) -> None:
+        if self._last_latency is not None:
+            self._write_latency.set(round(self._last_latency * 1e6, 1))
+            self._last_latency = None
         self._check_ring(now)
         acq = self._acq
         if acq is not None and acq.open:
@@ -315,7 +323,7 @@ class WriterService:
                 self._stale.inc()
                 return
             index = command.index or 0
-        started = time.perf_counter()
+        started = perf_counter()
         try:
             meta = decode_image_metadata(command.metadata)
         except MetadataError as error:
@@ -332,14 +340,14 @@ class WriterService:
         except AcquisitionError as failure:
             self._report_failure(acq, str(failure))
             return
-        if outcome is Outcome.WRITTEN:
+        if outcome is _WRITTEN:
             self._written.inc()
         else:
             self._missing.inc()
-        latency = time.perf_counter() - started
+        latency = perf_counter() - started
         self._latency_sum += latency
         self._latency_count += 1
-        self._write_latency.set(round(latency * 1e6, 1))
+        self._last_latency = latency
 
     def _report_failure(self, acq: Acquisition, reason: str, *, answer: bool = False) -> None:
         """Count a failed acquisition and tell the driver: a stddaq driver at once, a

@@ -18,7 +18,7 @@ A read that comes too late or is torn returns None and is counted; no torn image
 handed out.
 
 Size watch: before every write and every read the data segment's size is checked (one
-`fstat` of the open fd, ~1 us); if another program resized it (std_daq's services
+`lseek` to the end of the open fd, under 1 us); if another program resized it (std_daq's services
 `ftruncate` it to their own figure), the ring stops touching it for good: writes raise
 `RingResized`, reads return None (counted as `resized_reads`), and one error is logged.
 Touching pages that a shrink removed would kill the process with SIGBUS. (Only a resize
@@ -93,9 +93,13 @@ class SlotView:
     overwriting the slot meanwhile and whatever was read must be discarded.
     """
 
-    __slots__ = ("_counted", "_ring", "_seq", "_seq_index", "_words", "data", "image_id", "nbytes")
+    __slots__ = (
+        "_counted", "_ring", "_seq", "_seq_index", "_words", "address", "data", "image_id", "nbytes"
+    )
 
-    def __init__(self, ring: ImageRing, seq_index: int, seq: int, image_id: int, data: memoryview) -> None:
+    def __init__(
+        self, ring: ImageRing, seq_index: int, seq: int, image_id: int, data: memoryview, address: int
+    ) -> None:
         self._ring = ring
         self._words = ring._slot_words
         self._seq_index = seq_index
@@ -105,6 +109,8 @@ class SlotView:
         self.data = data
         """Read-only bytes of the image (nbytes long)."""
         self.nbytes = len(data)
+        self.address = address
+        """Memory address of the image's first byte (for O_DIRECT's alignment check)."""
 
     def array(self, dtype: npt.DTypeLike, shape: tuple[int, ...]) -> npt.NDArray[Any]:
         """The image as a read-only numpy array (no copy); shape must match nbytes."""
@@ -191,6 +197,8 @@ class ImageRing:
         self._resized_to: int | None = None
         data = memoryview(segments.data_map)
         self._data = data
+        self._data_address = int(np.frombuffer(segments.data_map, np.uint8).ctypes.data)
+        """Address of the data segment's first byte (slot addresses are offsets from it)."""
         self._data_ro = data.toreadonly() if self.is_owner else data
         # A ring without a companion gets private zeroed words: every slot reads as
         # "never written" for the verified paths, which it never takes.
@@ -429,7 +437,9 @@ class ImageRing:
         nbytes = words[index + S_NBYTES]
         offset = slot * self._slot_bytes
         self._reads += 1
-        return SlotView(self, index, seq, image_id, self._data_ro[offset : offset + nbytes])
+        return SlotView(
+            self, index, seq, image_id, self._data_ro[offset : offset + nbytes], self._data_address + offset
+        )
 
     def read_into(self, image_id: int, out: ImageTarget, nbytes: int | None = None) -> int | None:
         """Copy a complete image into `out`; its byte count, or None if overwritten/torn.
@@ -475,15 +485,17 @@ class ImageRing:
         offset = (image_id % self._n_slots) * self._slot_bytes
         self._reads += 1
         self._unverified_reads += 1
-        return UnverifiedSlotView(self, 0, 0, image_id, self._data_ro[offset : offset + size])
+        return UnverifiedSlotView(
+            self, 0, 0, image_id, self._data_ro[offset : offset + size], self._data_address + offset
+        )
 
     def check_size(self) -> bool:
         """True while the data segment has the size this ring mapped; False (for good,
-        after one logged error) once another program resized it. One fstat: cheap."""
+        after one logged error) once another program resized it. One lseek: cheap."""
         if self._resized_to is not None:
             return False
-        try:
-            size = os.fstat(self._data_fd).st_size
+        try:  # the segment's size: lseek to its end (cheaper than fstat, the same answer)
+            size = os.lseek(self._data_fd, 0, os.SEEK_END)
         except OSError:
             size = -1
         if size == self._expected_size:
