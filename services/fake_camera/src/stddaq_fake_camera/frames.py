@@ -55,6 +55,15 @@ class FramePattern:
         """Bytes of one frame."""
         return self.shape[0] * self.shape[1] * self.dtype.itemsize
 
+    @property
+    def buffer(self) -> npt.NDArray[np.generic]:
+        """The one read-only buffer every frame is a window of."""
+        return self._noise
+
+    def frame_offset(self, pulse_id: int) -> int:
+        """Where frame `pulse_id` starts in `buffer`, in bytes."""
+        return (pulse_id % self.period) * self.dtype.itemsize
+
     def frame(self, pulse_id: int) -> npt.NDArray[np.generic]:
         """The (read-only, zero-copy) image of `pulse_id`."""
         start = pulse_id % self.period

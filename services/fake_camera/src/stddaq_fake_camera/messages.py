@@ -3,6 +3,11 @@
 Frames come from a FramePattern (zero-copy views). Compressed values are compressed once
 per distinct frame and kept (up to a memory budget), so sending costs no compression.
 The wire formats themselves are stddaq_common's encoders.
+
+Per frame the camera formats only what changes: the main header (a template where the
+pulse id and the timestamp go) and the 16-byte timestamp; the data header is the encoder's
+cached bytes and the value is a pinned window of memory that never changes (the pattern,
+or a cached compressed value), sent by libzmq without a copy (`wire_parts`).
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from typing import Literal
 
 import numpy as np
 
-from stddaq_common.wire.array10 import encode_array10
+from stddaq_common.bus.pinned_send import PinnedBuffer, pin
+from stddaq_common.wire.array10 import Array10HeaderTemplate, encode_array10
 from stddaq_common.wire.bsread import BsreadEncoder, ChannelSpec, bsread_type_of
 from stddaq_common.wire.byte_views import BufferLike
 from stddaq_common.wire.compression import bitshuffle_lz4_compress, lz4_compress
@@ -40,18 +46,22 @@ class CompressedFrames:
         self.compression = compression
         self.budget_bytes = budget_bytes
         self.cached_bytes = 0
-        self._cache: dict[int, bytes] = {}
+        self._cache: dict[int, PinnedBuffer] = {}
 
-    def value(self, pulse_id: int) -> bytes:
-        """The compressed value of frame `pulse_id`."""
+    def value(self, pulse_id: int) -> PinnedBuffer | bytes:
+        """The compressed value of frame `pulse_id`: pinned if it is kept (kept values
+        never change nor go away), else new bytes."""
         key = pulse_id % self.pattern.period
-        value = self._cache.get(key)
-        if value is None:
-            value = self._compress(self.pattern.frame(pulse_id))
-            if self.cached_bytes + len(value) <= self.budget_bytes:
-                self._cache[key] = value
-                self.cached_bytes += len(value)
-        return value
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        value = self._compress(self.pattern.frame(pulse_id))
+        if self.cached_bytes + len(value) > self.budget_bytes:
+            return value
+        pinned = pin(value)
+        self._cache[key] = pinned
+        self.cached_bytes += len(value)
+        return pinned
 
     def prebuild(self, pulse_ids: Sequence[int]) -> None:
         """Compress these frames now (before sending starts), within the budget."""
@@ -83,6 +93,11 @@ def _garbage(pulse_id: int, input_format: CameraFormat) -> list[BufferLike]:
                            "global_timestamp": {"sec": 0, "ns": 0}})
         return [main.encode(), b"{}", b"", b""]
     return [b"one part only"]
+
+
+WirePart = bytes | PinnedBuffer | BufferLike
+"""A part as the camera sends it: bytes (copied, small), pinned (constant message) or a
+buffer pyzmq sends zero-copy."""
 
 
 class MessageMaker:
@@ -121,24 +136,39 @@ class MessageMaker:
                                    compression=compression)],
             with_type_and_shape=with_type_and_shape,
         )
+        self._pixels = pin(pattern.buffer)
+        self._frame_bytes = pattern.nbytes
+        self._array10 = Array10HeaderTemplate(pattern.shape, dtype)
+
+    def wire_parts(self, pulse_id: int, kind: SendKind, timestamp: tuple[int, int]) -> list[WirePart]:
+        """The parts of one send as the camera sends them (the value pinned where it can be)."""
+        if kind is SendKind.FRAME:
+            if self.input_format == "array-1.0":
+                return [self._array10.header(pulse_id), self._pixel_part(pulse_id)]
+            if not 0 <= pulse_id < 2**64:
+                raise ValueError(f"pulse_id {pulse_id} is not a uint64")
+            value = self._pixel_part(pulse_id) if self.compressed is None else self.compressed.value(pulse_id)
+            return [
+                self._encoder.main_header(pulse_id, timestamp),
+                self._encoder.data_header,
+                value,
+                self._timestamp.pack(*timestamp),
+            ]
+        return self.parts(pulse_id, kind, timestamp)
+
+    def _pixel_part(self, pulse_id: int) -> PinnedBuffer:
+        return self._pixels.part(self.pattern.frame_offset(pulse_id), self._frame_bytes)
 
     def parts(self, pulse_id: int, kind: SendKind, timestamp: tuple[int, int]) -> list[BufferLike]:
         """The message parts of one send."""
         if kind is SendKind.GARBAGE:
             return _garbage(pulse_id, self.input_format)
-        parts: list[BufferLike]
+        if kind is SendKind.RESTART:
+            raise ValueError("a restart is not a message")
         if kind is SendKind.WRONG_SHAPE:
             frame = self.wrong_pattern.frame(pulse_id)
             if self.input_format == "array-1.0":
-                parts = list(encode_array10(frame, pulse_id))
-            else:
-                parts = list(self._wrong_encoder.encode(pulse_id, timestamp, [frame]))
-        elif self.input_format == "array-1.0":
-            parts = list(encode_array10(self.pattern.frame(pulse_id), pulse_id))
-        elif self.compressed is None:
-            parts = list(self._encoder.encode(pulse_id, timestamp, [self.pattern.frame(pulse_id)]))
-        else:
-            parts = list(self._encoder.encode(pulse_id, timestamp, [None]))
-            parts[2] = self.compressed.value(pulse_id)
-            parts[3] = self._timestamp.pack(*timestamp)
-        return parts
+                return list(encode_array10(frame, pulse_id))
+            return list(self._wrong_encoder.encode(pulse_id, timestamp, [frame]))
+        return [part.view if isinstance(part, PinnedBuffer) else part
+                for part in self.wire_parts(pulse_id, kind, timestamp)]

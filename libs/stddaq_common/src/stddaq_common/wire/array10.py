@@ -77,17 +77,30 @@ def _type_name(dtype: npt.DTypeLike) -> str:
     return name
 
 
+class Array10HeaderTemplate:
+    """The header bytes of one shape and pixel type, for any frame id: only the id changes,
+    so a stream of same-shaped images formats one integer per image."""
+
+    def __init__(self, shape: Sequence[int], dtype: npt.DTypeLike) -> None:
+        dimensions = ",".join(str(int(size)) for size in shape)
+        name = _type_name(dtype)
+        element = np.dtype(dtype)
+        big = element.byteorder == ">" or (element.byteorder == "=" and np.little_endian is False)
+        tail = ', "endianness":"big"' if big and element.itemsize > 1 else ""
+        self.shape = tuple(int(size) for size in shape)
+        self.dtype = element
+        self._template = (
+            f'{{"htype":"{ARRAY10_HTYPE}", "shape":[{dimensions}], "type":"{name}", "frame":%d{tail}}}'
+        ).encode()
+
+    def header(self, frame: int) -> bytes:
+        """The header of image `frame`."""
+        return self._template % int(frame)
+
+
 def encode_array10_header(shape: Sequence[int], dtype: npt.DTypeLike, frame: int) -> bytes:
     """The header bytes exactly as std_daq writes them (plus `"endianness":"big"` if so)."""
-    dimensions = ",".join(str(int(size)) for size in shape)
-    name = _type_name(dtype)
-    element = np.dtype(dtype)
-    big = element.byteorder == ">" or (element.byteorder == "=" and np.little_endian is False)
-    tail = ', "endianness":"big"' if big and element.itemsize > 1 else ""
-    text = (
-        f'{{"htype":"{ARRAY10_HTYPE}", "shape":[{dimensions}], "type":"{name}", "frame":{int(frame)}{tail}}}'
-    )
-    return text.encode()
+    return Array10HeaderTemplate(shape, dtype).header(frame)
 
 
 def encode_array10(image: npt.NDArray[np.generic], frame: int) -> list[bytes | memoryview]:

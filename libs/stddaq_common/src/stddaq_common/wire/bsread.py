@@ -479,10 +479,20 @@ class BsreadEncoder:
             self.data_header = text
         self.hash = hashlib.md5(self.data_header).hexdigest()
         suffix = "" if dh_compression in (None, "none") else f',"dh_compression":"{dh_compression}"'
-        self._main_tail = f',"hash":"{self.hash}"{suffix}}}'
+        self._main_template = (
+            f'{{"htype":"{MAIN_HTYPE}","pulse_id":%d,"global_timestamp":{{"sec":%d,"ns":%d}}'
+            f',"hash":"{self.hash}"{suffix}}}'
+        ).encode()
         self._plans = [
             _ChannelPlan(c, _timestamp_formats[c.encoding], _element_count(c)) for c in self.channels
         ]
+
+    def main_header(self, pulse_id: int, global_timestamp: tuple[int, int]) -> bytes:
+        """The main header of one message (a template: only the id and timestamp change).
+
+        The caller checks that pulse_id is a uint64 (`encode` does)."""
+        seconds, nanoseconds = global_timestamp
+        return self._main_template % (int(pulse_id), int(seconds), int(nanoseconds))
 
     def encode(
         self,
@@ -496,13 +506,7 @@ class BsreadEncoder:
             raise ValueError(f"{len(values)} values for {len(self._plans)} channels")
         if not 0 <= pulse_id < _UINT64_LIMIT:
             raise ValueError(f"pulse_id {pulse_id} is not a uint64")
-        seconds, nanoseconds = global_timestamp
-        main = (
-            f'{{"htype":"{MAIN_HTYPE}","pulse_id":{int(pulse_id)},'
-            f'"global_timestamp":{{"sec":{int(seconds)},"ns":{int(nanoseconds)}}}'
-            f"{self._main_tail}"
-        )
-        parts: list[bytes | memoryview] = [main.encode(), self.data_header]
+        parts: list[bytes | memoryview] = [self.main_header(pulse_id, global_timestamp), self.data_header]
         for index, (plan, value) in enumerate(zip(self._plans, values, strict=True)):
             if value is None:
                 parts += (b"", b"")
