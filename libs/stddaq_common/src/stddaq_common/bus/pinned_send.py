@@ -16,6 +16,7 @@ back to pyzmq's zero-copy path: the same bytes, just dearer.
 from __future__ import annotations
 
 import ctypes
+import errno as errno_module
 import importlib
 from dataclasses import dataclass
 
@@ -102,7 +103,7 @@ class PinnedSender:
             raise zmq.ZMQError(library.zmq_errno())
         while library.zmq_msg_send(message, self._handle, flags) < 0:
             errno = library.zmq_errno()
-            if errno == zmq.EINTR:
+            if errno == errno_module.EINTR:
                 continue
             library.zmq_msg_close(message)
             if errno == zmq.EAGAIN:
