@@ -42,7 +42,9 @@ def as_bytes(part: object) -> bytes:
 @pytest.mark.parametrize("dtype", ["<u2", ">u2", "u1", "<f4"])
 @pytest.mark.parametrize("compression", ["none", "bitshuffle_lz4", "lz4"])
 @pytest.mark.parametrize("with_type_and_shape", [True, False])
-def test_bsread_wire_parts_are_the_encoders_bytes(dtype: str, compression: str, with_type_and_shape: bool) -> None:
+def test_bsread_wire_parts_are_the_encoders_bytes(
+    dtype: str, compression: str, with_type_and_shape: bool
+) -> None:
     pattern = FramePattern(SHAPE, np.dtype(dtype), period=31)
     maker = MessageMaker(pattern, compression=compression,  # type: ignore[arg-type]
                          with_type_and_shape=with_type_and_shape)
@@ -59,7 +61,8 @@ def test_array10_wire_parts_are_the_encoders_bytes() -> None:
     maker = MessageMaker(pattern, input_format="array-1.0")
     for pulse_id in (0, 9, 40):
         parts = maker.wire_parts(pulse_id, SendKind.FRAME, STAMP)
-        assert [as_bytes(part) for part in parts] == [bytes(p) for p in encode_array10(pattern.frame(pulse_id), pulse_id)]
+        expected = [bytes(part) for part in encode_array10(pattern.frame(pulse_id), pulse_id)]
+        assert [as_bytes(part) for part in parts] == expected
 
 
 def test_an_uncached_compressed_value_is_sent_as_bytes() -> None:
@@ -107,7 +110,8 @@ def test_the_bytes_on_the_wire_are_the_encoders(socket_type: str, dtype: str, co
     stop = StopFlag()
     endless = ((pulse_id, SendKind.FRAME) for pulse_id in itertools.count())
     # A PUB drops what no subscriber takes yet: paced, it keeps sending until 40 arrived.
-    sender = threading.Thread(target=camera.run, args=(endless, 1000.0 if socket_type == "pub" else 0.0, stop))
+    rate_hz = 1000.0 if socket_type == "pub" else 0.0
+    sender = threading.Thread(target=camera.run, args=(endless, rate_hz, stop))
     sender.start()
     try:
         received = [peer.recv_multipart() for _ in range(40)]

@@ -143,7 +143,7 @@ class FakeCamera:
         if isinstance(part, PinnedBuffer):
             self._pinned.send(part, flags)
         else:  # pyzmq copies small parts and sends large ones zero-copy
-            self._socket.send(part, flags, copy=False)  # type: ignore[arg-type]
+            self._socket.send(part, flags, copy=False)  # type: ignore[call-overload]
 
     @staticmethod
     def _wait_until(deadline: float, stop: StopFlag) -> bool:

@@ -16,10 +16,11 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
+import numpy as np
 import zmq
 
 from stddaq_common.bus.metadata import ImageMeta, PcoInfo
-from stddaq_common.wire.array10 import encode_array10_header
+from stddaq_common.wire.array10 import Array10HeaderTemplate
 from stddaq_common.wire.bsread import BsreadEncoder, ChannelSpec, bsread_type_of
 from stddaq_common.wire.byte_views import byte_view
 from stddaq_live_stream.image_layout import ImageLayout
@@ -42,14 +43,25 @@ class OutputFormat(Protocol):
 
 
 class Array10Format:
-    """array-1.0: `{"htype":"array-1.0", "shape":[H,W], "type":"uint16", "frame":id}` + pixels."""
+    """array-1.0: `{"htype":"array-1.0", "shape":[H,W], "type":"uint16", "frame":id}` + pixels.
+
+    The header is a template per shape and type: per image only the id is formatted."""
 
     sends_compressed = False
 
+    def __init__(self) -> None:
+        self._templates: dict[tuple[int, int, np.dtype[np.generic]], Array10HeaderTemplate] = {}
+
     def parts(self, meta: ImageMeta, layout: ImageLayout, image: zmq.Frame) -> list[Part]:
         """[header, pixels]."""
-        header = encode_array10_header((layout.height, layout.width), layout.dtype, meta.image_id)
-        return [header, image]
+        key = (layout.height, layout.width, layout.dtype)
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) >= _ENCODER_CACHE_SIZE:
+                self._templates.clear()
+            template = Array10HeaderTemplate((layout.height, layout.width), layout.dtype)
+            self._templates[key] = template
+        return [template.header(meta.image_id), image]
 
 
 def global_timestamp_of(meta: ImageMeta) -> tuple[int, int]:

@@ -19,6 +19,7 @@ import ctypes
 import errno as errno_module
 import importlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import zmq
@@ -48,7 +49,7 @@ def _load_libzmq() -> ctypes.CDLL | None:
     try:
         extension = importlib.import_module("zmq.backend.cython._zmq")
         library = ctypes.CDLL(extension.__file__)
-        functions = (
+        functions: tuple[tuple[str, list[type[ctypes._SimpleCData[Any]]]], ...] = (
             ("zmq_msg_init_data", [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
                                    ctypes.c_void_p, ctypes.c_void_p]),
             ("zmq_msg_send", [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]),
@@ -77,7 +78,7 @@ def pin(buffer: object) -> PinnedBuffer:
     if not view.c_contiguous:
         raise ValueError("only a contiguous buffer can be pinned")
     array = np.frombuffer(view, np.uint8)
-    return PinnedBuffer(int(array.ctypes.data), view.nbytes, memoryview(array))
+    return PinnedBuffer(int(array.ctypes.data), view.nbytes, array.data)
 
 
 class PinnedSender:
