@@ -1,7 +1,7 @@
 """The messages viewers receive: array-1.0 (std_daq's default) or BSREAD.
 
 Each format turns (metadata, layout, image Frame) into the parts of one multipart message.
-The image Frame is sent as is (ZeroMQ owns it; no further copy).
+The image part (a Frame, or a ring slot libzmq sends as is) goes out without a further copy.
 
 - array-1.0: [header, raw pixels]; the header bytes are exactly std_daq's.
 - bsread: [main header, data header, value, timestamp] with one image channel of shape
@@ -17,7 +17,6 @@ from collections import OrderedDict
 from typing import Protocol
 
 import numpy as np
-import zmq
 
 from stddaq_common.bus.metadata import ImageMeta, PcoInfo
 from stddaq_common.wire.array10 import Array10HeaderTemplate
@@ -36,7 +35,7 @@ class OutputFormat(Protocol):
     sends_compressed: bool
     """True if a compressed slot can be sent as is; False: it is decompressed first."""
 
-    def parts(self, meta: ImageMeta, layout: ImageLayout, image: zmq.Frame) -> list[Part]:
+    def parts(self, meta: ImageMeta, layout: ImageLayout, image: Part) -> list[Part]:
         """The message parts for one image (`image` compressed only if `layout.compressed`
         and `sends_compressed`)."""
         ...
@@ -52,7 +51,7 @@ class Array10Format:
     def __init__(self) -> None:
         self._templates: dict[tuple[int, int, np.dtype[np.generic]], Array10HeaderTemplate] = {}
 
-    def parts(self, meta: ImageMeta, layout: ImageLayout, image: zmq.Frame) -> list[Part]:
+    def parts(self, meta: ImageMeta, layout: ImageLayout, image: Part) -> list[Part]:
         """[header, pixels]."""
         key = (layout.height, layout.width, layout.dtype)
         template = self._templates.get(key)
@@ -104,7 +103,7 @@ class BsreadFormat:
                 self._encoders.popitem(last=False)
         return encoder
 
-    def parts(self, meta: ImageMeta, layout: ImageLayout, image: zmq.Frame) -> list[Part]:
+    def parts(self, meta: ImageMeta, layout: ImageLayout, image: Part) -> list[Part]:
         """[main header, data header, value, timestamp]."""
         channel = ChannelSpec.for_image(
             self._name_for(meta),

@@ -23,16 +23,30 @@ program shrinks while a frame is queued (a std_daq service with another config):
 size is checked before each send and twice a second, and the queue is dropped when it
 changed, but ZeroMQ's I/O thread may read the lost pages in between (SIGBUS); with the
 copy the same window is the copy itself.
+
+How ZeroMQ says it is done with a frame: where libzmq's C functions are reachable, the
+slot is sent as a tracked libzmq message (stddaq_common.bus.pinned_send): the I/O thread
+writes the slot's key into a pipe when it lets go of it, read here at each reap, so a
+frame costs no Python thread wake-up. Keys are the low 32 bits of the slot's address:
+an image whose key is already queued (or still owed a release after the queue was
+dropped) takes the copy path. Elsewhere pyzmq's MessageTracker says it, as before.
+Either way the slot view is held until ZeroMQ let go of it, so the ring stays mapped.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from dataclasses import dataclass
 
 import zmq
 
+from stddaq_common.bus.pinned_send import (
+    PinnedBuffer,
+    ReleaseNotices,
+    buffer_address,
+    release_key,
+    release_notices,
+)
 from stddaq_common.ring.image_ring import ImageRing, SlotView
 
 log = logging.getLogger(__name__)
@@ -46,63 +60,117 @@ DEFAULT_MAX_IN_FLIGHT = 64
 @dataclass(slots=True)
 class _InFlight:
     view: SlotView
-    tracker: zmq.MessageTracker
+    tracker: zmq.MessageTracker | None
+    """pyzmq's tracker; None for a native frame (its release comes through the notices)."""
 
 
 class SlotSender:
     """Zero-copy frames of ring slots, tracked until ZeroMQ no longer reads them."""
 
-    def __init__(self, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
+    def __init__(self, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, *, native: bool = True) -> None:
         self.max_in_flight = max_in_flight
-        self._in_flight: deque[_InFlight] = deque()
+        self._notices: ReleaseNotices | None = release_notices() if native else None
+        # In the order sent; keyed by release key (native) or a running number (pyzmq).
+        self._in_flight: dict[int, _InFlight] = {}
+        self._owed: dict[int, SlotView] = {}
+        """Native frames of a dropped queue whose release has not come yet."""
+        self._serial = 0
+        self._last_key: int | None = None
         self.torn_on_wire = 0
         """Frames whose slot changed before ZeroMQ was done with them (must stay 0)."""
 
     @property
+    def native(self) -> bool:
+        """True if frames go to libzmq directly (released through the notice pipe)."""
+        return self._notices is not None
+
+    @property
     def in_flight(self) -> int:
-        """Zero-copy frames ZeroMQ may still read from their slots."""
-        return len(self._in_flight)
+        """Zero-copy frames ZeroMQ may still read from their slots (queued, or of a dropped
+        queue and not yet let go of)."""
+        return len(self._in_flight) + len(self._owed)
 
     def can_send(self, view: SlotView, ring: ImageRing) -> bool:
         """True if this image may go out straight from its slot (see the module doc)."""
         if self.max_in_flight <= 0 or view.nbytes < MIN_ZERO_COPY_BYTES or not ring.verified:
             return False
-        if len(self._in_flight) >= self.max_in_flight:
+        if len(self._in_flight) + len(self._owed) >= self.max_in_flight:
             return False
         n_slots = ring.geometry.n_slots
         return view.image_id + n_slots - ring.last_written_id > n_slots - n_slots // 4
 
-    def frame(self, view: SlotView) -> zmq.Frame:
-        """A tracked zero-copy frame of the slot's bytes (call `unsent()` if it is not sent)."""
-        frame = zmq.Frame(view.data, copy=False, track=True)
-        self._in_flight.append(_InFlight(view, frame.tracker))
-        return frame
+    def frame(self, view: SlotView) -> zmq.Frame | PinnedBuffer | None:
+        """A tracked zero-copy frame of the slot's bytes (call `unsent()` if it is not
+        sent); None if its release key is taken (copy this one instead)."""
+        if self._notices is None:
+            frame = zmq.Frame(view.data, copy=False, track=True)
+            self._serial += 1
+            self._in_flight[self._serial] = _InFlight(view, frame.tracker)
+            self._last_key = self._serial
+            return frame
+        address = buffer_address(view.data)
+        key = release_key(address)
+        if key in self._in_flight or key in self._owed:
+            return None
+        self._in_flight[key] = _InFlight(view, None)
+        self._last_key = key
+        return PinnedBuffer(address, view.nbytes, view.data, tracked=True)
 
     def unsent(self) -> None:
         """The last frame was not sent (ZeroMQ refused it): stop tracking it."""
-        if self._in_flight:
-            self._in_flight.pop()
+        # ZeroMQ refuses a message at its first part, the header: the frame never
+        # reached libzmq, so no release notice will come for it.
+        if self._last_key is not None:
+            self._in_flight.pop(self._last_key, None)
+            self._last_key = None
+
+    def _take_notices(self) -> None:
+        """Native: finish the frames libzmq let go of (check their slots)."""
+        assert self._notices is not None
+        for key in self._notices.drain():
+            item = self._in_flight.pop(key, None)
+            if item is None:
+                self._owed.pop(key, None)
+                continue
+            self._finished(item.view)
+
+    def _finished(self, view: SlotView) -> None:
+        if not view.still_valid():
+            self.torn_on_wire += 1
+            log.error("image %d was overwritten while ZeroMQ sent it from its slot", view.image_id)
 
     def reap(self, ring: ImageRing | None) -> bool:
         """Check the frames ZeroMQ is done with; True if a queued frame's slot is about to be
         overwritten (or the ring was resized): the caller must drop the queue now."""
+        if self._owed and self._notices is not None:
+            self._take_notices()
         if not self._in_flight:
             return False
         if ring is None or ring.resized or not ring.check_size():
             return True
-        # ZeroMQ finishes messages in the order they were sent (each viewer's queue is a
-        # FIFO), so the oldest unfinished frame is the one nearest to its overwrite.
         in_flight = self._in_flight
-        while in_flight and in_flight[0].tracker.done:
-            item = in_flight.popleft()
-            if not item.view.still_valid():
-                self.torn_on_wire += 1
-                log.error("image %d was overwritten while ZeroMQ sent it from its slot", item.view.image_id)
+        if self._notices is not None:
+            self._take_notices()
+        else:
+            # ZeroMQ finishes pyzmq frames in the order they were sent (each viewer's queue
+            # is a FIFO): pop the finished ones from the front.
+            for key, item in list(in_flight.items()):
+                if item.tracker is None or not item.tracker.done:
+                    break
+                del in_flight[key]
+                self._finished(item.view)
         if not in_flight:
             return False
+        # The oldest unfinished frame (the first sent) is the one nearest to its overwrite.
+        oldest = next(iter(in_flight.values())).view.image_id
         n_slots = ring.geometry.n_slots
-        return in_flight[0].view.image_id + n_slots - ring.last_written_id <= n_slots // 2
+        return oldest + n_slots - ring.last_written_id <= n_slots // 2
 
     def dropped(self) -> None:
-        """The queue was discarded (socket closed): nothing of it is sent any more."""
+        """The queue was discarded (socket closed): nothing of it is sent any more (native
+        frames stay owed until libzmq has let go of them)."""
+        if self._notices is not None:
+            for key, item in self._in_flight.items():
+                self._owed[key] = item.view
         self._in_flight.clear()
+        self._last_key = None

@@ -42,7 +42,7 @@ from stddaq_live_stream.output_formats import OutputFormat
 from stddaq_live_stream.rate_modes import RateMode
 from stddaq_live_stream.ring_source import RingSource
 from stddaq_live_stream.slot_sender import DEFAULT_MAX_IN_FLIGHT, SlotSender
-from stddaq_live_stream.viewer_socket import ViewerSocket
+from stddaq_live_stream.viewer_socket import Part, ViewerSocket
 
 log = logging.getLogger(__name__)
 
@@ -254,12 +254,13 @@ class LiveStream:
         if not ring.verified:
             counters.unverified.value += 1
         zero_copy = False
+        image: Part | NotCopied
         try:
             layout = layout_of(meta, view.nbytes)
             if layout.compressed and not self._output.sends_compressed:
                 image = self._copier.decompress_out(view, layout.dtype, layout.raw_nbytes)
-            elif self._slots.can_send(view, ring):
-                image = self._slots.frame(view)
+            elif self._slots.can_send(view, ring) and (frame := self._slots.frame(view)) is not None:
+                image = frame
                 zero_copy = True
             else:
                 image = self._copier.copy_out(view)

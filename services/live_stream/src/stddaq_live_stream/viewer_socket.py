@@ -19,6 +19,7 @@ from typing import cast
 
 import zmq
 
+from stddaq_common.bus.pinned_send import PinnedBuffer, PinnedSender
 from stddaq_common.runtime.runner import StartupError
 
 SUBSCRIBE = 1
@@ -26,7 +27,8 @@ UNSUBSCRIBE = 0
 REBIND_WAIT_S = 5.0
 """After a reset, how long the address may stay busy while ZeroMQ closes the old socket."""
 
-Part = bytes | zmq.Frame
+Part = bytes | zmq.Frame | PinnedBuffer
+"""A message part: bytes (copied), a pyzmq Frame, or memory libzmq sends as is."""
 
 
 class ViewerSocket:
@@ -43,6 +45,7 @@ class ViewerSocket:
             self._socket = self._bound_socket()
         except zmq.ZMQError as error:
             raise StartupError(f"cannot bind the live stream at {address}: {error.strerror}") from None
+        self._pinned = PinnedSender(self._socket)
 
     def _bound_socket(self) -> zmq.Socket[bytes]:
         socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.XPUB)
@@ -68,6 +71,7 @@ class ViewerSocket:
         while True:
             try:
                 self._socket = self._bound_socket()
+                self._pinned = PinnedSender(self._socket)
                 return
             except zmq.ZMQError as error:
                 if error.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
@@ -97,16 +101,21 @@ class ViewerSocket:
     def send(self, parts: Sequence[Part]) -> bool:
         """Queue one multipart message for every viewer; False if ZeroMQ refused it."""
         last = len(parts) - 1
-        socket = self._socket
         try:
-            socket.send(parts[0], zmq.NOBLOCK | (zmq.SNDMORE if last else 0))
+            self._send_part(parts[0], zmq.NOBLOCK | (zmq.SNDMORE if last else 0))
         except zmq.Again:
             self.refused += 1
             return False
         # Once the first part is accepted, ZeroMQ accepts the rest of the message.
         for index in range(1, last + 1):
-            socket.send(parts[index], zmq.NOBLOCK | (zmq.SNDMORE if index < last else 0))
+            self._send_part(parts[index], zmq.NOBLOCK | (zmq.SNDMORE if index < last else 0))
         return True
+
+    def _send_part(self, part: Part, flags: int) -> None:
+        if isinstance(part, PinnedBuffer):
+            self._pinned.send(part, flags)
+        else:
+            self._socket.send(part, flags)
 
     def close(self) -> None:
         """Close the socket (LINGER 0: queued images are discarded). Safe to call twice."""

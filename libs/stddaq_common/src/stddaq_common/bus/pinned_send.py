@@ -11,6 +11,14 @@ The caller keeps every pinned buffer alive and unchanged until the socket is clo
 its context terminated (`PinnedBuffer` holds a reference). Where libzmq's C functions
 cannot be reached (another pyzmq backend), `PinnedSender.native` is False and sends fall
 back to pyzmq's zero-copy path: the same bytes, just dearer.
+
+A sender that must know when libzmq is done with a buffer (the live stream checks the
+ring slot it sent from) sends it *tracked*: libzmq then calls C library's `putw` as the
+message's free function, with an unbuffered, non-blocking pipe as its stream, so the I/O
+thread writes the low 32 bits of the buffer's address into the pipe when it lets go of
+the buffer; `ReleaseNotices.drain()` reads them, no thread and no GIL involved. The
+caller keys its buffers by `release_key(address)` and keeps at most one buffer per key
+queued at a time (and far fewer than the pipe's 16,384 notices unread).
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from __future__ import annotations
 import ctypes
 import errno as errno_module
 import importlib
+import os
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,12 +46,14 @@ class PinnedBuffer:
     address: int
     nbytes: int
     view: memoryview
+    tracked: bool = False
+    """Sent tracked: `ReleaseNotices` reports when libzmq lets go of it."""
 
     def part(self, offset: int, nbytes: int) -> PinnedBuffer:
         """The `nbytes` bytes from `offset` on, pinned as well."""
         if offset < 0 or nbytes < 0 or offset + nbytes > self.nbytes:
             raise ValueError(f"bytes {offset}..{offset + nbytes} are not within the {self.nbytes} pinned")
-        return PinnedBuffer(self.address + offset, nbytes, self.view[offset : offset + nbytes])
+        return PinnedBuffer(self.address + offset, nbytes, self.view[offset : offset + nbytes], self.tracked)
 
 
 def _load_libzmq() -> ctypes.CDLL | None:
@@ -66,6 +78,67 @@ def _load_libzmq() -> ctypes.CDLL | None:
 
 
 _libzmq = _load_libzmq()
+
+_KEY = struct.Struct("=I")
+_IONBF = 2
+"""glibc's setvbuf mode for an unbuffered stream."""
+
+
+def release_key(address: int) -> int:
+    """What `ReleaseNotices` reports for a buffer at `address`: its low 32 bits."""
+    return address & 0xFFFFFFFF
+
+
+class ReleaseNotices:
+    """The pipe libzmq's I/O thread writes released buffers' keys into (see the module doc)."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.fdopen.restype = ctypes.c_void_p
+        libc.fdopen.argtypes = [ctypes.c_int, ctypes.c_char_p]
+        libc.setvbuf.restype = ctypes.c_int
+        libc.setvbuf.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+        self._read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        stream = libc.fdopen(write_fd, b"wb")
+        if not stream or libc.setvbuf(stream, None, _IONBF, 0) != 0:
+            os.close(self._read_fd)
+            raise OSError(ctypes.get_errno(), "cannot open an unbuffered stream on the notice pipe")
+        self.stream: int = stream
+        """The FILE* libzmq's free function writes to (never closed: the I/O thread may
+        write to it until the process ends)."""
+        self.free_function: int = ctypes.cast(libc.putw, ctypes.c_void_p).value or 0
+
+    def drain(self) -> list[int]:
+        """The keys of the buffers released since the last call (never blocks)."""
+        keys: list[int] = []
+        while True:
+            try:
+                data = os.read(self._read_fd, 65536)
+            except BlockingIOError:
+                return keys
+            keys.extend(key for (key,) in _KEY.iter_unpack(data))
+            if len(data) < 65536:
+                return keys
+
+
+_notices: ReleaseNotices | None = None
+
+
+def release_notices() -> ReleaseNotices | None:
+    """The process's release notices (made on first use); None where tracked native sends
+    are not available (then send tracked buffers with pyzmq's trackers)."""
+    global _notices
+    if _notices is None and _libzmq is not None:
+        try:
+            _notices = ReleaseNotices()
+        except (OSError, AttributeError):
+            return None
+    return _notices
+
+
+def buffer_address(buffer: object) -> int:
+    """The address of a C-contiguous buffer's first byte (read-only buffers too)."""
+    return int(np.frombuffer(buffer, np.uint8).ctypes.data)  # type: ignore[call-overload]
 
 
 def pin(buffer: object) -> PinnedBuffer:
@@ -94,13 +167,21 @@ class PinnedSender:
 
     def send(self, buffer: PinnedBuffer, flags: int = 0) -> None:
         """Send `buffer` as one message part; raises zmq.Again (NOBLOCK, queue full) or
-        ZMQError as `socket.send` does. Never call it once the socket is closed."""
+        ZMQError as `socket.send` does. Never call it once the socket is closed. A tracked
+        buffer's key is reported once whether it was sent or refused."""
         library = _libzmq
         if library is None:
             self._socket.send(buffer.view, flags, copy=False)
             return
         message = self._message
-        if library.zmq_msg_init_data(message, buffer.address, buffer.nbytes, None, None) != 0:
+        free_function: int | None = None
+        hint: int | None = None
+        if buffer.tracked:
+            notices = release_notices()
+            if notices is None:
+                raise ValueError("tracked native sends are not available (check release_notices())")
+            free_function, hint = notices.free_function, notices.stream
+        if library.zmq_msg_init_data(message, buffer.address, buffer.nbytes, free_function, hint) != 0:
             raise zmq.ZMQError(library.zmq_errno())
         while library.zmq_msg_send(message, self._handle, flags) < 0:
             errno = library.zmq_errno()
