@@ -86,9 +86,10 @@ def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> LiveStre
         ),
     )
     log.info(
-        "live stream %s: %s, %s messages, images from %s (metadata %s), send_hwm %d, nice %d",
+        "live stream %s: %s, %s messages, images from %s (metadata %s), send_hwm %d, nice %d, "
+        "zero-copy sends through %s",
         options.stream_address, mode.describe(), options.output_type, ring_name,
         ipc_address(config.detector_name, options.metadata_suffix, config.ipc_dir), send_hwm,
-        options.nice,
+        options.nice, stream.zero_copy_path,
     )
     return stream

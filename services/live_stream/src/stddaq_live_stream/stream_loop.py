@@ -178,6 +178,11 @@ class LiveStream:
         self._next_housekeeping = 0.0
         self._bad_metadata_seen = 0
 
+    @property
+    def zero_copy_path(self) -> str:
+        """How images go out from their slots: "libzmq" (release notices) or "pyzmq" (trackers)."""
+        return "libzmq" if self._slots.native else "pyzmq"
+
     def run(self, stop: threading.Event) -> None:
         """Stream until `stop` is set."""
         receive = self._metadata.receive
