@@ -43,7 +43,6 @@ import zmq
 from stddaq_common.bus.pinned_send import (
     PinnedBuffer,
     ReleaseNotices,
-    buffer_address,
     release_key,
     release_notices,
 )
@@ -108,7 +107,7 @@ class SlotSender:
             self._in_flight[self._serial] = _InFlight(view, frame.tracker)
             self._last_key = self._serial
             return frame
-        address = buffer_address(view.data)
+        address = view.address
         key = release_key(address)
         if key in self._in_flight or key in self._owed:
             return None
