@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 from stddaq_receiver.inputs import IncomingFrame
 
+_NONE: frozenset[int] = frozenset()
+
 
 @dataclass(slots=True)
 class Parked:
@@ -44,7 +46,7 @@ class ParkingLot:
     @property
     def parked_sources(self) -> frozenset[int]:
         """The connections not to be read now."""
-        return frozenset(self._parked)
+        return frozenset(self._parked) if self._parked else _NONE
 
     def may_park(self) -> bool:
         """True while another connection could still deliver the ids below a parked frame."""

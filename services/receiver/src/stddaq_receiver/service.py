@@ -138,6 +138,7 @@ class ReceiverService:
         clock = time.monotonic
         last_tick = clock()
         timeout_ms = 0
+        probe = False
         while not stop.is_set():
             ready = sockets.ready(timeout_ms)
             now = clock()
@@ -150,15 +151,23 @@ class ReceiverService:
                 pipeline.resume(now, idle=not ready)
                 parked = pipeline.parked_sources
             sockets.pause(parked)
-            # after a look that found nothing, wait in the next poll instead of spinning
-            # (briefly while decoder threads hold frames: their outcomes are published after it)
-            idle_wait_ms = IN_FLIGHT_POLL_MS if pipeline.in_flight else POLL_TIMEOUT_MS
-            timeout_ms = 0 if ready else idle_wait_ms
             if now - last_tick >= TICK_S:
-                pipeline.tick(now, idle=not ready)  # idle: every queue drained, timeouts apply
-                self._ring.check_size()  # a resize by another program is logged once, at once
-                stats.maybe_emit(now)
-                last_tick = now
+                if ready and not probe:
+                    probe = True  # first look once without waiting: are all queues drained?
+                else:
+                    pipeline.tick(now, idle=not ready)  # idle: every queue drained, timeouts apply
+                    self._ring.check_size()  # a resize by another program is logged once, at once
+                    stats.maybe_emit(now)
+                    last_tick = now
+                    probe = False
+            # The poll is level-triggered: it returns at once while anything is left to read,
+            # so after a round that received it may wait. A look without waiting (0) only
+            # where "nothing was ready" must be known: the tick's probe, parked connections
+            # (resume), frames in the decoder threads (their outcomes are published after it).
+            if ready and (probe or parked or pipeline.in_flight):
+                timeout_ms = 0
+            else:
+                timeout_ms = IN_FLIGHT_POLL_MS if pipeline.in_flight else POLL_TIMEOUT_MS
 
     def close(self) -> None:
         """Publish what is already written, then close sockets, publisher and ring."""

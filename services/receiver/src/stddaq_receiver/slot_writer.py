@@ -89,9 +89,15 @@ class SlotWriter:
         self.image_nbytes = height * width * self.dtype.itemsize
         self._plans: dict[tuple[str, tuple[int, ...]], Conversion | FrameRejected] = {}
         self._scratch: bytearray | None = None
+        self._last_dtype: np.dtype[np.generic] | None = None
+        self._last_shape: tuple[int, ...] = ()
+        self._last_plan: Conversion | None = None
 
     def plan(self, frame: IncomingFrame) -> Conversion:
         """The cached conversion for the frame's layout; FrameRejected if there is none."""
+        last = self._last_plan
+        if last is not None and frame.dtype is self._last_dtype and frame.shape == self._last_shape:
+            return last  # the same layout as the frame before (the usual case)
         key = (frame.dtype.str, frame.shape)
         plan = self._plans.get(key)
         if plan is None:
@@ -104,6 +110,7 @@ class SlotWriter:
             self._plans[key] = plan
         if isinstance(plan, FrameRejected):
             raise plan
+        self._last_dtype, self._last_shape, self._last_plan = frame.dtype, frame.shape, plan
         return plan
 
     def start(self, frame: IncomingFrame) -> SlotJob:

@@ -51,6 +51,13 @@ MAX_PARTS = 4096
 MAX_COMMAND_BYTES = 64 * 1024
 LOWAT_MAX = 8 * 1024 * 1024
 """Largest receive low-water mark set while a large part arrives."""
+STEADY_MARGIN = 64 * 1024
+"""A connection whose last two messages (values placed in their slots) had sizes within
+this of each other waits for a whole message at once: its low-water mark between messages
+is the last size less this margin."""
+STALL_S = 0.05
+"""A connection waiting for a whole message (raised low-water mark) that has delivered
+nothing for this long is looked at anyway (a smaller message would not reach the mark)."""
 RECONNECT_MIN_S = 0.1
 RECONNECT_MAX_S = 1.0
 HANDSHAKE_TIMEOUT_S = 30.0
@@ -140,9 +147,15 @@ class _Connection:
         self.deadline = 0.0
         self.was_up = False
         self.waiting = False
+        """True when the buffer holds no whole frame and the socket had nothing more."""
         self.lowat = 1
         """The socket's SO_RCVLOWAT (octets that make it readable)."""
-        """True when the buffer holds no whole frame and the socket had nothing more."""
+        self.last_size = 0
+        """Octets of the parts of the last message delivered (0: none, or its value was not placed)."""
+        self.placed = False
+        """True when the value of the message being received went where the sink said."""
+        self.since = 0.0
+        """When the connection last delivered a message or was looked at for a stall."""
 
     def describe(self) -> str:
         return f"connection {self.index} to {self.address} (peer {self.peer})"
@@ -202,11 +215,16 @@ class ZmtpInputs:
                     wake = min(wake, conn.next_attempt)
             elif conn.state != _CONNECTING and conn.state != _TRAFFIC and now >= conn.deadline:
                 self._drop(conn, f"no ZMTP handshake within {HANDSHAKE_TIMEOUT_S:.0f} s", True, now)
-            elif (
-                conn.state == _TRAFFIC and not conn.waiting and conn.body is None
-                and conn.end > conn.start and conn.index not in paused
-            ):
-                due.append(conn.index)  # a message may be whole in its buffer
+            elif conn.state == _TRAFFIC and conn.index not in paused and conn.body is None:
+                if not conn.waiting and conn.end > conn.start:
+                    due.append(conn.index)  # a message may be whole in its buffer
+                elif conn.lowat > 1 and not conn.parts:
+                    if now - conn.since >= STALL_S:
+                        conn.since = now
+                        if self._has_input(conn):  # a message smaller than the mark
+                            due.append(conn.index)
+                    else:
+                        wake = min(wake, conn.since + STALL_S)
         wait_ms = 0 if due else max(0, int((wake - now) * 1000 + 0.999))
         events = self._poller.poll(wait_ms)
         by_fd = self._by_fd
@@ -223,6 +241,18 @@ class ZmtpInputs:
             if event & _POLL_IN and conn.index not in due:
                 due.append(conn.index)
         return due
+
+    @staticmethod
+    def _has_input(conn: _Connection) -> bool:
+        """True if the socket holds anything to read (or an end or error to report)."""
+        assert conn.sock is not None
+        try:
+            conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True  # reading it reports the error
+        return True
 
     def pause(self, indices: frozenset[int]) -> None:
         """Read only the connections whose index is not in `indices`."""
@@ -286,6 +316,8 @@ class ZmtpInputs:
             return
         conn.sock = sock
         conn.lowat = 1
+        conn.last_size = 0
+        conn.placed = False
         conn.state = _CONNECTING
         conn.deadline = now + HANDSHAKE_TIMEOUT_S
         self._by_fd[sock.fileno()] = conn
@@ -372,6 +404,8 @@ class ZmtpInputs:
             got = conn.sock.recv_into(conn.view[conn.end : conn.end + room])
         except (BlockingIOError, InterruptedError):
             conn.waiting = True
+            if conn.lowat != 1 and conn.parts:  # the rest of this message may be small
+                self._set_lowat(conn, 1)
             return False
         except OSError as error:
             raise _Broken(f"connection lost: {error.strerror or error}", False) from None
@@ -477,6 +511,8 @@ class ZmtpInputs:
                 destination = sink.place(conn.index, parts, size, now) if index == value_index else None
                 if destination is None:
                     destination = np.empty(size, np.uint8).data
+                else:
+                    conn.placed = True
                 have = min(conn.end - begin, size)
                 if have:
                     destination[:have] = view[begin : begin + have]
@@ -532,9 +568,7 @@ class ZmtpInputs:
             filled += got
             conn.filled = filled
         if filled == size:
-            if conn.lowat != 1:
-                self._set_lowat(conn, 1)
-            return True
+            return True  # the low-water mark is set again when the message is delivered
         lowat = min(size - filled, LOWAT_MAX)
         if lowat != conn.lowat:
             self._set_lowat(conn, lowat)
@@ -553,7 +587,25 @@ class ZmtpInputs:
         parts = conn.parts
         conn.parts = []
         conn.backoff = RECONNECT_MIN_S  # a peer that delivers is a good one: reconnect soon
+        conn.since = now
+        self._next_lowat(conn, parts)
         sink.message(conn.index, parts, now)
+
+    def _next_lowat(self, conn: _Connection, parts: list[Part]) -> None:
+        """Set the low-water mark for the next message: about a whole message when the last
+        two had their values placed and about the same size (a steady stream: one wake-up
+        per message), else 1."""
+        size = 0
+        if conn.placed:
+            conn.placed = False
+            for part in parts:
+                size += len(part)
+        lowat = 1
+        if size >= LARGE_VALUE and abs(size - conn.last_size) <= STEADY_MARGIN:
+            lowat = min(size - STEADY_MARGIN, LOWAT_MAX)
+        conn.last_size = size
+        if lowat != conn.lowat:
+            self._set_lowat(conn, lowat)
 
     def _command(self, conn: _Connection, body: memoryview) -> None:
         name, data = self._check(zmtp.parse_command, body)

@@ -187,6 +187,40 @@ def encode_image_metadata(meta: ImageMeta) -> bytes:
     return message.SerializeToString()
 
 
+class ImageMetaEncoder:
+    """encode_image_metadata for one thread, reusing one protobuf message (about half the
+    cost per message): the same bytes."""
+
+    __slots__ = ("_fixed", "_message", "_pco")
+
+    def __init__(self) -> None:
+        self._message = pb.ImageMetadata()
+        self._pco = self._message.pco
+        self._fixed: tuple[int, int, int, int, int, int] | None = None
+
+    def encode(self, meta: ImageMeta) -> bytes:
+        """Serialise to std_daq_protocol.ImageMetadata bytes (as encode_image_metadata)."""
+        detail = meta.detail
+        if detail is not None and not isinstance(detail, PcoInfo):
+            return encode_image_metadata(meta)
+        message = self._message
+        fixed = (meta.height, meta.width, meta.size, int(meta.dtype), int(meta.status), int(meta.compression))
+        if fixed != self._fixed:
+            message.height, message.width, message.size = fixed[0], fixed[1], fixed[2]
+            message.dtype, message.status, message.compression = fixed[3], fixed[4], fixed[5]  # type: ignore[assignment]
+            self._fixed = fixed
+        message.image_id = meta.image_id
+        if detail is None:
+            message.ClearField("image_metadata")
+        else:
+            pco = self._pco
+            pco.global_timestamp_sec = detail.global_timestamp_sec
+            pco.global_timestamp_ns = detail.global_timestamp_ns
+            pco.bsread_name = detail.bsread_name
+            pco.SetInParent()
+        return message.SerializeToString()
+
+
 # Lookup tables: a dict lookup is several times cheaper than an IntEnum construction on
 # the decode hot path (each subscriber decodes every message of the stream).
 _DTYPE_OF_VALUE: dict[int, Dtype] = {int(member): member for member in Dtype}

@@ -27,9 +27,9 @@ import zmq
 
 from stddaq_common.bus.metadata import (
     ImageMeta,
+    ImageMetaEncoder,
     MetadataError,
     decode_image_metadata,
-    encode_image_metadata,
 )
 from stddaq_common.names import IMAGE_SUFFIX, ipc_address
 from stddaq_common.rate_limited_log import RateLimitedLog
@@ -139,6 +139,7 @@ class MetadataPublisher:
         """Messages accepted for sending."""
         self.dropped = 0
         """Messages not sent because a subscriber's queue was full (publish returned False)."""
+        self._encoder = ImageMetaEncoder()
         self._path = ipc_file_of(address)
         self._bound_inode: tuple[int, int] | None = None
         if self._path is not None:
@@ -173,7 +174,7 @@ class MetadataPublisher:
 
     def publish(self, meta: ImageMeta) -> bool:
         """Encode and send one ImageMetadata; False (and `dropped` + 1) if it did not fit."""
-        return self.publish_bytes(encode_image_metadata(meta))
+        return self.publish_bytes(self._encoder.encode(meta))
 
     def publish_bytes(self, payload: bytes) -> bool:
         """Send already-encoded metadata bytes; False (and `dropped` + 1) if they did not fit."""
