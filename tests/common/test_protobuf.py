@@ -23,6 +23,7 @@ from stddaq_common.bus.metadata import (
     EgInfo,
     GfInfo,
     ImageMeta,
+    ImageMetaEncoder,
     JfInfo,
     MetadataError,
     PcoInfo,
@@ -147,6 +148,15 @@ def test_encoding_matches_the_hand_written_bytes(meta: ImageMeta, wire: bytes) -
     assert encode_image_metadata(meta).hex(" ") == wire.hex(" ")
 
 
+def test_the_reusing_encoder_writes_the_hand_written_bytes_in_any_order() -> None:
+    """One encoder over every golden message, twice and in both orders: a field or detail
+    of the message before never leaks into the next."""
+    encoder = ImageMetaEncoder()
+    for param in [*GOLDEN, *GOLDEN[::-1], *GOLDEN]:
+        meta, wire = param.values
+        assert encoder.encode(meta).hex(" ") == wire.hex(" ")  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(("meta", "wire"), GOLDEN)
 def test_decoding_the_hand_written_bytes(meta: ImageMeta, wire: bytes) -> None:
     assert decode_image_metadata(wire) == meta
@@ -221,6 +231,14 @@ def test_our_bytes_decode_with_the_spec_schema(meta: ImageMeta) -> None:
     assert parsed.WhichOneof("image_metadata") == (
         None if meta.detail is None else _ONEOF_OF_DETAIL[type(meta.detail)]
     )
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(metas, min_size=1, max_size=6))
+def test_the_reusing_encoder_equals_encode_image_metadata(sequence: list[ImageMeta]) -> None:
+    encoder = ImageMetaEncoder()
+    for meta in sequence:
+        assert encoder.encode(meta) == encode_image_metadata(meta)
 
 
 @settings(max_examples=300, deadline=None)

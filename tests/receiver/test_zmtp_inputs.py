@@ -139,6 +139,33 @@ def test_four_connections_to_one_push_deliver_every_message_once(
         assert mine == sorted(mine)
 
 
+def test_a_steady_stream_waits_for_whole_messages_and_a_smaller_one_still_arrives(
+    context: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    """Same-size large messages raise the connection's low-water mark to about a whole
+    message (one wake-up each); a smaller message after them is found anyway (looked at
+    once the connection stalls) and every message arrives whole, in order."""
+    push = context.socket(zmq.PUSH)
+    port = push.bind_to_random_port("tcp://127.0.0.1")
+    inputs, errors, _ = _reader(f"tcp://127.0.0.1:{port}")
+    sink = Sink()
+    big = 2 * 1024 * 1024
+    steady = [_message(i, big) for i in range(4)]
+    after = [_message(4, 10), _message(5, big), _message(6, big), [b"one part only"], _message(8, 300_000)]
+    try:
+        _send_all(push, steady, inputs, sink)
+        _pump(inputs, sink, lambda: len(sink.messages) == len(steady), "the steady messages")
+        assert inputs._conns[0].lowat > big // 2  # waiting for about a whole message
+        _send_all(push, after, inputs, sink)
+        _pump(inputs, sink, lambda: len(sink.messages) == len(steady) + len(after), "every message")
+    finally:
+        inputs.close()
+        push.close(linger=0)
+    assert [parts for _, parts in sink.messages] == steady + after
+    assert sink.landed == [True] * 7 + [False, True]
+    assert errors.value == 0 and sink.aborts == []
+
+
 class RawPeer:
     """A listening TCP peer speaking ZMTP by hand: `script(conn, index)` runs per accepted
     connection after the greeting and READY exchange, in a thread."""

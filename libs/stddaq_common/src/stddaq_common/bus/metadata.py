@@ -191,11 +191,10 @@ class ImageMetaEncoder:
     """encode_image_metadata for one thread, reusing one protobuf message (about half the
     cost per message): the same bytes."""
 
-    __slots__ = ("_fixed", "_message", "_pco")
+    __slots__ = ("_fixed", "_message")
 
     def __init__(self) -> None:
         self._message = pb.ImageMetadata()
-        self._pco = self._message.pco
         self._fixed: tuple[int, int, int, int, int, int] | None = None
 
     def encode(self, meta: ImageMeta) -> bytes:
@@ -213,7 +212,7 @@ class ImageMetaEncoder:
         if detail is None:
             message.ClearField("image_metadata")
         else:
-            pco = self._pco
+            pco = message.pco  # fetched anew: a member held across a ClearField is detached
             pco.global_timestamp_sec = detail.global_timestamp_sec
             pco.global_timestamp_ns = detail.global_timestamp_ns
             pco.bsread_name = detail.bsread_name
