@@ -153,6 +153,8 @@ class Engine:
     # --- commands ---
 
     def _handle_commands(self) -> None:
+        if self._commands.empty():  # the common case, without raising queue.Empty
+            return
         while True:
             try:
                 command = self._commands.get_nowait()

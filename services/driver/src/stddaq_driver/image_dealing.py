@@ -2,8 +2,15 @@
 the message to that writer.
 
 Per image the work is: receive the raw metadata bytes, read the id, send the same bytes on
-to one writer. Owned by the dealing thread (engine.py); what an image changes in the
-acquisition's life (the first image, the last one, a failure) is AcquisitionLife's.
+to one writer. A wake-up takes the message that woke it and every one already queued
+behind it, at most DEAL_BATCH, and sends each writer its share at once: one RecordImages
+to a stddaq writer that takes them, a RecordImage per image to any other (std_daq peers
+get std_daq's messages only). Nothing waits for images still to come, so the delay a
+batch adds to an image is the dealing of at most DEAL_BATCH - 1 images queued with it
+(about 10 us each here: < 1 ms; at 100 images/s a batch is one image).
+
+Owned by the dealing thread (engine.py); what an image changes in the acquisition's life
+(the first image, the last one, a failure) is AcquisitionLife's.
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ from stddaq_driver.writer_link import WriterUnreachable
 
 log = logging.getLogger(__name__)
 
+DEAL_BATCH = 64
+"""Most images taken from the subscriber's queue per wake-up (and per writer message)."""
+
 
 class ImageDealing:
     """Takes metadata from the subscriber and deals each image to a writer."""
@@ -30,54 +40,87 @@ class ImageDealing:
         self._life = life
 
     def pump(self) -> None:
-        """Deal the images that come within BATCH_S (waiting at most POLL_MS for one)."""
+        """Deal the images that come within BATCH_S (waiting at most POLL_MS for one).
+
+        Each wake-up takes the message that woke it and those already queued behind it
+        (at most DEAL_BATCH), deals them and sends each writer its share in one message
+        (image_dealing's module text gives the bound on the delay this adds)."""
         subscriber = self._parts.subscriber
+        life = self._life
         end = time.monotonic() + BATCH_S
         while True:
-            raw = subscriber.receive_raw()
-            if raw is None:
+            raws = subscriber.receive_raw_batch(DEAL_BATCH)
+            if not raws:
                 return
-            if self._life.state in DEALING:
-                self._deal(raw)
+            if life.state in DEALING:
+                self._deal(raws)
             if time.monotonic() >= end:
                 return
 
-    def _deal(self, raw: bytes) -> None:
+    def _deal(self, raws: list[bytes]) -> None:
+        """Deal `raws` in arrival order, then send every writer its share."""
         life, parts = self._life, self._parts
         acquisition = life.acquisition
         assert acquisition is not None
-        try:
-            image_id = image_id_of(raw)
-        except MetadataError as error:
-            parts.counters.bad_metadata.inc()
-            parts.warnings.warning(
-                "bad metadata", "skipped metadata without a readable id: %s", error
-            )
-            return
         dealer = acquisition.dealer
+        n_image = dealer.n_image
         gaps_before = dealer.id_gaps
-        try:
-            dealt = dealer.deal(image_id)
-        except IdsWentBackwards as error:
-            life.fail(str(error))
-            return
-        if dealt is None:
-            parts.counters.repeated_ids.inc()
-            parts.warnings.warning("repeated id", "skipped image %d: its id repeated", image_id)
-            return
-        writer, position = dealt
-        try:
-            parts.link.send_image(writer, acquisition.plan.acquisition_id, position, raw)
-        except WriterUnreachable as error:
-            life.writer_gone(writer, error)
-            return
-        parts.counters.images_dealt.inc()
+        shares: dict[int, tuple[int, list[bytes]]] = {}
+        backwards: IdsWentBackwards | None = None
+        deal = dealer.deal
+        for raw in raws:
+            try:
+                image_id = image_id_of(raw)
+            except MetadataError as error:
+                parts.counters.bad_metadata.inc()
+                parts.warnings.warning(
+                    "bad metadata", "skipped metadata without a readable id: %s", error
+                )
+                continue
+            try:
+                dealt = deal(image_id)
+            except IdsWentBackwards as error:
+                backwards = error  # the images after it are not taken (error follows)
+                break
+            if dealt is None:
+                parts.counters.repeated_ids.inc()
+                parts.warnings.warning("repeated id", "skipped image %d: its id repeated", image_id)
+                continue
+            writer, position = dealt
+            share = shares.get(writer)
+            if share is None:
+                shares[writer] = (position, [raw])
+            else:
+                share[1].append(raw)
+            if n_image is not None and dealer.dealt >= n_image:
+                break  # complete: later images are not taken
         if dealer.id_gaps != gaps_before:
             parts.counters.id_gaps.inc(dealer.id_gaps - gaps_before)
-        if life.state is DaqState.WAITING_FOR_FIRST_IMAGE:
-            life.move(DaqState.RECORDING)
-        if dealer.is_complete:
+        self._send_shares(shares, acquisition.plan.acquisition_id)
+        if backwards is not None:
+            life.fail(str(backwards))
+        elif life.state in DEALING and dealer.is_complete:
             life.begin_saving()
+
+    def _send_shares(self, shares: dict[int, tuple[int, list[bytes]]], acq_id: int) -> None:
+        """Every writer its share (all before any failure is acted on, so that a close sent
+        on a failure follows the images each other writer was counted for)."""
+        life, parts = self._life, self._parts
+        sent = 0
+        gone: list[tuple[int, WriterUnreachable]] = []
+        for writer, (first_position, raws) in shares.items():
+            try:
+                parts.link.send_images(writer, acq_id, first_position, raws)
+            except WriterUnreachable as error:
+                gone.append((writer, error))
+                continue
+            sent += len(raws)
+        if sent:
+            parts.counters.images_dealt.inc(sent)
+            if life.state is DaqState.WAITING_FOR_FIRST_IMAGE:
+                life.move(DaqState.RECORDING)
+        for writer, problem in gone:
+            life.writer_gone(writer, problem)
 
     def drop_idle(self) -> None:
         """While idle: drop the metadata that came (no acquisition takes it)."""

@@ -31,6 +31,7 @@ from stddaq_common.bus.driver_writer import (
     driver_address,
     encode_command,
     encode_image,
+    encode_image_batch,
     parse_response,
     writer_address,
 )
@@ -77,6 +78,8 @@ class _Writer:
     own_file: OwnSocketFile
     style: WriterStyle = "unknown"
     owed: deque[_Owed] = field(default_factory=deque)
+    batches: bool = False
+    """It announced that it takes RecordImages (a stddaq writer that says so)."""
 
 
 class WriterLink:
@@ -162,6 +165,20 @@ class WriterLink:
         except zmq.Again:
             self._send(index, payload, "image", IMAGE_SEND_TIMEOUT_S)
 
+    def send_images(self, index: int, acq_id: int, first_position: int, raws: list[bytes]) -> None:
+        """Images dealt in a row to writer `index` at `first_position`, `first_position` + 1,
+        ...: one RecordImages to a writer that takes them, else one RecordImage each."""
+        writer = self._writers[index]
+        if writer.batches and len(raws) > 1:
+            payload = encode_image_batch(raws, acq_id, first_position)
+            try:
+                writer.push.send(payload, zmq.NOBLOCK)
+            except zmq.Again:
+                self._send(index, payload, "image", IMAGE_SEND_TIMEOUT_S)
+            return
+        for offset, raw in enumerate(raws):
+            self.send_image(index, acq_id, first_position + offset, raw)
+
     def send_confirm(self, index: int, acq_id: int) -> None:
         """ConfirmLastImageWritten to writer `index`; it answers once."""
         self._send(index, encode_command(ConfirmCommand(acq_id)), "confirm", CONTROL_SEND_TIMEOUT_S)
@@ -206,7 +223,12 @@ class WriterLink:
         """The events waiting now (at most `limit` per writer); bad ones are counted,
         logged and skipped."""
         events: list[WriterEvent] = []
+        ready = dict(self._poller.poll(0))  # one call for all writers, not a recv each
+        if not ready:
+            return events
         for index, writer in enumerate(self._writers):
+            if writer.pull not in ready:
+                continue
             for _ in range(limit):
                 try:
                     payload = writer.pull.recv(zmq.NOBLOCK)
@@ -233,11 +255,13 @@ class WriterLink:
                 )
                 return None
             writer.style = "stddaq"
+            writer.batches = event.batches
             writer.owed.clear()  # a stddaq writer names what it answers
             return event
         if writer.style != "std_daq":
             log.info("writer %d answers with std_daq's fields only: a std_daq writer", index)
         writer.style = "std_daq"
+        writer.batches = False
         if not writer.owed:
             self._bad_event(f"writer {index} answered although it owed no answer", payload)
             return None

@@ -31,6 +31,7 @@ from stddaq_common.bus.driver_writer import (
     ConfirmCommand,
     CreateCommand,
     EventKind,
+    ImageBatchCommand,
     ImageCommand,
     MasterCommand,
     ProtocolError,
@@ -176,7 +177,7 @@ class WriterService:
             fields.setdefault("bytes_written", acq.file.bytes_written)
             fields.setdefault("missing_ids", acq.take_missing_ids())
             fields.setdefault("flushed", acq.flushed)
-        self._push(encode_event(self.index, kind, **fields), wait=not unasked)
+        self._push(encode_event(self.index, kind, batches=True, **fields), wait=not unasked)
 
     def _plain(self, acq: Acquisition | None) -> bool:
         """True if messages about `acq` (None: no acquisition) go to a std_daq driver."""
@@ -292,6 +293,10 @@ class WriterService:
             return
         if isinstance(command, ImageCommand):
             self._on_image(command)
+            return
+        if isinstance(command, ImageBatchCommand):
+            for image in command.images():
+                self._on_image(image)
             return
         if isinstance(command, CreateCommand):
             self._stddaq_driver = command.stddaq
@@ -475,7 +480,10 @@ class WriterService:
         if command.probe:
             kind = EventKind.HEARTBEAT if self._ready_sent else EventKind.READY
             payload = encode_event(
-                self.index, kind, acq_id=acq.acq_id if acq is not None and acq.open else None
+                self.index,
+                kind,
+                acq_id=acq.acq_id if acq is not None and acq.open else None,
+                batches=True,  # this writer takes RecordImages
             )
             self._ready_sent = self._push(payload) or self._ready_sent
             return

@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astddaq_driver_writer.proto\x12\x14stddaq_driver_writer\"i\n\x11\x43reateFileCommand\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\twriter_id\x18\x02 \x01(\x05\x12\x33\n\x06stddaq\x18\xe8\x07 \x01(\x0b\x32\".stddaq_driver_writer.CreateExtras\"\xd9\x01\n\x0c\x43reateExtras\x12\x16\n\x0e\x61\x63quisition_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12\x10\n\x03gid\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x36\n\x0b\x63ompression\x18\x04 \x01(\x0e\x32!.stddaq_driver_writer.Compression\x12\x14\n\x0cwriter_index\x18\x05 \x01(\r\x12\x11\n\tn_writers\x18\x06 \x01(\r\x12\x13\n\x0bparams_json\x18\x07 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x08 \x01(\tB\x06\n\x04_gid\"Z\n\x0bRecordImage\x12\x16\n\x0eimage_metadata\x18\x01 \x01(\x0c\x12\x33\n\x06stddaq\x18\xe8\x07 \x01(\x0b\x32\".stddaq_driver_writer.RecordExtras\"5\n\x0cRecordExtras\x12\x16\n\x0e\x61\x63quisition_id\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\"?\n\tCloseFile\x12\x32\n\x06stddaq\x18\xe8\x07 \x01(\x0b\x32!.stddaq_driver_writer.CloseExtras\"G\n\x0b\x43loseExtras\x12\x16\n\x0e\x61\x63quisition_id\x18\x01 \x01(\x04\x12\x10\n\x08n_images\x18\x02 \x01(\x04\x12\x0e\n\x06reason\x18\x03 \x01(\t\"O\n\x17\x43onfirmLastImageWritten\x12\x34\n\x06stddaq\x18\xe8\x07 \x01(\x0b\x32#.stddaq_driver_writer.ConfirmExtras\"6\n\rConfirmExtras\x12\x16\n\x0e\x61\x63quisition_id\x18\x01 \x01(\x04\x12\r\n\x05probe\x18\x02 \x01(\x08\"\x9e\x01\n\x0f\x42uildMasterFile\x12\x16\n\x0e\x61\x63quisition_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12\r\n\x05\x66iles\x18\x03 \x03(\t\x12\x10\n\x08n_images\x18\x04 \x01(\x04\x12\x17\n\x0fimages_per_file\x18\x05 \x03(\x04\x12\x10\n\x08\x64\x65tector\x18\x06 \x01(\t\x12\x19\n\x11incomplete_reason\x18\x07 \x01(\t\"\xdc\x02\n\x0cWriterAction\x12>\n\x0b\x63reate_file\x18\x01 \x01(\x0b\x32\'.stddaq_driver_writer.CreateFileCommandH\x00\x12\x39\n\x0crecord_image\x18\x02 \x01(\x0b\x32!.stddaq_driver_writer.RecordImageH\x00\x12\x35\n\nclose_file\x18\x03 \x01(\x0b\x32\x1f.stddaq_driver_writer.CloseFileH\x00\x12K\n\x12\x63onfirm_last_image\x18\x04 \x01(\x0b\x32-.stddaq_driver_writer.ConfirmLastImageWrittenH\x00\x12\x43\n\x11\x62uild_master_file\x18\xe8\x07 \x01(\x0b\x32%.stddaq_driver_writer.BuildMasterFileH\x00\x42\x08\n\x06\x61\x63tion\"\x86\x01\n\x0eWriterResponse\x12\x30\n\x04\x63ode\x18\x01 \x01(\x0e\x32\".stddaq_driver_writer.ResponseCode\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x32\n\x06stddaq\x18\xe8\x07 \x01(\x0b\x32!.stddaq_driver_writer.WriterEvent\"\xa5\x02\n\x0bWriterEvent\x12\x0e\n\x06writer\x18\x01 \x01(\r\x12.\n\x05\x65vent\x18\x02 \x01(\x0e\x32\x1f.stddaq_driver_writer.EventKind\x12\x1b\n\x0e\x61\x63quisition_id\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x0f\n\x07written\x18\x04 \x01(\x04\x12\x0f\n\x07missing\x18\x05 \x01(\x04\x12\x13\n\x0bmissing_ids\x18\x06 \x03(\x04\x12\r\n\x05\x62ytes\x18\x07 \x01(\x04\x12\x0c\n\x04\x66ile\x18\x08 \x01(\t\x12\x1c\n\x0fwrite_latency_s\x18\t \x01(\x01H\x01\x88\x01\x01\x12\x14\n\x07\x66lushed\x18\n \x01(\x04H\x02\x88\x01\x01\x42\x11\n\x0f_acquisition_idB\x12\n\x10_write_latency_sB\n\n\x08_flushed*C\n\x0b\x43ompression\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x00\x12\x1e\n\x1a\x43OMPRESSION_BITSHUFFLE_LZ4\x10\x01*5\n\x0cResponseCode\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0b\n\x07SUCCESS\x10\x01\x12\x0b\n\x07\x46\x41ILURE\x10\x02*|\n\tEventKind\x12\x0f\n\x0b\x45VENT_UNSET\x10\x00\x12\t\n\x05READY\x10\x01\x12\x10\n\x0c\x46ILE_CREATED\x10\x02\x12\x0c\n\x08PROGRESS\x10\x03\x12\r\n\tCONFIRMED\x10\x04\x12\n\n\x06\x43LOSED\x10\x05\x12\t\n\x05\x45RROR\x10\x06\x12\r\n\tHEARTBEAT\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astddaq_driver_writer.proto\x12\x14stddaq_driver_writer\"i\n\x11\x43reateFileCommand\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\twriter_id\x18\x02 \x01(\x05\x12\x33\n\x06stddaq\x18\xe8\x07 \x01(\x0b\x32\".stddaq_driver_writer.CreateExtras\"\xd9\x01\n\x0c\x43reateExtras\x12\x16\n\x0e\x61\x63quisition_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12\x10\n\x03gid\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x36\n\x0b\x63ompression\x18\x04 \x01(\x0e\x32!.stddaq_driver_writer.Compression\x12\x14\n\x0cwriter_index\x18\x05 \x01(\r\x12\x11\n\tn_writers\x18\x06 \x01(\r\x12\x13\n\x0bparams_json\x18\x07 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x08 \x01(\tB\x06\n\x04_gid\"Z\n\x0bRecordImage\x12\x16\n\x0eimage_metadata\x18\x01 \x01(\x0c\x12\x33\n\x06stddaq\x18\xe8\x07 \x01(\x0b\x32\".stddaq_driver_writer.RecordExtras\"5\n\x0cRecordExtras\x12\x16\n\x0e\x61\x63quisition_id\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\"S\n\x0cRecordImages\x12\x16\n\x0e\x61\x63quisition_id\x18\x01 \x01(\x04\x12\x13\n\x0b\x66irst_index\x18\x02 \x01(\x04\x12\x16\n\x0eimage_metadata\x18\x03 \x03(\x0c\"?\n\tCloseFile\x12\x32\n\x06stddaq\x18\xe8\x07 \x01(\x0b\x32!.stddaq_driver_writer.CloseExtras\"G\n\x0b\x43loseExtras\x12\x16\n\x0e\x61\x63quisition_id\x18\x01 \x01(\x04\x12\x10\n\x08n_images\x18\x02 \x01(\x04\x12\x0e\n\x06reason\x18\x03 \x01(\t\"O\n\x17\x43onfirmLastImageWritten\x12\x34\n\x06stddaq\x18\xe8\x07 \x01(\x0b\x32#.stddaq_driver_writer.ConfirmExtras\"6\n\rConfirmExtras\x12\x16\n\x0e\x61\x63quisition_id\x18\x01 \x01(\x04\x12\r\n\x05probe\x18\x02 \x01(\x08\"\x9e\x01\n\x0f\x42uildMasterFile\x12\x16\n\x0e\x61\x63quisition_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12\r\n\x05\x66iles\x18\x03 \x03(\t\x12\x10\n\x08n_images\x18\x04 \x01(\x04\x12\x17\n\x0fimages_per_file\x18\x05 \x03(\x04\x12\x10\n\x08\x64\x65tector\x18\x06 \x01(\t\x12\x19\n\x11incomplete_reason\x18\x07 \x01(\t\"\x9a\x03\n\x0cWriterAction\x12>\n\x0b\x63reate_file\x18\x01 \x01(\x0b\x32\'.stddaq_driver_writer.CreateFileCommandH\x00\x12\x39\n\x0crecord_image\x18\x02 \x01(\x0b\x32!.stddaq_driver_writer.RecordImageH\x00\x12\x35\n\nclose_file\x18\x03 \x01(\x0b\x32\x1f.stddaq_driver_writer.CloseFileH\x00\x12K\n\x12\x63onfirm_last_image\x18\x04 \x01(\x0b\x32-.stddaq_driver_writer.ConfirmLastImageWrittenH\x00\x12\x43\n\x11\x62uild_master_file\x18\xe8\x07 \x01(\x0b\x32%.stddaq_driver_writer.BuildMasterFileH\x00\x12<\n\rrecord_images\x18\xe9\x07 \x01(\x0b\x32\".stddaq_driver_writer.RecordImagesH\x00\x42\x08\n\x06\x61\x63tion\"\x86\x01\n\x0eWriterResponse\x12\x30\n\x04\x63ode\x18\x01 \x01(\x0e\x32\".stddaq_driver_writer.ResponseCode\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x32\n\x06stddaq\x18\xe8\x07 \x01(\x0b\x32!.stddaq_driver_writer.WriterEvent\"\xb6\x02\n\x0bWriterEvent\x12\x0e\n\x06writer\x18\x01 \x01(\r\x12.\n\x05\x65vent\x18\x02 \x01(\x0e\x32\x1f.stddaq_driver_writer.EventKind\x12\x1b\n\x0e\x61\x63quisition_id\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x0f\n\x07written\x18\x04 \x01(\x04\x12\x0f\n\x07missing\x18\x05 \x01(\x04\x12\x13\n\x0bmissing_ids\x18\x06 \x03(\x04\x12\r\n\x05\x62ytes\x18\x07 \x01(\x04\x12\x0c\n\x04\x66ile\x18\x08 \x01(\t\x12\x1c\n\x0fwrite_latency_s\x18\t \x01(\x01H\x01\x88\x01\x01\x12\x14\n\x07\x66lushed\x18\n \x01(\x04H\x02\x88\x01\x01\x12\x0f\n\x07\x62\x61tches\x18\x0b \x01(\x08\x42\x11\n\x0f_acquisition_idB\x12\n\x10_write_latency_sB\n\n\x08_flushed*C\n\x0b\x43ompression\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x00\x12\x1e\n\x1a\x43OMPRESSION_BITSHUFFLE_LZ4\x10\x01*5\n\x0cResponseCode\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0b\n\x07SUCCESS\x10\x01\x12\x0b\n\x07\x46\x41ILURE\x10\x02*|\n\tEventKind\x12\x0f\n\x0b\x45VENT_UNSET\x10\x00\x12\t\n\x05READY\x10\x01\x12\x10\n\x0c\x46ILE_CREATED\x10\x02\x12\x0c\n\x08PROGRESS\x10\x03\x12\r\n\tCONFIRMED\x10\x04\x12\n\n\x06\x43LOSED\x10\x05\x12\t\n\x05\x45RROR\x10\x06\x12\r\n\tHEARTBEAT\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stddaq_driver_writer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COMPRESSION']._serialized_start=1746
-  _globals['_COMPRESSION']._serialized_end=1813
-  _globals['_RESPONSECODE']._serialized_start=1815
-  _globals['_RESPONSECODE']._serialized_end=1868
-  _globals['_EVENTKIND']._serialized_start=1870
-  _globals['_EVENTKIND']._serialized_end=1994
+  _globals['_COMPRESSION']._serialized_start=1910
+  _globals['_COMPRESSION']._serialized_end=1977
+  _globals['_RESPONSECODE']._serialized_start=1979
+  _globals['_RESPONSECODE']._serialized_end=2032
+  _globals['_EVENTKIND']._serialized_start=2034
+  _globals['_EVENTKIND']._serialized_end=2158
   _globals['_CREATEFILECOMMAND']._serialized_start=52
   _globals['_CREATEFILECOMMAND']._serialized_end=157
   _globals['_CREATEEXTRAS']._serialized_start=160
@@ -45,20 +45,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORDIMAGE']._serialized_end=469
   _globals['_RECORDEXTRAS']._serialized_start=471
   _globals['_RECORDEXTRAS']._serialized_end=524
-  _globals['_CLOSEFILE']._serialized_start=526
-  _globals['_CLOSEFILE']._serialized_end=589
-  _globals['_CLOSEEXTRAS']._serialized_start=591
-  _globals['_CLOSEEXTRAS']._serialized_end=662
-  _globals['_CONFIRMLASTIMAGEWRITTEN']._serialized_start=664
-  _globals['_CONFIRMLASTIMAGEWRITTEN']._serialized_end=743
-  _globals['_CONFIRMEXTRAS']._serialized_start=745
-  _globals['_CONFIRMEXTRAS']._serialized_end=799
-  _globals['_BUILDMASTERFILE']._serialized_start=802
-  _globals['_BUILDMASTERFILE']._serialized_end=960
-  _globals['_WRITERACTION']._serialized_start=963
-  _globals['_WRITERACTION']._serialized_end=1311
-  _globals['_WRITERRESPONSE']._serialized_start=1314
-  _globals['_WRITERRESPONSE']._serialized_end=1448
-  _globals['_WRITEREVENT']._serialized_start=1451
-  _globals['_WRITEREVENT']._serialized_end=1744
+  _globals['_RECORDIMAGES']._serialized_start=526
+  _globals['_RECORDIMAGES']._serialized_end=609
+  _globals['_CLOSEFILE']._serialized_start=611
+  _globals['_CLOSEFILE']._serialized_end=674
+  _globals['_CLOSEEXTRAS']._serialized_start=676
+  _globals['_CLOSEEXTRAS']._serialized_end=747
+  _globals['_CONFIRMLASTIMAGEWRITTEN']._serialized_start=749
+  _globals['_CONFIRMLASTIMAGEWRITTEN']._serialized_end=828
+  _globals['_CONFIRMEXTRAS']._serialized_start=830
+  _globals['_CONFIRMEXTRAS']._serialized_end=884
+  _globals['_BUILDMASTERFILE']._serialized_start=887
+  _globals['_BUILDMASTERFILE']._serialized_end=1045
+  _globals['_WRITERACTION']._serialized_start=1048
+  _globals['_WRITERACTION']._serialized_end=1458
+  _globals['_WRITERRESPONSE']._serialized_start=1461
+  _globals['_WRITERRESPONSE']._serialized_end=1595
+  _globals['_WRITEREVENT']._serialized_start=1598
+  _globals['_WRITEREVENT']._serialized_end=1908
 # @@protoc_insertion_point(module_scope)

@@ -88,6 +88,16 @@ class RecordExtras(_message.Message):
     index: int
     def __init__(self, acquisition_id: _Optional[int] = ..., index: _Optional[int] = ...) -> None: ...
 
+class RecordImages(_message.Message):
+    __slots__ = ("acquisition_id", "first_index", "image_metadata")
+    ACQUISITION_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_METADATA_FIELD_NUMBER: _ClassVar[int]
+    acquisition_id: int
+    first_index: int
+    image_metadata: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, acquisition_id: _Optional[int] = ..., first_index: _Optional[int] = ..., image_metadata: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
 class CloseFile(_message.Message):
     __slots__ = ("stddaq",)
     STDDAQ_FIELD_NUMBER: _ClassVar[int]
@@ -137,18 +147,20 @@ class BuildMasterFile(_message.Message):
     def __init__(self, acquisition_id: _Optional[int] = ..., file: _Optional[str] = ..., files: _Optional[_Iterable[str]] = ..., n_images: _Optional[int] = ..., images_per_file: _Optional[_Iterable[int]] = ..., detector: _Optional[str] = ..., incomplete_reason: _Optional[str] = ...) -> None: ...
 
 class WriterAction(_message.Message):
-    __slots__ = ("create_file", "record_image", "close_file", "confirm_last_image", "build_master_file")
+    __slots__ = ("create_file", "record_image", "close_file", "confirm_last_image", "build_master_file", "record_images")
     CREATE_FILE_FIELD_NUMBER: _ClassVar[int]
     RECORD_IMAGE_FIELD_NUMBER: _ClassVar[int]
     CLOSE_FILE_FIELD_NUMBER: _ClassVar[int]
     CONFIRM_LAST_IMAGE_FIELD_NUMBER: _ClassVar[int]
     BUILD_MASTER_FILE_FIELD_NUMBER: _ClassVar[int]
+    RECORD_IMAGES_FIELD_NUMBER: _ClassVar[int]
     create_file: CreateFileCommand
     record_image: RecordImage
     close_file: CloseFile
     confirm_last_image: ConfirmLastImageWritten
     build_master_file: BuildMasterFile
-    def __init__(self, create_file: _Optional[_Union[CreateFileCommand, _Mapping]] = ..., record_image: _Optional[_Union[RecordImage, _Mapping]] = ..., close_file: _Optional[_Union[CloseFile, _Mapping]] = ..., confirm_last_image: _Optional[_Union[ConfirmLastImageWritten, _Mapping]] = ..., build_master_file: _Optional[_Union[BuildMasterFile, _Mapping]] = ...) -> None: ...
+    record_images: RecordImages
+    def __init__(self, create_file: _Optional[_Union[CreateFileCommand, _Mapping]] = ..., record_image: _Optional[_Union[RecordImage, _Mapping]] = ..., close_file: _Optional[_Union[CloseFile, _Mapping]] = ..., confirm_last_image: _Optional[_Union[ConfirmLastImageWritten, _Mapping]] = ..., build_master_file: _Optional[_Union[BuildMasterFile, _Mapping]] = ..., record_images: _Optional[_Union[RecordImages, _Mapping]] = ...) -> None: ...
 
 class WriterResponse(_message.Message):
     __slots__ = ("code", "reason", "stddaq")
@@ -161,7 +173,7 @@ class WriterResponse(_message.Message):
     def __init__(self, code: _Optional[_Union[ResponseCode, str]] = ..., reason: _Optional[str] = ..., stddaq: _Optional[_Union[WriterEvent, _Mapping]] = ...) -> None: ...
 
 class WriterEvent(_message.Message):
-    __slots__ = ("writer", "event", "acquisition_id", "written", "missing", "missing_ids", "bytes", "file", "write_latency_s", "flushed")
+    __slots__ = ("writer", "event", "acquisition_id", "written", "missing", "missing_ids", "bytes", "file", "write_latency_s", "flushed", "batches")
     WRITER_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     ACQUISITION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -172,6 +184,7 @@ class WriterEvent(_message.Message):
     FILE_FIELD_NUMBER: _ClassVar[int]
     WRITE_LATENCY_S_FIELD_NUMBER: _ClassVar[int]
     FLUSHED_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
     writer: int
     event: EventKind
     acquisition_id: int
@@ -182,4 +195,5 @@ class WriterEvent(_message.Message):
     file: str
     write_latency_s: float
     flushed: int
-    def __init__(self, writer: _Optional[int] = ..., event: _Optional[_Union[EventKind, str]] = ..., acquisition_id: _Optional[int] = ..., written: _Optional[int] = ..., missing: _Optional[int] = ..., missing_ids: _Optional[_Iterable[int]] = ..., bytes: _Optional[int] = ..., file: _Optional[str] = ..., write_latency_s: _Optional[float] = ..., flushed: _Optional[int] = ...) -> None: ...
+    batches: bool
+    def __init__(self, writer: _Optional[int] = ..., event: _Optional[_Union[EventKind, str]] = ..., acquisition_id: _Optional[int] = ..., written: _Optional[int] = ..., missing: _Optional[int] = ..., missing_ids: _Optional[_Iterable[int]] = ..., bytes: _Optional[int] = ..., file: _Optional[str] = ..., write_latency_s: _Optional[float] = ..., flushed: _Optional[int] = ..., batches: _Optional[bool] = ...) -> None: ...

@@ -33,6 +33,7 @@ __all__ = [
     "ConfirmCommand",
     "CreateCommand",
     "EventKind",
+    "ImageBatchCommand",
     "ImageCommand",
     "MasterCommand",
     "ProtocolError",
@@ -42,6 +43,7 @@ __all__ = [
     "encode_command",
     "encode_event",
     "encode_image",
+    "encode_image_batch",
     "encode_plain_response",
     "parse_command",
     "parse_response",
@@ -100,6 +102,21 @@ class ImageCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageBatchCommand:
+    """stddaq only (to a writer that announced `batches`): images dealt in a row to one
+    writer, at positions `first_index`, `first_index + 1`, ... of its file."""
+
+    metadata: tuple[bytes, ...]
+    acq_id: int
+    first_index: int
+
+    def images(self) -> list[ImageCommand]:
+        """The RecordImage each entry stands for, in order."""
+        acq_id, first = self.acq_id, self.first_index
+        return [ImageCommand(meta, acq_id, first + k) for k, meta in enumerate(self.metadata)]
+
+
+@dataclass(frozen=True, slots=True)
 class ConfirmCommand:
     """ConfirmLastImageWritten (answer once every image sent before it is written).
     stddaq also uses it as a liveness probe outside acquisitions (`probe`)."""
@@ -132,7 +149,9 @@ class MasterCommand:
     what the files hold, marked incomplete, skipping files that cannot be read."""
 
 
-Command = CreateCommand | ImageCommand | ConfirmCommand | CloseCommand | MasterCommand
+Command = (
+    CreateCommand | ImageCommand | ImageBatchCommand | ConfirmCommand | CloseCommand | MasterCommand
+)
 
 _COMPRESSION_CODES: Final[dict[str, int]] = {
     "none": pb.COMPRESSION_NONE,
@@ -159,7 +178,9 @@ def _length_delimited(tag: bytes, body: bytes) -> bytes:
 
 _TAG_FIELD_1: Final = b"\x0a"  # field 1, wire type 2
 _TAG_FIELD_2: Final = b"\x12"  # field 2, wire type 2
+_TAG_FIELD_3: Final = b"\x1a"  # field 3, wire type 2
 _TAG_EXTRAS: Final = _varint(1000 << 3 | 2)  # field 1000, wire type 2
+_TAG_RECORD_IMAGES: Final = _varint(1001 << 3 | 2)  # WriterAction.record_images
 
 
 def encode_image(metadata: bytes, acq_id: int | None = None, index: int | None = None) -> bytes:
@@ -179,10 +200,24 @@ def encode_image(metadata: bytes, acq_id: int | None = None, index: int | None =
     return _length_delimited(_TAG_FIELD_2, record)
 
 
+def encode_image_batch(metadata: list[bytes], acq_id: int, first_index: int) -> bytes:
+    """WriterAction{record_images}: images dealt in a row to one writer (stddaq only, to a
+    writer that announced `batches`). Built by hand like encode_image; each entry is the
+    ImageMetadata bytes unchanged."""
+    parts = [b"\x08", _varint(acq_id), b"\x10", _varint(first_index)]
+    for meta in metadata:
+        parts.append(_TAG_FIELD_3)
+        parts.append(_varint(len(meta)))
+        parts.append(meta)
+    return _length_delimited(_TAG_RECORD_IMAGES, b"".join(parts))
+
+
 def encode_command(command: Command) -> bytes:
     """One WriterAction (a stddaq command carries its additions; see the dataclasses)."""
     if isinstance(command, ImageCommand):
         return encode_image(command.metadata, command.acq_id, command.index)
+    if isinstance(command, ImageBatchCommand):
+        return encode_image_batch(list(command.metadata), command.acq_id, command.first_index)
     action = pb.WriterAction()
     if isinstance(command, CreateCommand):
         create = action.create_file
@@ -284,6 +319,15 @@ def parse_command(data: bytes) -> Command:
                 record.image_metadata, record.stddaq.acquisition_id, record.stddaq.index
             )
         return ImageCommand(record.image_metadata)
+    if kind == "record_images":
+        batch = action.record_images
+        if not batch.image_metadata:
+            raise ProtocolError("record_images without image_metadata")
+        if not all(batch.image_metadata):
+            raise ProtocolError("record_images with an empty image_metadata entry")
+        return ImageBatchCommand(
+            tuple(batch.image_metadata), batch.acquisition_id, batch.first_index
+        )
     if kind == "create_file":
         return _parse_create(action.create_file)
     if kind == "confirm_last_image":
@@ -365,6 +409,8 @@ class WriterEvent:
     """Images written as of the writer's last flush (what its file holds even after a crash)."""
     stddaq: bool = True
     """False: a std_daq writer's plain WriterResponse (figures are the driver's own)."""
+    batches: bool = False
+    """The writer takes RecordImages (ImageBatchCommand); only stddaq writers say so."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,9 +441,10 @@ def encode_event(
     reason: str = "",
     write_latency_s: float | None = None,
     flushed: int | None = None,
+    batches: bool = False,
 ) -> bytes:
     """A stddaq writer's WriterResponse: code FAILURE for `error`, else SUCCESS, the reason,
-    and the event in the additions."""
+    and the event in the additions (`batches`: the writer takes RecordImages)."""
     kind = EventKind(event)
     response = pb.WriterResponse(
         code=pb.FAILURE if kind is EventKind.ERROR else pb.SUCCESS, reason=reason
@@ -416,6 +463,7 @@ def encode_event(
         extras.write_latency_s = write_latency_s
     if flushed is not None:
         extras.flushed = flushed
+    extras.batches = batches
     return response.SerializeToString()
 
 
@@ -448,5 +496,6 @@ def parse_response(data: bytes) -> Response:
         reason=response.reason or None,
         write_latency_s=extras.write_latency_s if extras.HasField("write_latency_s") else None,
         flushed=extras.flushed if extras.HasField("flushed") else None,
+        batches=extras.batches,
     )
     return Response(ok, response.reason, event)

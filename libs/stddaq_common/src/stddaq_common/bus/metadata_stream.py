@@ -292,6 +292,28 @@ class MetadataSubscriber:
             self.received += 1
         return payload
 
+    def receive_raw_batch(self, limit: int, timeout_ms: int | None = None) -> list[bytes]:
+        """Like receive_raw, then also every message already queued (up to `limit` in all)
+        without waiting for more: one wake-up takes what came meanwhile. Empty on timeout."""
+        first = self._next_single_part(self.timeout_ms if timeout_ms is None else timeout_ms)
+        if first is None:
+            return []
+        batch = [first]
+        sock = self._socket
+        while len(batch) < limit:
+            try:
+                frame = sock.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            payload = frame.bytes
+            if frame.more:
+                parts = 1 + self._drain_parts()
+                self._count_bad(f"a multipart message ({parts} parts), not one ImageMetadata", payload)
+                continue
+            batch.append(payload)
+        self.received += len(batch)
+        return batch
+
     def _next_single_part(self, wait_ms: int) -> bytes | None:
         """Receive the next message that has exactly one part; None on timeout."""
         deadline: float | None = None
