@@ -7,7 +7,10 @@ behind it, at most DEAL_BATCH, and sends each writer its share at once: one Reco
 to a stddaq writer that takes them, a RecordImage per image to any other (std_daq peers
 get std_daq's messages only). Nothing waits for images still to come, so the delay a
 batch adds to an image is the dealing of at most DEAL_BATCH - 1 images queued with it
-(about 10 us each here: < 1 ms; at 100 images/s a batch is one image).
+(about 10 us each here: < 1 ms; at 100 images/s a batch is one image). Looking behind a
+message costs a failed receive when nothing is there, so while looks find nothing (low
+rates) only every LOOK_EVERY-th wake-up looks; the first one that finds more turns them
+back on for every wake-up.
 
 Owned by the dealing thread (engine.py); what an image changes in the acquisition's life
 (the first image, the last one, a failure) is AcquisitionLife's.
@@ -30,6 +33,8 @@ log = logging.getLogger(__name__)
 
 DEAL_BATCH = 64
 """Most images taken from the subscriber's queue per wake-up (and per writer message)."""
+LOOK_EVERY = 8
+"""While nothing was found queued behind a message, look again at every 8th wake-up."""
 
 
 class ImageDealing:
@@ -38,6 +43,9 @@ class ImageDealing:
     def __init__(self, parts: EngineParts, life: AcquisitionLife) -> None:
         self._parts = parts
         self._life = life
+        self._busy = False
+        """The last look behind a message found more queued: look again every wake-up."""
+        self._wakeups = 0
 
     def pump(self) -> None:
         """Deal the images that come within BATCH_S (waiting at most POLL_MS for one).
@@ -49,9 +57,15 @@ class ImageDealing:
         life = self._life
         end = time.monotonic() + BATCH_S
         while True:
-            raws = subscriber.receive_raw_batch(DEAL_BATCH)
+            # Looking behind a message costs a failed receive when nothing is queued (the
+            # rule at low rates): look at every wake-up only while that finds more.
+            self._wakeups += 1
+            look = self._busy or self._wakeups % LOOK_EVERY == 0
+            raws = subscriber.receive_raw_batch(DEAL_BATCH if look else 1)
             if not raws:
                 return
+            if look:
+                self._busy = len(raws) > 1
             if life.state in DEALING:
                 self._deal(raws)
             if time.monotonic() >= end:

@@ -163,7 +163,12 @@ _COMPRESSION_NAMES: Final[dict[int, CompressionName]] = {
 }
 
 
+_ONE_BYTE_VARINTS: Final = tuple(bytes((value,)) for value in range(0x80))
+
+
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _ONE_BYTE_VARINTS[value]  # the rule for lengths of metadata (hot path)
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -189,15 +194,15 @@ def encode_image(metadata: bytes, acq_id: int | None = None, index: int | None =
     Built by hand (the hot path: one per image); the same bytes the generated code makes
     (checked by tests/driver/test_driver_writer_contract.py).
     """
-    record = _length_delimited(_TAG_FIELD_1, metadata) if metadata else b""
+    record = _TAG_FIELD_1 + _varint(len(metadata)) + metadata if metadata else b""
     if acq_id is not None:
         extras = b""
         if acq_id:
-            extras += b"\x08" + _varint(acq_id)
+            extras = b"\x08" + _varint(acq_id)
         if index:
             extras += b"\x10" + _varint(index)
-        record += _length_delimited(_TAG_EXTRAS, extras)
-    return _length_delimited(_TAG_FIELD_2, record)
+        record += _TAG_EXTRAS + _varint(len(extras)) + extras
+    return _TAG_FIELD_2 + _varint(len(record)) + record
 
 
 def encode_image_batch(metadata: list[bytes], acq_id: int, first_index: int) -> bytes:
