@@ -188,3 +188,25 @@ def test_three_real_writers_and_the_master_file() -> None:
                 np.testing.assert_array_equal(data[position], frame(image_id))
     finally:
         _stop_system(system, base)
+
+
+def test_a_burst_reaches_two_real_writers_in_order_pixel_exact() -> None:
+    """Images published faster than one wake-up each are dealt from the subscriber's queue
+    together (RecordImages to these stddaq writers): every image lands once, in its
+    round-robin place, pixel-exact, and n_image stops at exactly 120."""
+    system, base = _start_system(2)
+    try:
+        acq_id = system.acquire(path=f"{system.root}/burst", n_image=120)
+        published = system.produce(150)
+        status = system.driver.wait_idle_after(acq_id)
+        assert status["outcome"] == "file_saved", status["last_error"]
+        assert (status["images_dealt"], status["images_written"]) == (120, 120)
+        for writer, path in enumerate(status["files"]):
+            expected = published[writer:120:2]
+            with h5py.File(path, "r") as file:
+                data = file[f"/{system.detector}/data"]
+                assert list(file[f"/{system.detector}/metadata"]["image_id"]) == expected
+                for position, image_id in enumerate(expected):
+                    np.testing.assert_array_equal(data[position], frame(image_id))
+    finally:
+        _stop_system(system, base)
