@@ -83,6 +83,7 @@ class DriverStub:
                 "file": event.file or "",
                 "reason": event.reason or "",
                 "flushed": event.flushed,
+                "batches": event.batches,
             })
         return events
 
