@@ -13,6 +13,7 @@ from stddaq_writer.chunk_writer import READ_MODES
 from stddaq_writer.direct_io import IO_MODES
 from stddaq_writer.disk_reserve import DEFAULT_RESERVE_BYTES
 from stddaq_writer.write_behind import DEFAULT_WINDOW_BYTES
+from stddaq_writer.writer_commands import WriterOptions
 from stddaq_writer.writer_process import WriterService
 
 SERVICE_NAME = "writer"
@@ -76,10 +77,7 @@ def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> WriterSe
         )
     # A file-size limit must make write() fail with EFBIG (reported), not kill the writer.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    return WriterService(
-        config,
-        args.index,
-        stats,
+    options = WriterOptions(
         read_mode=args.read_mode,
         io_mode=args.io,
         write_behind_bytes=int(args.write_behind_mb * 2**20),
@@ -88,3 +86,4 @@ def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> WriterSe
         ring_timeout=args.ring_timeout,
         shm_dir=args.shm_dir,
     )
+    return WriterService(config, args.index, stats, options)

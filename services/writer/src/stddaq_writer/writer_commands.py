@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from stddaq_common.bus.driver_writer import (
@@ -70,6 +71,19 @@ def std_daq_file(path: str, index: int) -> str:
     return f"{path}{index}.h5"
 
 
+@dataclass(frozen=True)
+class WriterOptions:
+    """How a writer reads slots and writes files (the writer's command-line options)."""
+
+    read_mode: ReadMode = "view"
+    io_mode: IoMode = "direct"
+    write_behind_bytes: int = DEFAULT_WINDOW_BYTES
+    reserve_bytes: int = 8 * 1024 * 1024
+    ring_suffix: str = "image"
+    ring_timeout: float = 5.0
+    shm_dir: str = "/dev/shm"
+
+
 class WriterCommands:
     """Writer `index`'s commands and the one acquisition (one file) they act on."""
 
@@ -79,25 +93,12 @@ class WriterCommands:
         index: int,
         stats: Stats,
         answers: Answers,
-        *,
-        read_mode: ReadMode = "view",
-        io_mode: IoMode = "direct",
-        write_behind_bytes: int = DEFAULT_WINDOW_BYTES,
-        reserve_bytes: int = 8 * 1024 * 1024,
-        ring_suffix: str = "image",
-        ring_timeout: float = 5.0,
-        shm_dir: str = "/dev/shm",
+        options: WriterOptions | None = None,
     ) -> None:
         self.config = config
         self.index = index
         self._answers = answers
-        self._read_mode: ReadMode = read_mode
-        self._write_behind_bytes = write_behind_bytes
-        self._io_mode: IoMode = io_mode
-        self._reserve_bytes = reserve_bytes
-        self._ring_suffix = ring_suffix
-        self._ring_timeout = ring_timeout
-        self._shm_dir = shm_dir
+        self._options = options or WriterOptions()
         self._ring: ImageRing | None = None
         self._acq: Acquisition | None = None
         self._stddaq_driver = False
@@ -374,10 +375,10 @@ class WriterCommands:
             spec,
             ring,
             owner=owner,
-            read_mode=self._read_mode,
-            write_behind_bytes=self._write_behind_bytes,
-            direct_io=self._io_mode == "direct",
-            reserve_bytes=self._reserve_bytes,
+            read_mode=self._options.read_mode,
+            write_behind_bytes=self._options.write_behind_bytes,
+            direct_io=self._options.io_mode == "direct",
+            reserve_bytes=self._options.reserve_bytes,
             daq_config=command.config or self.config.model_dump(mode="json"),
         )
 
@@ -410,10 +411,11 @@ class WriterCommands:
             ring.close()
             self._ring = ring = None
         if ring is None:
-            name = shm_name(config.detector_name, self._ring_suffix)
+            name = shm_name(config.detector_name, self._options.ring_suffix)
             try:
                 ring = ImageRing.attach(
-                    name, geometry, shm_dir=self._shm_dir, timeout=self._ring_timeout, foreign=True
+                    name, geometry, shm_dir=self._options.shm_dir,
+                    timeout=self._options.ring_timeout, foreign=True,
                 )
             except RingError as error:
                 raise AcquisitionError(f"cannot read images: {error}") from None
@@ -435,30 +437,27 @@ class WriterCommands:
             )
             self._ready_sent = self._answers.push(payload) or self._ready_sent
             return
-        plain = command.acq_id is None
-        if acq is None or (plain != self._plain_acq) or (not plain and acq.acq_id != command.acq_id):
-            self._bad_messages.inc()
-            self._send(
-                "error",
-                acq_id=command.acq_id,
-                reason=f"confirm for acquisition {command.acq_id}, which has no file here",
-            )
+        acq = self._acquisition_for(command.acq_id, "confirm")
+        if acq is None:
             return
         if acq.failure is not None:
             self._send("error", acq, reason=acq.failure)
         else:
             self._send("confirmed", acq)
 
+    def _acquisition_for(self, acq_id: int | None, what: str) -> Acquisition | None:
+        """The acquisition a `what` command for `acq_id` (None: std_daq's, which names none)
+        is about; None (an error answer naming it, counted) if it has no file here."""
+        acq, plain = self._acq, acq_id is None
+        if acq is not None and plain == self._plain_acq and (plain or acq.acq_id == acq_id):
+            return acq
+        self._bad_messages.inc()
+        self._send("error", acq_id=acq_id, reason=f"{what} for acquisition {acq_id}, which has no file here")
+        return None
+
     def _on_close(self, command: CloseCommand) -> None:
-        acq = self._acq
-        plain = command.acq_id is None
-        if acq is None or (plain != self._plain_acq) or (not plain and acq.acq_id != command.acq_id):
-            self._bad_messages.inc()
-            self._send(
-                "error",
-                acq_id=command.acq_id,
-                reason=f"close for acquisition {command.acq_id}, which has no file here",
-            )
+        acq = self._acquisition_for(command.acq_id, "close")
+        if acq is None:
             return
         self._close(acq, command.n_images, command.reason)
         self._acq = None

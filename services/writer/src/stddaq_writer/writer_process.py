@@ -19,11 +19,8 @@ import time
 from stddaq_common.config.model import DaqConfig
 from stddaq_common.runtime.stats import Stats
 from stddaq_writer.answers import Answers
-from stddaq_writer.chunk_writer import ReadMode
-from stddaq_writer.direct_io import IoMode
 from stddaq_writer.driver_link import DriverLink
-from stddaq_writer.write_behind import DEFAULT_WINDOW_BYTES
-from stddaq_writer.writer_commands import WriterCommands
+from stddaq_writer.writer_commands import WriterCommands, WriterOptions
 
 TICK_S = 0.05
 HEARTBEAT_INTERVAL_S = 1.0
@@ -33,18 +30,7 @@ class WriterService:
     """Writer `index` of a detector: one acquisition at a time, one file per acquisition."""
 
     def __init__(
-        self,
-        config: DaqConfig,
-        index: int,
-        stats: Stats,
-        *,
-        read_mode: ReadMode = "view",
-        io_mode: IoMode = "direct",
-        write_behind_bytes: int = DEFAULT_WINDOW_BYTES,
-        reserve_bytes: int = 8 * 1024 * 1024,
-        ring_suffix: str = "image",
-        ring_timeout: float = 5.0,
-        shm_dir: str = "/dev/shm",
+        self, config: DaqConfig, index: int, stats: Stats, options: WriterOptions | None = None
     ) -> None:
         self.config = config
         self.index = index
@@ -53,12 +39,7 @@ class WriterService:
         dropped = stats.counter("dropped_events", "events the driver did not take")
         self._answers = Answers(self._link, index, dropped)
         try:
-            self.commands = WriterCommands(
-                config, index, stats, self._answers,
-                read_mode=read_mode, io_mode=io_mode, write_behind_bytes=write_behind_bytes,
-                reserve_bytes=reserve_bytes, ring_suffix=ring_suffix, ring_timeout=ring_timeout,
-                shm_dir=shm_dir,
-            )
+            self.commands = WriterCommands(config, index, stats, self._answers, options)
         except BaseException:
             self._link.close()
             raise
