@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from stddaq_common.bus.driver_writer import CloseCommand, CreateCommand, MasterCommand
-from stddaq_driver.acquisition import Acquisition, AcquisitionPlan, images_per_writer
+from stddaq_common.bus.driver_writer import CloseCommand, CreateCommand
+from stddaq_driver.acquisition import Acquisition, AcquisitionPlan
 from stddaq_driver.engine_parts import (
     ANSWER_TIMEOUT_S,
     CLEANUP_TIMEOUT_S,
@@ -28,6 +28,7 @@ from stddaq_driver.engine_parts import (
 )
 from stddaq_driver.master_builder import build_master_for, build_master_here
 from stddaq_driver.partial_master import (
+    master_command,
     note_partial_master,
     partial_master_builder,
     partial_master_command,
@@ -193,14 +194,7 @@ class AcquisitionLife:
             return
         acquisition.master_state = "building"
         self._deadline = time.monotonic() + MASTER_TIMEOUT_S
-        command = MasterCommand(
-            acq_id=plan.acquisition_id,
-            file=plan.master_file,
-            files=list(plan.files),
-            detector=plan.detector,
-            n_images=acquisition.dealer.dealt,
-            images_per_file=images_per_writer(acquisition.dealer.dealt, plan.n_writers),
-        )
+        command = master_command(acquisition)
         try:
             link.send_master(builders[0], command)
         except WriterUnreachable as error:

@@ -41,8 +41,8 @@ def incomplete_reason(acquisition: Acquisition) -> str:
     return acquisition.error or "a writer was lost during the acquisition"
 
 
-def partial_master_command(acquisition: Acquisition) -> MasterCommand:
-    """The master-file message of the failed acquisition."""
+def master_command(acquisition: Acquisition, incomplete: str = "") -> MasterCommand:
+    """The master-file message of `acquisition` (`incomplete`: why it is marked incomplete)."""
     plan = acquisition.plan
     assert plan.master_file is not None
     return MasterCommand(
@@ -52,8 +52,13 @@ def partial_master_command(acquisition: Acquisition) -> MasterCommand:
         detector=plan.detector,
         n_images=acquisition.dealer.dealt,
         images_per_file=images_per_writer(acquisition.dealer.dealt, plan.n_writers),
-        incomplete_reason=incomplete_reason(acquisition),
+        incomplete_reason=incomplete,
     )
+
+
+def partial_master_command(acquisition: Acquisition) -> MasterCommand:
+    """The master-file message of the failed acquisition."""
+    return master_command(acquisition, incomplete_reason(acquisition))
 
 
 def note_partial_master(acquisition: Acquisition, problem: str | None) -> None:
