@@ -194,9 +194,12 @@ def test_a_receiver_that_stays_down_is_named_in_the_status_and_the_error(crashes
     error that names the receiver first; once the supervisor goes on, all is back."""
     stack = crashes.stack
     crashes.healthy()
-    status = stack.status()
+    # The camera runs: the driver hears metadata (run alone, this test is the first to ask).
+    status = wait_for(
+        "the driver to hear the receiver's metadata",
+        lambda: now if (now := stack.status())["receiver"]["seconds_since_metadata"] is not None else None,
+    )
     assert status["down"] == [] and status["receiver"]["alive"] is True, status["receiver"]
-    assert status["receiver"]["seconds_since_metadata"] is not None, "the camera runs"
     started = stack.start(crashes.name())
     stack.wait_written(RATE_HZ)
     assert stack.process is not None

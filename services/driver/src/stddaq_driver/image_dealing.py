@@ -13,12 +13,16 @@ rates) only every LOOK_EVERY-th wake-up looks; the first one that finds more tur
 back on for every wake-up.
 
 At low rates each image would be a wake-up of its own here and in its writer. So after a
-wake-up that found one image the thread pauses at most GATHER_MAX_S before it looks again,
-and the images that came meanwhile go out together: at 100 images/s one message per
-writer per few images. The pause is also bounded by the ring: at the rate seen it lets at
-most 1/GATHER_RING_FRACTION of the ring's slots go by, so an image waits far from being
-overwritten. What a user sees is unchanged (progress is published every 100 ms, files
-are flushed every second); a stop or n_image is acted on at most one pause later.
+wake-up that found one image the thread pauses before it looks again, and the images that
+came meanwhile go out together: at 100 images/s one message per writer per few images.
+The pause must never let a writer's image be overwritten, whatever comes next (a camera's
+backlog after a receiver restart arrives as fast as the receiver can take it). So it is
+bounded by the ring alone: during a pause at most 1/GATHER_RING_FRACTION of the slots may
+fill even at the fastest a receiver can ingest (MAX_INGEST_IMAGES_PER_S, or
+MAX_INGEST_BYTES_PER_S of this ring's slots), and by GATHER_MAX_S. For 2 MiB images in 1000
+slots that is about 26 ms; for small images in a small ring no pause at all. What a user
+sees is unchanged (progress is published every 100 ms, files are flushed every second); a
+stop or n_image is acted on at most one pause later.
 
 Owned by the dealing thread (engine.py); what an image changes in the acquisition's life
 (the first image, the last one, a failure) is AcquisitionLife's.
@@ -30,6 +34,7 @@ import logging
 import time
 
 from stddaq_common.bus.metadata import MetadataError
+from stddaq_common.config.model import DaqConfig
 from stddaq_common.ring.geometry import ring_geometry
 from stddaq_driver.acquisition import IdsWentBackwards
 from stddaq_driver.acquisition_life import AcquisitionLife
@@ -47,7 +52,21 @@ LOOK_EVERY = 8
 GATHER_MAX_S = 0.08
 """Longest pause after a wake-up that found one image, to take the next ones together."""
 GATHER_RING_FRACTION = 8
-"""A pause lets at most n_slots / GATHER_RING_FRACTION images go by at the rate seen."""
+"""A pause lets at most n_slots / GATHER_RING_FRACTION images into the ring at the fastest
+ingest rate below."""
+MAX_INGEST_IMAGES_PER_S = 100_000.0
+MAX_INGEST_BYTES_PER_S = 10e9
+"""Faster than any receiver ingests (this machine: 2.8 GB/s, ~30,000 small images/s)."""
+MIN_PAUSE_S = 0.002
+"""A shorter pause is not worth a sleep."""
+
+
+def gather_pause(n_slots: int, slot_bytes: int) -> float:
+    """Seconds a wake-up that found one image may pause (0: none) without letting more than
+    n_slots / GATHER_RING_FRACTION images into the ring at the fastest possible ingest."""
+    fastest = min(MAX_INGEST_IMAGES_PER_S, MAX_INGEST_BYTES_PER_S / max(slot_bytes, 1))
+    pause = min(GATHER_MAX_S, n_slots / GATHER_RING_FRACTION / fastest)
+    return pause if pause >= MIN_PAUSE_S else 0.0
 
 
 class ImageDealing:
@@ -59,10 +78,8 @@ class ImageDealing:
         self._busy = False
         """The last look behind a message found more queued: look again every wake-up."""
         self._wakeups = 0
-        self._last_single = time.monotonic()
-        """When the last wake-up that found a single image came."""
-        self._slots_of: tuple[object, int] = (parts.config, ring_geometry(parts.config).n_slots)
-        """(config, its ring's slot count): a config change may change the ring."""
+        self._pause_of: tuple[object, float] = (parts.config, self._pause_for(parts.config))
+        """(config, the gather pause its ring allows): a config change may change the ring."""
 
     def pump(self) -> None:
         """Deal the images that come within BATCH_S (waiting at most POLL_MS for one).
@@ -91,18 +108,21 @@ class ImageDealing:
             if time.monotonic() >= end:
                 return
 
+    @staticmethod
+    def _pause_for(config: DaqConfig) -> float:
+        geometry = ring_geometry(config)
+        return gather_pause(geometry.n_slots, geometry.slot_bytes)
+
     def _gather(self) -> None:
         """After a wake-up that found one image: pause so that the next ones come together
-        (bounded by GATHER_MAX_S and by the ring, module text); the next wake-up looks."""
-        now = time.monotonic()
-        interval, self._last_single = now - self._last_single, now
+        (bounded by the ring, module text); the next wake-up looks behind its message."""
         config = self._parts.config
-        if self._slots_of[0] is not config:
-            self._slots_of = (config, ring_geometry(config).n_slots)
-        pause = min(GATHER_MAX_S, interval * self._slots_of[1] / GATHER_RING_FRACTION)
-        if pause > 0.001:
+        if self._pause_of[0] is not config:
+            self._pause_of = (config, self._pause_for(config))
+        pause = self._pause_of[1]
+        if pause:
             time.sleep(pause)
-        self._busy = True
+            self._busy = True
 
     def _deal(self, raws: list[bytes]) -> None:
         """Deal `raws` in arrival order, then send every writer its share."""
