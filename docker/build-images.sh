@@ -22,24 +22,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 UV="${UV:-uv}"
-DOCKER="${DOCKER:-docker}"
+# shellcheck source=engine.sh source-path=SCRIPTDIR
+source docker/engine.sh
 BASE_IMAGE="${BASE_IMAGE:-python:3.11-slim-bookworm}"
 IMAGE_PREFIX="${IMAGE_PREFIX:-stddaq/}"
 VERSION="${VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)}"
 CTX=build/docker-context
 
 say() { echo "images: $*" >&2; }
-
-# The engine must answer before anything else; the error names where we looked.
-engine_answers() {
-    local where="${DOCKER_HOST:-unix:///var/run/docker.sock (DOCKER_HOST is not set)}"
-    local answer
-    if ! answer="$("$DOCKER" version --format '{{.Server.Version}}' 2>&1)"; then
-        echo "$1: no Docker engine answers at $where: ${answer##*$'\n'}" >&2
-        echo "$1: start one, or point DOCKER_HOST at its socket (a private engine: scripts/ci-docker.sh start)" >&2
-        exit 1
-    fi
-}
 
 # image -> wheel / script / user, from docker/services.tsv
 declare -A WHEEL SCRIPT RUN_AS

@@ -11,21 +11,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DOCKER="${DOCKER:-docker}"
+# shellcheck source=engine.sh source-path=SCRIPTDIR
+source docker/engine.sh
 IMAGE_PREFIX="${IMAGE_PREFIX:-stddaq/}"
 VERSION="${VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)}"
 OUT="${1:-build/images}"
 
-# The engine must answer before anything else; the error names where we looked.
-engine_answers() {
-    local where="${DOCKER_HOST:-unix:///var/run/docker.sock (DOCKER_HOST is not set)}"
-    local answer
-    if ! answer="$("$DOCKER" version --format '{{.Server.Version}}' 2>&1)"; then
-        echo "$1: no Docker engine answers at $where: ${answer##*$'\n'}" >&2
-        echo "$1: start one, or point DOCKER_HOST at its socket (a private engine: scripts/ci-docker.sh start)" >&2
-        exit 1
-    fi
-}
 engine_answers image-archives
 mkdir -p "$OUT"
 

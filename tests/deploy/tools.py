@@ -18,6 +18,7 @@ SHELL_SCRIPTS = [
     REPO / "scripts" / "ci-docker.sh",
     REPO / "docker" / "build-images.sh",
     REPO / "docker" / "save-images.sh",
+    REPO / "docker" / "engine.sh",
     REPO / ".ci" / "run",
 ]
 
