@@ -155,14 +155,18 @@ class ReceiverPipeline:
         """Connections whose next frame waits for the reorder window: do not read them."""
         return self._parking.parked_sources
 
-    def handle(self, parts: Sequence[Sized], now: float, source: int = 0) -> None:
-        """Process one message received on connection `source` (never raises for bad input)."""
+    def _count_received(self, parts: Sequence[Sized]) -> None:
+        """Count one received message and its bytes."""
         counters = self._counters
         counters.frames_received.value += 1
         nbytes = 0
         for part in parts:
             nbytes += len(part)
         counters.bytes_received.value += nbytes
+
+    def handle(self, parts: Sequence[Sized], now: float, source: int = 0) -> None:
+        """Process one message received on connection `source` (never raises for bad input)."""
+        self._count_received(parts)
         try:
             frame = self._decoder.decode(parts)
         except WireFormatError as error:
@@ -231,12 +235,7 @@ class ReceiverPipeline:
         if reservation is None:
             self.handle(parts, now, source)
             return
-        counters = self._counters
-        counters.frames_received.value += 1
-        nbytes = 0
-        for part in parts:
-            nbytes += len(part)
-        counters.bytes_received.value += nbytes
+        self._count_received(parts)
         token = reservation.token
         if token is None:
             return  # dropped or rejected when it arrived, and counted then

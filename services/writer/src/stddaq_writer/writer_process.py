@@ -64,10 +64,6 @@ class WriterService:
                 self._next_timed_work = now + 0.9 * TICK_S
                 self._timed_work(now)
 
-    def handle(self, parts: list[bytes]) -> None:
-        """Handle one driver message (one WriterAction part)."""
-        self.commands.handle(parts)
-
     def _timed_work(self, now: float) -> None:
         self.commands.upkeep(now)
         if now - self._answers.last_sent >= HEARTBEAT_INTERVAL_S:
