@@ -50,9 +50,13 @@ class Array10Format:
 
     def __init__(self) -> None:
         self._templates: dict[tuple[int, int, np.dtype[np.generic]], Array10HeaderTemplate] = {}
+        self._last: tuple[ImageLayout, Array10HeaderTemplate] | None = None
 
-    def parts(self, meta: ImageMeta, layout: ImageLayout, image: Part) -> list[Part]:
-        """[header, pixels]."""
+    def header(self, meta: ImageMeta, layout: ImageLayout) -> bytes:
+        """The header part of `meta`'s image (ValueError for a pixel type array-1.0 lacks)."""
+        last = self._last
+        if last is not None and last[0] is layout:  # the stream's layouts are cached: same object
+            return last[1].header(meta.image_id)
         key = (layout.height, layout.width, layout.dtype)
         template = self._templates.get(key)
         if template is None:
@@ -60,7 +64,12 @@ class Array10Format:
                 self._templates.clear()
             template = Array10HeaderTemplate((layout.height, layout.width), layout.dtype)
             self._templates[key] = template
-        return [template.header(meta.image_id), image]
+        self._last = (layout, template)
+        return template.header(meta.image_id)
+
+    def parts(self, meta: ImageMeta, layout: ImageLayout, image: Part) -> list[Part]:
+        """[header, pixels]."""
+        return [self.header(meta, layout), image]
 
 
 def global_timestamp_of(meta: ImageMeta) -> tuple[int, int]:

@@ -9,19 +9,23 @@ from reaching that slot again, and the frame is tracked until ZeroMQ is done wit
   a verified ring (stddaq's seqlock) is sent this way,
   and at most `max_in_flight` (64) such frames are queued at once; every other image takes
   the copy path (image_copy.py).
-- `reap()` runs for every metadata message and at least ten times a second: a finished
-  frame's slot is checked with `still_valid()` (a change there would mean a torn image
-  went out: counted as `torn_on_wire`, logged as an error; the margins make it never
-  happen), and an unfinished frame whose slot the writer is within half a ring of
-  overwriting makes `reap()` return True: the caller closes the viewers' socket (LINGER 0
-  discards every queued message; viewers reconnect by themselves) before the slot changes.
+- `reap()` runs for every metadata message (a cheap look at the oldest queued frame) and
+  fully ten times a second: a finished frame's slot is checked with `still_valid()` (a
+  change there would mean a torn image went out: counted as `torn_on_wire`, logged as an
+  error; the margins make it never happen), and an unfinished frame whose slot the writer
+  is within half a ring of overwriting makes `reap()` return True: the caller closes the
+  viewers' socket (LINGER 0 discards every queued message; viewers reconnect by
+  themselves) before the slot changes. The release notices are read at each full check,
+  and in between only once half of `max_in_flight` frames are queued or the oldest is
+  half a ring from its overwrite: always before a finished frame's slot can change, and
+  not one read per image.
 
 What remains: a live stream not scheduled at all while the writer goes through half of
 the ring (at 1000 images/s and 1000 slots, 500 ms) with a frame still queued; the check
 after the send counts that case, it is not silent. And a segment that another
 program shrinks while a frame is queued (a std_daq service with another config): the
-size is checked before each send and twice a second, and the queue is dropped when it
-changed, but ZeroMQ's I/O thread may read the lost pages in between (SIGBUS); with the
+size is checked before each send and ten times a second, and the queue is dropped when
+it changed, but ZeroMQ's I/O thread may read the lost pages in between (SIGBUS); with the
 copy the same window is the copy itself.
 
 How ZeroMQ says it is done with a frame: where libzmq's C functions are reachable, the
@@ -36,7 +40,6 @@ Either way the slot view is held until ZeroMQ let go of it, so the ring stays ma
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import zmq
 
@@ -56,11 +59,9 @@ MIN_ZERO_COPY_BYTES = 64 * 1024
 DEFAULT_MAX_IN_FLIGHT = 64
 
 
-@dataclass(slots=True)
-class _InFlight:
-    view: SlotView
-    tracker: zmq.MessageTracker | None
-    """pyzmq's tracker; None for a native frame (its release comes through the notices)."""
+DRAIN_SHARE = 2
+"""Between housekeeping checks, release notices are read once 1/DRAIN_SHARE of
+`max_in_flight` frames are queued (or the oldest one is endangered)."""
 
 
 class SlotSender:
@@ -68,9 +69,12 @@ class SlotSender:
 
     def __init__(self, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, *, native: bool = True) -> None:
         self.max_in_flight = max_in_flight
+        self._drain_at = max(1, max_in_flight // DRAIN_SHARE)
         self._notices: ReleaseNotices | None = release_notices() if native else None
         # In the order sent; keyed by release key (native) or a running number (pyzmq).
-        self._in_flight: dict[int, _InFlight] = {}
+        self._in_flight: dict[int, SlotView] = {}
+        self._trackers: dict[int, zmq.MessageTracker] = {}
+        """pyzmq's trackers of the frames in flight (fallback only; same keys)."""
         self._owed: dict[int, SlotView] = {}
         """Native frames of a dropped queue whose release has not come yet."""
         self._serial = 0
@@ -86,7 +90,7 @@ class SlotSender:
     @property
     def in_flight(self) -> int:
         """Zero-copy frames ZeroMQ may still read from their slots (queued, or of a dropped
-        queue and not yet let go of)."""
+        queue and not yet let go of), as of the last `reap`."""
         return len(self._in_flight) + len(self._owed)
 
     def can_send(self, view: SlotView, ring: ImageRing) -> bool:
@@ -98,22 +102,29 @@ class SlotSender:
         n_slots = ring.geometry.n_slots
         return view.image_id + n_slots - ring.last_written_id > n_slots - n_slots // 4
 
+    def take(self, view: SlotView) -> bool:
+        """Native: track the slot of `view` as about to be sent (call `unsent()` if it is
+        not); False if its release key is taken (copy this one instead)."""
+        key = release_key(view.address)
+        if key in self._in_flight or key in self._owed:
+            return False
+        self._in_flight[key] = view
+        self._last_key = key
+        return True
+
     def frame(self, view: SlotView) -> zmq.Frame | PinnedBuffer | None:
         """A tracked zero-copy frame of the slot's bytes (call `unsent()` if it is not
         sent); None if its release key is taken (copy this one instead)."""
         if self._notices is None:
             frame = zmq.Frame(view.data, copy=False, track=True)
             self._serial += 1
-            self._in_flight[self._serial] = _InFlight(view, frame.tracker)
+            self._in_flight[self._serial] = view
+            self._trackers[self._serial] = frame.tracker
             self._last_key = self._serial
             return frame
-        address = view.address
-        key = release_key(address)
-        if key in self._in_flight or key in self._owed:
+        if not self.take(view):
             return None
-        self._in_flight[key] = _InFlight(view, None)
-        self._last_key = key
-        return PinnedBuffer(address, view.nbytes, view.data, tracked=True)
+        return PinnedBuffer(view.address, view.nbytes, view.data, tracked=True)
 
     def unsent(self) -> None:
         """The last frame was not sent (ZeroMQ refused it): stop tracking it."""
@@ -121,55 +132,72 @@ class SlotSender:
         # reached libzmq, so no release notice will come for it.
         if self._last_key is not None:
             self._in_flight.pop(self._last_key, None)
+            self._trackers.pop(self._last_key, None)
             self._last_key = None
 
-    def _take_notices(self) -> None:
-        """Native: finish the frames libzmq let go of (check their slots)."""
-        assert self._notices is not None
-        for key in self._notices.drain():
-            item = self._in_flight.pop(key, None)
-            if item is None:
-                self._owed.pop(key, None)
-                continue
-            self._finished(item.view)
+    def _collect(self) -> None:
+        """Finish the frames ZeroMQ let go of (check their slots)."""
+        in_flight = self._in_flight
+        if self._notices is not None:
+            for key in self._notices.drain():
+                view = in_flight.pop(key, None)
+                if view is None:
+                    self._owed.pop(key, None)
+                    continue
+                self._finished(view)
+            return
+        # ZeroMQ finishes pyzmq frames in the order they were sent (each viewer's queue
+        # is a FIFO): pop the finished ones from the front.
+        trackers = self._trackers
+        for key in list(in_flight):
+            if not trackers[key].done:
+                break
+            del trackers[key]
+            self._finished(in_flight.pop(key))
 
     def _finished(self, view: SlotView) -> None:
         if not view.still_valid():
             self.torn_on_wire += 1
             log.error("image %d was overwritten while ZeroMQ sent it from its slot", view.image_id)
 
-    def reap(self, ring: ImageRing | None) -> bool:
+    def reap(self, ring: ImageRing | None, *, full: bool = True) -> bool:
         """Check the frames ZeroMQ is done with; True if a queued frame's slot is about to be
-        overwritten (or the ring was resized): the caller must drop the queue now."""
-        if self._owed and self._notices is not None:
-            self._take_notices()
-        if not self._in_flight:
-            return False
-        if ring is None or ring.resized or not ring.check_size():
-            return True
+        overwritten (or the ring was resized): the caller must drop the queue now.
+
+        `full=False` (for every metadata message) is the cheap check: the release notices
+        are read only when many frames are queued or the oldest one is endangered, and the
+        segment's size is not looked at. A full check (ten times a second) reads every
+        notice and checks the size. Either way a finished frame's slot is checked long
+        before the writer can reach it: the oldest queued frame is the nearest to its
+        overwrite, and the notices are read as soon as it is half a ring away from it.
+        """
         in_flight = self._in_flight
-        if self._notices is not None:
-            self._take_notices()
-        else:
-            # ZeroMQ finishes pyzmq frames in the order they were sent (each viewer's queue
-            # is a FIFO): pop the finished ones from the front.
-            for key, item in list(in_flight.items()):
-                if item.tracker is None or not item.tracker.done:
-                    break
-                del in_flight[key]
-                self._finished(item.view)
+        if full and (self._owed or in_flight):
+            if ring is None or ring.resized or not ring.check_size():
+                return bool(in_flight)
+            self._collect()
         if not in_flight:
             return False
-        # The oldest unfinished frame (the first sent) is the one nearest to its overwrite.
-        oldest = next(iter(in_flight.values())).view.image_id
+        if ring is None or ring.resized:
+            return True
         n_slots = ring.geometry.n_slots
-        return oldest + n_slots - ring.last_written_id <= n_slots // 2
+        # Endangered: oldest + n_slots - last_written_id <= n_slots // 2.
+        limit = ring.last_written_id - n_slots + n_slots // 2
+        safe = next(iter(in_flight.values())).image_id > limit
+        if safe and (full or len(in_flight) < self._drain_at):
+            return False
+        if not full:
+            self._collect()
+            if not in_flight:
+                return False
+        # The oldest unfinished frame (the first sent) is the one nearest to its overwrite.
+        return next(iter(in_flight.values())).image_id <= limit
 
     def dropped(self) -> None:
         """The queue was discarded (socket closed): nothing of it is sent any more (native
         frames stay owed until libzmq has let go of them)."""
         if self._notices is not None:
-            for key, item in self._in_flight.items():
-                self._owed[key] = item.view
+            self._owed.update(self._in_flight)
         self._in_flight.clear()
+        self._trackers.clear()
         self._last_key = None

@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from stddaq_common.bus.metadata import ImageMeta
 from stddaq_common.bus.metadata_stream import MetadataSubscriber
 from stddaq_common.rate_limited_log import RateLimitedLog
-from stddaq_common.ring.image_ring import ImageRing
+from stddaq_common.ring.image_ring import ImageRing, SlotView
 from stddaq_common.runtime.stats import Counter, Gauge, Stats
 from stddaq_live_stream.image_copy import ImageCopier, NotCopied
-from stddaq_live_stream.image_layout import layout_of
-from stddaq_live_stream.output_formats import OutputFormat
-from stddaq_live_stream.rate_modes import RateMode
+from stddaq_live_stream.image_layout import ImageLayout, layout_of
+from stddaq_live_stream.output_formats import Array10Format, OutputFormat
+from stddaq_live_stream.rate_modes import ForwardMode, RateMode
 from stddaq_live_stream.ring_source import RingSource
 from stddaq_live_stream.slot_sender import DEFAULT_MAX_IN_FLIGHT, SlotSender
 from stddaq_live_stream.viewer_socket import Part, ViewerSocket
@@ -50,6 +50,10 @@ RECEIVE_TIMEOUT_MS = 100
 """Longest wait for metadata before the loop looks at stop, viewers and the ring again."""
 
 HOUSEKEEPING_INTERVAL_S = 0.1
+"""How often the loop takes in (un)subscriptions while viewers are on, reads every release
+notice and checks the ring (and as often when no metadata comes)."""
+
+LAYOUT_CACHE_SIZE = 8
 
 
 
@@ -173,7 +177,11 @@ class LiveStream:
         self.counters = StreamCounters.register(stats)
         self.gauges = StreamGauges.register(stats, viewers.send_hwm)
         self._copier = ImageCopier(slot_bytes, send_buffers)
-        self._slots = SlotSender(zero_copy_in_flight)
+        self._slots = SlotSender(zero_copy_in_flight, native=viewers.native_slots)
+        self._every_image = isinstance(mode, ForwardMode)
+        self._array10 = output if isinstance(output, Array10Format) and self._slots.native else None
+        """The array-1.0 format where slots go to libzmq directly: the fast path."""
+        self._layouts: dict[tuple[int, int, int, int, int], ImageLayout] = {}
         self._warnings = RateLimitedLog(log)
         self._next_housekeeping = 0.0
         self._bad_metadata_seen = 0
@@ -188,14 +196,19 @@ class LiveStream:
         receive = self._metadata.receive
         handle = self.handle
         clock = self._clock
-        while not stop.is_set():
-            meta = receive(RECEIVE_TIMEOUT_MS)
-            now = clock()
-            if meta is not None:
-                self._viewers.poll_subscriptions()
-                handle(meta, now)
-            if now >= self._next_housekeeping:
-                self._housekeeping(now)
+        viewers = self._viewers
+        try:
+            while not stop.is_set():
+                meta = receive(RECEIVE_TIMEOUT_MS)
+                now = clock()
+                if meta is not None:
+                    if not viewers.subscriptions:  # a new viewer is served from its first image;
+                        viewers.poll_subscriptions()  # with viewers, housekeeping looks 10x/s
+                    handle(meta, now)
+                if now >= self._next_housekeeping:
+                    self._housekeeping(now)
+        finally:
+            self.counters.torn_on_wire.value = self._slots.torn_on_wire
 
     def _housekeeping(self, now: float) -> None:
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
@@ -203,7 +216,9 @@ class LiveStream:
         self.gauges.viewers.set(self._viewers.subscriptions)
         source = self._ring_source
         source.check(now)
-        self._reap(source.current)
+        if self._slots.in_flight and self._slots.reap(source.current):
+            self._drop_queue()
+        self.counters.torn_on_wire.value = self._slots.torn_on_wire
         self.gauges.ring_name_missing.set(source.name_missing)
         self.gauges.ring_unverified.set(source.unverified)
         self.gauges.rings_resized.set(source.resized)
@@ -214,32 +229,37 @@ class LiveStream:
         self.gauges.send_buffers.set(self._copier.pool.size)
         self._stats.maybe_emit(now)
 
-    def _reap(self, ring: ImageRing | None) -> None:
-        """Check the zero-copy frames in flight; drop the viewers' queue if one is endangered."""
-        slots = self._slots
-        if not slots.in_flight:
-            return
-        endangered = slots.reap(ring)
-        self.counters.torn_on_wire.value = slots.torn_on_wire
-        if not endangered:
-            return
+    def _drop_queue(self) -> None:
+        """Drop the viewers' queue: an image queued from its slot is about to be overwritten."""
         log.warning("dropping the viewers' queue: an image queued from its slot was about to be "
                     "overwritten (viewers too slow for the acquisition; they reconnect)")
         self._viewers.reset()
-        slots.dropped()
+        self._slots.dropped()
         self.counters.viewer_resets.value += 1
+
+    def _layout(self, meta: ImageMeta, nbytes: int) -> ImageLayout:
+        """layout_of(meta, nbytes), from a small cache (an acquisition has one layout)."""
+        key = (meta.height, meta.width, meta.dtype, meta.compression, nbytes)
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = layout_of(meta, nbytes)  # BadImage: never cached
+            if len(self._layouts) >= LAYOUT_CACHE_SIZE:
+                self._layouts.clear()
+            self._layouts[key] = layout
+        return layout
 
     def handle(self, meta: ImageMeta, now: float) -> None:
         """Send one image to the viewers if the mode selects it and it can be read whole."""
         counters = self.counters
         counters.seen.value += 1
-        if self._slots.in_flight:  # every message: the writer moves on whatever is sent
-            self._reap(self._ring_source.current)
+        slots = self._slots
+        if slots.reap(self._ring_source.current, full=False):  # every message: the writer
+            self._drop_queue()  # moves on whatever is sent
         image_id = meta.image_id
-        if not self._mode.selects(image_id, now):
+        if not self._every_image and not self._mode.selects(image_id, now):
             counters.skipped_by_mode.value += 1
             return
-        if not self._viewers.has_viewers:
+        if not self._viewers.subscriptions:
             counters.unwatched.value += 1
             return
         ring = self._ring_source.get(now)
@@ -258,13 +278,39 @@ class LiveStream:
             return
         if not ring.verified:
             counters.unverified.value += 1
+        array10 = self._array10
+        try:
+            layout = self._layout(meta, view.nbytes)
+            header = array10.header(meta, layout) if array10 is not None else b""
+        except ValueError as error:  # BadImage: what the metadata got wrong
+            counters.bad_images.value += 1
+            self._warnings.warning("bad images", "image %d not streamed: %s", image_id, error)
+            return
+        if array10 is not None and not layout.compressed and slots.can_send(view, ring) and slots.take(view):
+            # The common case, in three C calls: the header (copied), the slot (tracked).
+            if self._viewers.send_from_slot(header, view.address, view.nbytes):
+                counters.sent.value += 1
+                counters.sent_zero_copy.value += 1
+            else:
+                counters.dropped_slow_viewer.value += 1
+                slots.unsent()
+            return
+        self._send_other(meta, view, ring, layout)
+
+    def _send_other(self, meta: ImageMeta, view: SlotView, ring: ImageRing, layout: ImageLayout) -> None:
+        """Send an image the fast path does not take: copied, decompressed, or a zero-copy
+        frame in another format (or through pyzmq)."""
+        counters = self.counters
         zero_copy = False
         image: Part | NotCopied
         try:
-            layout = layout_of(meta, view.nbytes)
             if layout.compressed and not self._output.sends_compressed:
                 image = self._copier.decompress_out(view, layout.dtype, layout.raw_nbytes)
-            elif self._slots.can_send(view, ring) and (frame := self._slots.frame(view)) is not None:
+            elif (
+                self._array10 is None
+                and self._slots.can_send(view, ring)
+                and (frame := self._slots.frame(view)) is not None
+            ):
                 image = frame
                 zero_copy = True
             else:
@@ -277,8 +323,10 @@ class LiveStream:
                 return
             parts = self._output.parts(meta, layout, image)
         except ValueError as error:  # BadImage, WireFormatError: what the metadata or data got wrong
+            if zero_copy:
+                self._slots.unsent()
             counters.bad_images.value += 1
-            self._warnings.warning("bad images", "image %d not streamed: %s", image_id, error)
+            self._warnings.warning("bad images", "image %d not streamed: %s", meta.image_id, error)
             return
         if self._viewers.send(parts):
             counters.sent.value += 1

@@ -111,6 +111,20 @@ class ViewerSocket:
             self._send_part(parts[index], zmq.NOBLOCK | (zmq.SNDMORE if index < last else 0))
         return True
 
+    def send_from_slot(self, header: bytes, address: int, nbytes: int) -> bool:
+        """Queue [header, the `nbytes` at `address`] for every viewer, the second part
+        tracked (stddaq_common.bus.pinned_send); False if ZeroMQ refused it. Only where
+        `native_slots` is True."""
+        if self._pinned.send_after_header(header, address, nbytes):
+            return True
+        self.refused += 1
+        return False
+
+    @property
+    def native_slots(self) -> bool:
+        """True if `send_from_slot` is available (libzmq's C functions are reachable)."""
+        return self._pinned.native
+
     def _send_part(self, part: Part, flags: int) -> None:
         if isinstance(part, PinnedBuffer):
             self._pinned.send(part, flags)

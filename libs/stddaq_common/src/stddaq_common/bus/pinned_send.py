@@ -19,6 +19,10 @@ thread writes the low 32 bits of the buffer's address into the pipe when it lets
 the buffer; `ReleaseNotices.drain()` reads them, no thread and no GIL involved. The
 caller keys its buffers by `release_key(address)` and keeps at most one buffer per key
 queued at a time (and far fewer than the pipe's 16,384 notices unread).
+
+`PinnedSender.send_after_header` sends a copied header part and a tracked buffer as one
+two-part message in three C calls and no Python object per message: the live stream's
+path for an image sent from its ring slot.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ def _load_libzmq() -> ctypes.CDLL | None:
             ("zmq_msg_init_data", [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
                                    ctypes.c_void_p, ctypes.c_void_p]),
             ("zmq_msg_send", [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]),
+            ("zmq_send", [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]),
             ("zmq_msg_close", [ctypes.c_void_p]),
             ("zmq_errno", []),
         )
@@ -80,6 +85,7 @@ def _load_libzmq() -> ctypes.CDLL | None:
 _libzmq = _load_libzmq()
 
 _KEY = struct.Struct("=I")
+_NOBLOCK_MORE = zmq.NOBLOCK | zmq.SNDMORE
 _IONBF = 2
 """glibc's setvbuf mode for an unbuffered stream."""
 
@@ -164,6 +170,45 @@ class PinnedSender:
         self._message = ctypes.create_string_buffer(ZMQ_MSG_T_BYTES)
         self.native = _libzmq is not None
         """True if sends go straight to libzmq; False: pyzmq zero-copy fallback."""
+        self._tracking: tuple[int, int] | None = None
+        """(free function, hint) of tracked sends, once the release notices exist."""
+
+    def _tracked_free(self) -> tuple[int, int]:
+        tracking = self._tracking
+        if tracking is None:
+            notices = release_notices()
+            if notices is None:
+                raise ValueError("tracked native sends are not available (check release_notices())")
+            tracking = self._tracking = (notices.free_function, notices.stream)
+        return tracking
+
+    def send_after_header(self, header: bytes, address: int, nbytes: int) -> bool:
+        """Send `header` (copied) and the `nbytes` at `address` (tracked, as `send` of a
+        tracked PinnedBuffer) as one two-part message, without blocking. False if the
+        socket refused the message (EAGAIN at the header: nothing was sent and no release
+        is reported); ZMQError for anything else. Only where `native` is True."""
+        library = _libzmq
+        if library is None:
+            raise ValueError("send_after_header needs libzmq's C functions (check `native`)")
+        free_function, hint = self._tracking or self._tracked_free()
+        handle = self._handle
+        while library.zmq_send(handle, header, len(header), _NOBLOCK_MORE) < 0:
+            errno = library.zmq_errno()
+            if errno == errno_module.EINTR:
+                continue
+            if errno == zmq.EAGAIN:
+                return False
+            raise zmq.ZMQError(errno)
+        message = self._message
+        if library.zmq_msg_init_data(message, address, nbytes, free_function, hint) != 0:
+            raise zmq.ZMQError(library.zmq_errno())
+        # Once a message's first part is accepted, ZeroMQ accepts the rest of it.
+        while library.zmq_msg_send(message, handle, zmq.NOBLOCK) < 0:
+            errno = library.zmq_errno()
+            if errno != errno_module.EINTR:
+                library.zmq_msg_close(message)
+                raise zmq.ZMQError(errno)
+        return True
 
     def send(self, buffer: PinnedBuffer, flags: int = 0) -> None:
         """Send `buffer` as one message part; raises zmq.Again (NOBLOCK, queue full) or
