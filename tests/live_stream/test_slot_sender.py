@@ -147,3 +147,81 @@ def test_the_pyzmq_fallback_tracks_frames_too(
         assert sub.recv_multipart()[1] == _pixels(image_id)
     _until(lambda: not sender.reap(ring) and sender.in_flight == 0)
     assert sender.torn_on_wire == 0
+
+
+def _send_refused(sender: SlotSender, ring: ImageRing, image_id: int) -> None:
+    """Write image `image_id`, track its slot and have libzmq let go of it at once."""
+    ring.write(image_id, _pixels(image_id))
+    frame = sender.frame(_view(ring, image_id))
+    assert isinstance(frame, PinnedBuffer)
+    _refuse(frame)
+
+
+def test_cheap_reaps_read_notices_only_when_due_yet_before_any_slot_changes(ring: ImageRing) -> None:
+    """Per message the notices are not read while few frames are queued far from their
+    overwrite; they are read once the oldest is half a ring from it, and every slot is
+    then checked while it still holds its image (no false torn_on_wire)."""
+    sender = SlotSender(max_in_flight=8)
+    _send_refused(sender, ring, 0)
+    _send_refused(sender, ring, 1)
+    assert not sender.reap(ring, full=False)
+    assert sender.in_flight == 2  # released, but not read: not yet due
+    image_id = 2
+    while sender.in_flight:  # the writer moves on, one image per metadata message
+        ring.write(image_id, _pixels(image_id))
+        assert not sender.reap(ring, full=False)
+        # Read at the latest when the oldest (image 0) is half a ring from its overwrite.
+        assert image_id <= N_SLOTS // 2
+        image_id += 1
+    assert sender.torn_on_wire == 0
+
+
+def test_cheap_reaps_read_notices_once_half_of_max_in_flight_is_queued(ring: ImageRing) -> None:
+    sender = SlotSender(max_in_flight=8)
+    for image_id in range(3):
+        _send_refused(sender, ring, image_id)
+        assert not sender.reap(ring, full=False)
+    assert sender.in_flight == 3
+    _send_refused(sender, ring, 3)  # 4 = max_in_flight // 2 queued: due
+    assert not sender.reap(ring, full=False)
+    assert sender.in_flight == 0 and sender.torn_on_wire == 0
+
+
+def test_a_full_reap_reads_every_notice(ring: ImageRing) -> None:
+    sender = SlotSender(max_in_flight=8)
+    _send_refused(sender, ring, 0)
+    assert not sender.reap(ring)
+    assert sender.in_flight == 0 and sender.torn_on_wire == 0
+
+
+def test_send_from_slot_delivers_header_and_exact_slot_bytes_and_reports_the_release(
+    ring: ImageRing, viewer_pair: tuple[ViewerSocket, zmq.Socket[bytes]]
+) -> None:
+    viewers, sub = viewer_pair
+    sender = SlotSender()
+    for image_id in range(4):
+        ring.write(image_id, _pixels(image_id))
+        view = _view(ring, image_id)
+        assert sender.take(view)
+        assert viewers.send_from_slot(b'{"frame":%d}' % image_id, view.address, view.nbytes)
+    for image_id in range(4):
+        assert sub.recv_multipart() == [b'{"frame":%d}' % image_id, _pixels(image_id)]
+    _until(lambda: not sender.reap(ring) and sender.in_flight == 0)
+    assert sender.torn_on_wire == 0
+
+
+def test_a_refused_send_after_header_sends_nothing_and_owes_no_release(ring: ImageRing) -> None:
+    context = zmq.Context()
+    push = context.socket(zmq.PUSH)
+    try:
+        push.bind("inproc://refuse-" + uuid.uuid4().hex)  # no peer: every send is refused
+        ring.write(0, _pixels(0))
+        view = _view(ring, 0)
+        notices = release_notices()
+        assert notices is not None
+        notices.drain()
+        assert not PinnedSender(push).send_after_header(b"header", view.address, view.nbytes)
+        assert release_key(view.address) not in notices.drain()
+    finally:
+        push.close(linger=0)
+        context.term()
