@@ -225,3 +225,18 @@ def test_a_refused_send_after_header_sends_nothing_and_owes_no_release(ring: Ima
     finally:
         push.close(linger=0)
         context.term()
+
+
+def test_a_failed_send_keeps_its_key_owed_until_its_release(ring: ImageRing) -> None:
+    """A send that failed with an error (not EAGAIN) may or may not hold the slot: the key
+    is not reused until a release for it comes."""
+    sender = SlotSender()
+    ring.write(0, _pixels(0))
+    view = _view(ring, 0)
+    assert sender.take(view)
+    sender.failed()
+    assert sender.in_flight == 1
+    assert not sender.take(view)  # copied, never sent from the slot again yet
+    _refuse(PinnedBuffer(view.address, view.nbytes, view.data, tracked=True))  # the release comes
+    _until(lambda: (sender.reap(ring), sender.in_flight == 0)[1])
+    assert sender.take(view)

@@ -135,6 +135,16 @@ class SlotSender:
             self._trackers.pop(self._last_key, None)
             self._last_key = None
 
+    def failed(self) -> None:
+        """Native: sending the last frame failed (ZMQError): whether libzmq holds it is
+        unknown, so its key stays owed until a release for it comes (maybe never: that
+        slot is then always copied, never mistaken for a newer frame's)."""
+        if self._last_key is not None and self._notices is not None:
+            view = self._in_flight.pop(self._last_key, None)
+            if view is not None:
+                self._owed[self._last_key] = view
+        self._last_key = None
+
     def _collect(self) -> None:
         """Finish the frames ZeroMQ let go of (check their slots)."""
         in_flight = self._in_flight

@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import zmq
+
 from stddaq_common.bus.metadata import ImageMeta
 from stddaq_common.bus.metadata_stream import MetadataSubscriber
 from stddaq_common.rate_limited_log import RateLimitedLog
@@ -288,7 +290,12 @@ class LiveStream:
             return
         if array10 is not None and not layout.compressed and slots.can_send(view, ring) and slots.take(view):
             # The common case, in three C calls: the header (copied), the slot (tracked).
-            if self._viewers.send_from_slot(header, view.address, view.nbytes):
+            try:
+                sent = self._viewers.send_from_slot(header, view.address, view.nbytes)
+            except zmq.ZMQError:
+                slots.failed()
+                raise
+            if sent:
                 counters.sent.value += 1
                 counters.sent_zero_copy.value += 1
             else:
