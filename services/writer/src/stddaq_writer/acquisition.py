@@ -100,9 +100,11 @@ class Acquisition:
         self.progress = Progress()
         self.summary: FileSummary | None = None
         self.ring_name_reported = False
-        self.flushed = 0
-        """Images written (status 1) as of the last flush: what the file is sure to hold
-        even if the process is killed."""
+        self._flushed_at_close: int | None = None
+        self._flush_asked: int | None = None
+        """The file's flush count when a flush was left for the next block boundary."""
+        self._pace = (0.0, 0)
+        """(monotonic s, images written) at the last timed flush: the rate of growth."""
         self.close_failed = False
         self._budget = file_size_budget(reserve_bytes)
         self._image_bytes = spec.image_bytes
@@ -173,14 +175,45 @@ class Acquisition:
         self.writer.counts.rejected += 1
         self.progress.dirty = True
 
+    @property
+    def flushed(self) -> int:
+        """Images written (status 1) as of the last flush: what the file is sure to hold
+        even if the process is killed."""
+        if self._flushed_at_close is not None:
+            return self._flushed_at_close
+        return self.file.n_flushed
+
     def flush(self) -> None:
         """Make everything so far visible to SWMR readers; AcquisitionError on failure."""
         try:
             self.file.flush()
-            self.flushed = self.writer.counts.written
         except OSError as error:
             self.fail(f"flushing {self.path} failed: {describe_os_error(error)}")
             raise AcquisitionError(self.failure) from None
+
+    def timed_flush(self, now: float, *, force: bool = False) -> bool:
+        """The periodic SWMR flush: True once done (now, or at the block boundary it was
+        left for since the last call); False while it waits for that boundary (`force`:
+        now, dropping chunks allocated ahead). Sizes the file's growth blocks to the rate
+        seen since the last timed flush. AcquisitionError on failure."""
+        image_file = self.file
+        asked = self._flush_asked
+        try:
+            if asked is None or image_file.flushes == asked:
+                if force:
+                    image_file.flush()
+                elif not image_file.flush_when_aligned():
+                    self._flush_asked = image_file.flushes
+                    return False
+        except OSError as error:
+            self.fail(f"flushing {self.path} failed: {describe_os_error(error)}")
+            raise AcquisitionError(self.failure) from None
+        self._flush_asked = None
+        then, written = self._pace
+        if then and now > then:
+            image_file.set_block((image_file.n_written - written) / (now - then))
+        self._pace = (now, image_file.n_written)
+        return True
 
     def fail(self, reason: str) -> None:
         """Stop on an error: give back the disk reserve, close the file, keep the reason."""
@@ -204,7 +237,7 @@ class Acquisition:
             self._reserve.release()
         try:
             self.summary = self.file.close(n_images, reason)
-            self.flushed = self.summary.n_written
+            self._flushed_at_close = self.summary.n_written
         except (OSError, RuntimeError) as error:  # h5py raises RuntimeError for some failed closes
             self.close_failed = True
             failed_close = f"closing {self.path} failed: {describe_os_error(error)}"

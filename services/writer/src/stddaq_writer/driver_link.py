@@ -40,19 +40,29 @@ class DriverLink:
         self._commands.setsockopt(zmq.LINGER, 0)
         self._commands.setsockopt(zmq.RCVHWM, 1_000_000)
         self._commands.connect(driver_address(detector, index, ipc_dir))
-        self._poller = zmq.Poller()
-        self._poller.register(self._commands, zmq.POLLIN)
+        self._timeout_ms = -1
+        """The receive timeout set on the command socket (-1: none yet)."""
 
-    def wait_for_command(self, timeout_ms: int) -> bool:
-        """True if a command can be received within `timeout_ms`."""
-        return bool(self._poller.poll(timeout_ms))
+    def receive(self, timeout_ms: int) -> list[bytes] | None:
+        """The next command's parts, waiting up to `timeout_ms`; None if none came.
 
-    def receive(self) -> list[bytes] | None:
-        """The next command's parts, None if none is waiting."""
+        One blocking receive with the socket's RCVTIMEO (no separate poll: that costs
+        more than the receive itself); a frame without more parts, the usual command,
+        becomes a one-element list without asking the socket for RCVMORE.
+        """
+        commands = self._commands
+        if timeout_ms != self._timeout_ms:
+            commands.setsockopt(zmq.RCVTIMEO, timeout_ms)
+            self._timeout_ms = timeout_ms
         try:
-            return self._commands.recv_multipart(zmq.NOBLOCK)
+            frame = commands.recv(copy=False)
         except zmq.Again:
             return None
+        parts = [frame.bytes]
+        while frame.more:
+            frame = commands.recv(copy=False)
+            parts.append(frame.bytes)
+        return parts
 
     def send(self, payload: bytes, *, wait: bool) -> bool:
         """Send without blocking; with `wait` (an answer: the driver just sent the command

@@ -46,6 +46,12 @@ METADATA_CHUNK_RECORDS = 4096
 
 COMPRESSIONS = FILE_COMPRESSIONS
 
+METADATA_BLOCK_BYTES = 1 << 20
+"""Direct-I/O files: HDF5 takes file space for its metadata (chunk index blocks, ...) in
+blocks of this size instead of 2 KiB, so growing `data` by a block of chunks almost never
+puts metadata among the new chunks (direct_io, image_file). Placement only: readers see
+the same file."""
+
 
 @dataclass(frozen=True, slots=True)
 class ImageColumn:
@@ -190,7 +196,11 @@ def create_image_file(
     direct_io = direct_io and spec.compression == "none" and direct_io_possible(spec.image_bytes)
     alignment: dict[str, int] = {}
     if direct_io:
-        alignment = {"alignment_threshold": spec.image_bytes, "alignment_interval": ALIGNMENT}
+        alignment = {
+            "alignment_threshold": spec.image_bytes,
+            "alignment_interval": ALIGNMENT,
+            "meta_block_size": METADATA_BLOCK_BYTES,
+        }
     h5file = h5py.File(path, "w-", libver=FILE_FORMAT_BOUNDS, **alignment)
     direct: DirectChunkWriter | None = None
     try:

@@ -65,6 +65,9 @@ class GrowCalls:
         self._size = _hsize()
         self._size_ref = ctypes.byref(self._size)
         self._dims = (_hsize * rank)()
+        self._shape = tuple(data_id.shape)
+        for axis, length in enumerate(self._shape):
+            self._dims[axis] = length
         self._file_hid = int(file_id.id)
         self._data_hid = int(data_id.id)
         self.direct = False
@@ -94,8 +97,19 @@ class GrowCalls:
                     return int(self._size.value)
         return int(self._file_id.get_filesize())
 
+    def set_length(self, length: int) -> None:
+        """Resize the dataset's first dimension to `length` (the others as set before by
+        `set_extent`, or as the dataset was created)."""
+        if self.direct:
+            self._dims[0] = length
+            with self._phil:
+                if self._set_extent(self._data_hid, self._dims) >= 0:
+                    return
+        self._data_id.set_extent((length, *self._shape[1:]))
+
     def set_extent(self, shape: tuple[int, ...]) -> None:
         """Resize the dataset to `shape` (its rank)."""
+        self._shape = tuple(shape)
         if self.direct:
             dims = self._dims
             for axis, length in enumerate(shape):

@@ -43,6 +43,12 @@ CHUNK_ZEROS, CHUNK_IMAGE, CHUNK_UNKNOWN = 0, 1, 2
 """What a chunk of a direct-I/O file holds: zeros (new file space or zeroed), an image
 written, or unknown (placed by the index, never written: zeroed before close)."""
 
+MAX_BLOCK = 8
+"""Most chunks `data` is grown by at once (early-allocated files)."""
+
+BLOCK_SECONDS = 0.25
+"""A growth block covers about this long at the current rate."""
+
 PENDING_RECORDS = 1024
 """Records held before they are written even without a flush."""
 
@@ -85,7 +91,7 @@ class PendingRecords:
         self._indices.append(index)
         self._ids.append(image_id)
         self._statuses.append(status)
-        for column, value in zip(self._values, values or self._zeros, strict=True):
+        for column, value in zip(self._values, values or self._zeros):  # equal lengths
             column.append(value)
         self.count += 1
 
@@ -137,10 +143,20 @@ class ImageFile:
         self._direct: DirectChunkWriter | None = handles.direct
         self._early = handles.direct is not None
         """`data` allocates its chunks early and writes no fill (files made for direct I/O)."""
-        self._offsets = np.full(1024 if handles.direct else 0, -1, np.int64)
-        """Per index: the chunk's file offset (direct I/O), -1 while unknown."""
-        self._state = np.full(len(self._offsets), CHUNK_UNKNOWN, np.int8)
-        """Per index (direct I/O): CHUNK_ZEROS, CHUNK_IMAGE or CHUNK_UNKNOWN."""
+        self._offsets: list[int] = []
+        """Per index (early allocation): the chunk's file offset, -1 while unknown."""
+        self._state = bytearray()
+        """Per index (early allocation): CHUNK_ZEROS, CHUNK_IMAGE or CHUNK_UNKNOWN (a
+        bytearray and a list: an item costs a fraction of a numpy item assignment)."""
+        self._allocated = 0
+        """Length of `data` as HDF5 has it: `extent` plus the chunks allocated ahead."""
+        self.block = 1
+        """Chunks allocated per growth of an early-allocated `data` (set_block)."""
+        self._flush_wanted = False
+        """A flush is due: done at the next block boundary (flush_when_aligned)."""
+        self._allocated_to: int | None = None
+        """The file's end of allocation right after the last growth of `data`, as long as
+        this file has made no other HDF5 call since (None: read it before growing)."""
         self._behind = WriteBehind(path, write_behind_bytes)
         self._extent = 0
         self._pending = PendingRecords(len(spec.columns))
@@ -151,6 +167,10 @@ class ImageFile:
         self.n_missing = 0
         self.bytes_written = 0
         self.closed = False
+        self.flushes = 0
+        """Flushes done so far (also those done at a block boundary)."""
+        self.n_flushed = 0
+        """Images written as of the last flush."""
 
     @classmethod
     def create(
@@ -190,37 +210,78 @@ class ImageFile:
             self._grow.set_extent((length, *self._image_shape))
             self._extent = length
             return
-        while self._extent < length:  # one chunk per step: each step's place is known
-            self._grow_one()
+        if length > self._allocated:
+            if self._flush_wanted and self._allocated == self._extent:
+                self.flush()  # at a block boundary: readers see exactly what is written
+            self._grow_block(max(length, self._allocated + self.block))
+        self._extent = length
 
-    def _grow_one(self) -> None:
-        """Extend `data` by one image (early-allocated file) and, while O_DIRECT is on, note
-        where its chunk was allocated."""
-        index = self._extent
+    def _grow_block(self, length: int) -> None:
+        """Extend `data` (early-allocated file) to `length` images in one `set_extent` and,
+        while O_DIRECT is on, note where each new chunk was allocated.
+
+        HDF5 allocates the new chunks one after the other in index order at the end of
+        the file, each aligned (h5_layout). When the end of allocation grew by exactly
+        that (alignment padding, then whole aligned chunks), chunk k of the block is at
+        `align_up(before) + k * align_up(chunk_bytes)`: the only layout of that many
+        aligned chunk-sized places in the new space in index order. The end of allocation
+        before the growth is the one read after the previous growth when this file made
+        no HDF5 call in between (nothing else can have allocated). Any other growth is
+        resolved by asking the chunk index for each chunk of the block (HDF5 put
+        something else, such as a block of its metadata, among them: with the 1 MiB
+        metadata blocks of h5_layout that is the first growth of a file, about never
+        later); the first chunk of every file and every `VERIFY_EVERY`-th are checked
+        against the index too.
+        """
+        first = self._allocated
+        count = length - first
         grow = self._grow
-        before = grow.filesize()
-        grow.set_extent((index + 1, *self._image_shape))
+        before = self._allocated_to
+        if before is None:
+            before = grow.filesize()
+        grow.set_length(length)
         after = grow.filesize()
-        self._extent = index + 1
-        if index >= len(self._offsets):
-            more = max(len(self._offsets), index + 1 - len(self._offsets))
-            self._offsets = np.concatenate([self._offsets, np.full(more, -1, np.int64)])
-            self._state = np.concatenate([self._state, np.full(more, CHUNK_UNKNOWN, np.int8)])
+        self._allocated_to = after
+        self._allocated = length
+        self._offsets.extend([-1] * count)
+        self._state.extend(bytes([CHUNK_UNKNOWN]) * count)
         if self._direct is None:
             return  # state stays unknown: zeroed through HDF5 unless an image is written
         chunk_bytes = self._chunk_bytes
-        fresh = after == align_up(before) + chunk_bytes
-        offset = after - chunk_bytes if fresh else None
-        if offset is None or index % VERIFY_EVERY == 0:
-            actual = self._chunk_offset_from_index(index)
-            if offset is not None and actual != offset:
-                log.error("%s: chunk %d is at %s, not at %d as derived: O_DIRECT off for this file",
-                          self.path, index, actual, offset)
-                self._direct_off()
-                return
-            offset = actual
-        self._offsets[index] = offset
-        self._state[index] = CHUNK_ZEROS if fresh else CHUNK_UNKNOWN
+        stride = align_up(chunk_bytes)
+        start = align_up(before)
+        fresh = after == start + (count - 1) * stride + chunk_bytes
+        offsets = self._offsets
+        for index in range(first, length):
+            offset = start + (index - first) * stride if fresh else None
+            if offset is None or index % VERIFY_EVERY == 0:
+                actual = self._chunk_offset_from_index(index)
+                if offset is not None and actual != offset:
+                    log.error("%s: chunk %d is at %s, not at %d as derived: O_DIRECT off for this file",
+                              self.path, index, actual, offset)
+                    self._direct_off()
+                    return
+                offset = actual
+            offsets[index] = offset
+        if fresh:
+            self._state[first:length] = bytes([CHUNK_ZEROS]) * count
+
+    def _trim(self) -> None:
+        """Give `data` exactly the images written or recorded (`extent`): the chunks
+        allocated ahead are dropped (SWMR-write mode never reuses their file space: it
+        stays a hole that was never written, at most `MAX_BLOCK` - 1 chunks)."""
+        if self._allocated <= self._extent:
+            return
+        self._hdf5_call()
+        self._grow.set_length(self._extent)
+        self._allocated = self._extent
+        del self._offsets[self._extent :]
+        del self._state[self._extent :]
+
+    def _hdf5_call(self) -> None:
+        """Note that this file is about to make an HDF5 call other than growing `data`
+        (it may allocate file space: the next growth reads the end of allocation first)."""
+        self._allocated_to = None
 
     def _chunk_offset_from_index(self, index: int) -> int:
         info = self._data_id.get_chunk_info_by_coord((index, 0, 0))
@@ -245,9 +306,10 @@ class ImageFile:
         if early:  # a write that fails part-way leaves the chunk unknown (zeroed at close)
             state = self._state
             state[index] = CHUNK_UNKNOWN
-        if direct is not None and direct.write(int(self._offsets[index]), chunk, address):
+        if direct is not None and direct.write(self._offsets[index], chunk, address):
             self.direct_writes += 1
         else:
+            self._allocated_to = None
             self._data_id.write_direct_chunk((index, 0, 0), chunk)
             self._behind.wrote(nbytes)
         if early:
@@ -260,6 +322,7 @@ class ImageFile:
         if self._early:
             self._zero(index)
             return
+        self._hdf5_call()
         self._handles.data[index] = self._zero_image
 
     def _zero(self, index: int) -> None:
@@ -268,8 +331,9 @@ class ImageFile:
         if self._state[index] == CHUNK_ZEROS:
             return
         if self._direct is not None and self._offsets[index] >= 0:
-            self._direct.zero(int(self._offsets[index]))
+            self._direct.zero(self._offsets[index])
         else:
+            self._hdf5_call()
             self._handles.data[index] = self._zero_image
         self._state[index] = CHUNK_ZEROS
 
@@ -300,6 +364,7 @@ class ImageFile:
         self._pending.add(index, image_id, status, values)
 
     def _write_records(self) -> None:
+        self._hdf5_call()
         handles = self._handles
         length = self._extent
         handles.metadata.resize((length,))
@@ -313,9 +378,31 @@ class ImageFile:
         pending.clear()
 
     def flush(self) -> None:
-        """Write the held records and flush, so that SWMR readers see everything so far."""
+        """Write the held records and flush, so that SWMR readers see everything so far
+        (chunks allocated ahead are dropped first: `data` has exactly `extent` images)."""
+        self._trim()
         self._write_records()
+        self._hdf5_call()
         self._handles.file.flush()
+        self._flush_wanted = False
+        self.flushes += 1
+        self.n_flushed = self.n_written
+
+    def flush_when_aligned(self) -> bool:
+        """Flush now if `data` holds no chunk allocated ahead (True), else at the next
+        block boundary, right before `data` grows again (False): readers then see the
+        file exactly as written without dropping allocated chunks."""
+        if self._allocated == self._extent:
+            self.flush()
+            return True
+        self._flush_wanted = True
+        return False
+
+    def set_block(self, images_per_second: float) -> None:
+        """Size the next growths of an early-allocated `data` for this rate: a block lasts
+        about BLOCK_SECONDS (1 to MAX_BLOCK chunks), so a flush waits at most that long
+        for a block boundary."""
+        self.block = max(1, min(MAX_BLOCK, int(images_per_second * BLOCK_SECONDS)))
 
     def close(self, n_images: int | None = None, reason: str = "") -> FileSummary:
         """Finish the file: final length, held records, final attributes, close.
@@ -329,6 +416,7 @@ class ImageFile:
         first_error: BaseException | None = None
         try:
             self._grow_to(max(n_images or 0, self._extent))
+            self._trim()
             self._zero_unwritten()
             self._write_records()
             group = self._handles.group
@@ -354,7 +442,8 @@ class ImageFile:
         """Direct I/O: every chunk without an image that is not proven new space gets zeros."""
         if not self._early:
             return
-        for index in np.flatnonzero(self._state[: self._extent] == CHUNK_UNKNOWN):
+        state = np.frombuffer(self._state, np.int8, count=self._extent)
+        for index in np.flatnonzero(state == CHUNK_UNKNOWN):
             self._zero(int(index))
 
     def summary(self) -> FileSummary:

@@ -32,6 +32,7 @@ from stddaq_common.bus.driver_writer import (
     ProtocolError,
     encode_event,
     parse_command,
+    parse_images,
 )
 from stddaq_common.bus.metadata import MetadataError, decode_image_metadata
 from stddaq_common.config.model import ConfigError, DaqConfig, parse_config
@@ -56,6 +57,10 @@ log = logging.getLogger("stddaq.writer")
 
 PROGRESS_INTERVAL_S = 0.1
 FLUSH_INTERVAL_S = 1.0
+FLUSH_OVERDUE_S = 2.0
+"""A flush waits for a block boundary of the file's growth (image_file) at most this
+long after the previous one (a stalled acquisition): then it drops the chunks allocated
+ahead."""
 REMEMBERED_ACQUISITIONS = 16
 """Recent `create` commands kept for their `master` (user, parameters, config)."""
 STD_DAQ_PREFIX = "file"
@@ -176,13 +181,17 @@ class WriterCommands:
             if acq.progress.dirty and now - self._last_progress >= PROGRESS_INTERVAL_S:
                 self._last_progress = now
                 self._send("progress", acq, write_latency_s=self._take_mean_latency())
-            if now - self._last_flush >= FLUSH_INTERVAL_S:
-                self._last_flush = now
-                self._check_ring_name(acq)
-                try:
-                    acq.flush()
+            since = now - self._last_flush
+            if since >= FLUSH_INTERVAL_S:
+                try:  # at a block boundary of the file's growth, unless overdue
+                    done = acq.timed_flush(now, force=since >= FLUSH_OVERDUE_S)
                 except AcquisitionError as error:
+                    self._last_flush = now
                     self._report_failure(acq, str(error))
+                    return
+                if done:
+                    self._last_flush = now
+                    self._check_ring_name(acq)
 
     def _check_ring(self, now: float) -> None:
         """Twice a second: notice a ring resized by another program (one error, counted; the
@@ -232,6 +241,16 @@ class WriterCommands:
 
     def handle(self, parts: list[bytes]) -> None:
         """Handle one driver message (one WriterAction part)."""
+        if len(parts) == 1:
+            images = parse_images(parts[0])  # the usual message, read without protobuf
+            if images is not None:
+                acq_id, index, metadata = images
+                on_image = self._on_image
+                for meta in metadata:
+                    on_image(meta, acq_id, index)
+                    if index is not None:
+                        index += 1
+                return
         try:
             if len(parts) != 1:
                 raise ProtocolError(f"a command is one WriterAction part, got {len(parts)} parts")
@@ -241,11 +260,11 @@ class WriterCommands:
             log.warning("bad driver message: %s", error)
             return
         if isinstance(command, ImageCommand):
-            self._on_image(command)
+            self._on_image(command.metadata, command.acq_id, command.index)
             return
         if isinstance(command, ImageBatchCommand):
             for image in command.images():
-                self._on_image(image)
+                self._on_image(image.metadata, image.acq_id, image.index)
             return
         if isinstance(command, CreateCommand):
             self._stddaq_driver = command.stddaq
@@ -264,22 +283,24 @@ class WriterCommands:
 
     # ----------------------------------------------------------------- commands
 
-    def _on_image(self, command: ImageCommand) -> None:
+    def _on_image(self, metadata: bytes, acq_id: int | None, position: int | None) -> None:
+        """One image (its ImageMetadata bytes) for acquisition `acq_id` at `position` of the
+        file (both None from a std_daq driver: the open file, in the order received)."""
         acq = self._acq
-        if command.acq_id is None:  # std_daq: the open file, in the order received
+        if acq_id is None:  # std_daq: the open file, in the order received
             if acq is None or not self._plain_acq or not acq.open:
                 self._stale.inc()
                 return
             index = self._received
             self._received += 1
         else:
-            if acq is None or self._plain_acq or acq.acq_id != command.acq_id or not acq.open:
+            if acq is None or self._plain_acq or acq.acq_id != acq_id or not acq.open:
                 self._stale.inc()
                 return
-            index = command.index or 0
+            index = position or 0
         started = perf_counter()
         try:
-            meta = decode_image_metadata(command.metadata)
+            meta = decode_image_metadata(metadata)
         except MetadataError as error:
             log.warning("image at index %d: %s", index, error)
             self._bad_messages.inc()

@@ -13,6 +13,7 @@ line.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -24,6 +25,19 @@ from stddaq_writer.writer_commands import WriterCommands, WriterOptions
 
 TICK_S = 0.05
 HEARTBEAT_INTERVAL_S = 1.0
+
+
+def settle_garbage_collector() -> None:
+    """Collect once, then keep everything that exists (modules, h5py, numpy, the
+    config: some 100,000 objects) out of the cyclic garbage collector's later passes.
+
+    Per image the writer makes no reference cycles; its collections were triggered by
+    the objects an SWMR flush makes and then walked every object of the process (a full
+    collection: about 2 % of the writer's CPU at 100 images/s). Frozen objects are still
+    freed by reference counting when they are dropped.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class WriterService:
@@ -52,13 +66,11 @@ class WriterService:
         handle = self.commands.handle
         wait_ms = int(TICK_S * 1000)
         monotonic = time.monotonic
+        settle_garbage_collector()
         while not stop.is_set():
-            # One command per poll: a receive only when the poll said one is there (a
-            # receive that finds nothing costs more than the poll).
-            if link.wait_for_command(wait_ms):
-                parts = link.receive()
-                if parts is not None:
-                    handle(parts)
+            parts = link.receive(wait_ms)  # waits up to TICK_S for one command
+            if parts is not None:
+                handle(parts)
             now = monotonic()
             if now >= self._next_timed_work:  # at most every TICK_S while commands flow
                 self._next_timed_work = now + 0.9 * TICK_S
