@@ -32,9 +32,8 @@ from stddaq_common.bus.driver_writer import (
     ProtocolError,
     encode_event,
     parse_command,
-    parse_images,
 )
-from stddaq_common.bus.metadata import MetadataError, decode_image_metadata
+from stddaq_common.bus.metadata import ImageMetaDecoder, MetadataError
 from stddaq_common.config.model import ConfigError, DaqConfig, parse_config
 from stddaq_common.names import shm_name
 from stddaq_common.ring.geometry import image_dtype, ring_geometry
@@ -146,6 +145,7 @@ class WriterCommands:
         )
         self._next_ring_check = 0.0
         self._unverified_seen = 0
+        self._decode = ImageMetaDecoder().decode
 
     @property
     def open_acq_id(self) -> int | None:
@@ -241,16 +241,6 @@ class WriterCommands:
 
     def handle(self, parts: list[bytes]) -> None:
         """Handle one driver message (one WriterAction part)."""
-        if len(parts) == 1:
-            images = parse_images(parts[0])  # the usual message, read without protobuf
-            if images is not None:
-                acq_id, index, metadata = images
-                on_image = self._on_image
-                for meta in metadata:
-                    on_image(meta, acq_id, index)
-                    if index is not None:
-                        index += 1
-                return
         try:
             if len(parts) != 1:
                 raise ProtocolError(f"a command is one WriterAction part, got {len(parts)} parts")
@@ -263,8 +253,10 @@ class WriterCommands:
             self._on_image(command.metadata, command.acq_id, command.index)
             return
         if isinstance(command, ImageBatchCommand):
-            for image in command.images():
-                self._on_image(image.metadata, image.acq_id, image.index)
+            acq_id, index = command.acq_id, command.first_index
+            for metadata in command.metadata:  # what command.images() stands for
+                self._on_image(metadata, acq_id, index)
+                index += 1
             return
         if isinstance(command, CreateCommand):
             self._stddaq_driver = command.stddaq
@@ -300,7 +292,7 @@ class WriterCommands:
             index = position or 0
         started = perf_counter()
         try:
-            meta = decode_image_metadata(metadata)
+            meta = self._decode(metadata)
         except MetadataError as error:
             log.warning("image at index %d: %s", index, error)
             self._bad_messages.inc()

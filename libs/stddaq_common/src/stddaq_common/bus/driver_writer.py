@@ -46,7 +46,6 @@ __all__ = [
     "encode_image_batch",
     "encode_plain_response",
     "parse_command",
-    "parse_images",
     "parse_response",
     "writer_address",
 ]
@@ -367,88 +366,6 @@ def parse_command(data: bytes) -> Command:
             incomplete_reason=master.incomplete_reason,
         )
     raise ProtocolError("a WriterAction without an action this writer knows")
-
-
-def _varint_at(data: bytes, pos: int, end: int) -> tuple[int, int]:
-    """The varint at `pos` and the position after it; ValueError if it runs past `end`."""
-    value = shift = 0
-    while pos < end:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            if value >> 64:
-                break
-            return value, pos
-        shift += 7
-        if shift > 63:
-            break
-    raise ValueError("bad varint")
-
-
-_RECORD_IMAGE_TAG: Final = 0x12  # WriterAction.record_image (field 2, wire type 2)
-_RECORD_IMAGES_TAG: Final = bytes(_TAG_RECORD_IMAGES)
-_EXTRAS_TAG: Final = bytes(_TAG_EXTRAS)
-
-
-def parse_images(data: bytes) -> tuple[int | None, int | None, list[bytes]] | None:
-    """The image commands, read straight from the bytes (the hot path: one per image).
-
-    A RecordImage gives `(acq_id, index, [metadata])` (acq_id and index None from a
-    std_daq driver, as ImageCommand has them); a RecordImages `(acq_id, first_index,
-    [metadata, ...])`. Only the layout `encode_image` / `encode_image_batch` (and std_daq)
-    make is read here, each field at most once and in that order; anything else (another
-    command, another field order, unknown or repeated fields, an empty metadata entry,
-    bad bytes) returns None, and parse_command, which reads any valid encoding and names
-    what is wrong, decides. Where this returns a result it is what parse_command returns.
-    """
-    end = len(data)
-    try:
-        if end > 2 and data[0] == _RECORD_IMAGE_TAG:
-            length, pos = _varint_at(data, 1, end)
-            if pos + length != end or pos >= end or data[pos] != 0x0A:
-                return None
-            size, pos = _varint_at(data, pos + 1, end)
-            stop = pos + size
-            if not size or stop > end:
-                return None
-            metadata = data[pos:stop]
-            if stop == end:
-                return None, None, [metadata]
-            if data[stop : stop + 2] != _EXTRAS_TAG:
-                return None
-            length, pos = _varint_at(data, stop + 2, end)
-            if pos + length != end:
-                return None
-            acq_id = index = 0
-            if pos < end and data[pos] == 0x08:
-                acq_id, pos = _varint_at(data, pos + 1, end)
-            if pos < end and data[pos] == 0x10:
-                index, pos = _varint_at(data, pos + 1, end)
-            return (acq_id, index, [metadata]) if pos == end else None
-        if data[:2] != _RECORD_IMAGES_TAG:
-            return None
-        length, pos = _varint_at(data, 2, end)
-        if pos + length != end:
-            return None
-        acq_id = first = 0
-        if pos < end and data[pos] == 0x08:
-            acq_id, pos = _varint_at(data, pos + 1, end)
-        if pos < end and data[pos] == 0x10:
-            first, pos = _varint_at(data, pos + 1, end)
-        entries = []
-        while pos < end:
-            if data[pos] != 0x1A:
-                return None
-            size, pos = _varint_at(data, pos + 1, end)
-            stop = pos + size
-            if not size or stop > end:
-                return None
-            entries.append(data[pos:stop])
-            pos = stop
-        return (acq_id, first, entries) if entries else None
-    except (ValueError, IndexError):
-        return None
 
 
 # ----------------------------------------------------------------- writer -> driver

@@ -257,6 +257,47 @@ def _detail_of(message: pb.ImageMetadata) -> DetectorInfo | None:
     return EgInfo(message.eg.exptime)
 
 
+class ImageMetaDecoder:
+    """decode_image_metadata for one thread, reusing one protobuf message (the same
+    results and errors, about a third of the cost per message: the writer's hot path)."""
+
+    __slots__ = ("_message",)
+
+    def __init__(self) -> None:
+        self._message = _ImageMetadata()
+
+    def decode(self, data: bytes | memoryview) -> ImageMeta:
+        """Parse ImageMetadata bytes (as decode_image_metadata); MetadataError if not one."""
+        message = self._message
+        try:
+            message.ParseFromString(data if type(data) is bytes else bytes(data))
+        except DecodeError as error:
+            raise MetadataError(f"not an ImageMetadata message: {error}") from None
+        dtype = _DTYPE_OF_VALUE.get(message.dtype)
+        status = _STATUS_OF_VALUE.get(message.status)
+        compression = _COMPRESSION_OF_VALUE.get(message.compression)
+        if dtype is None or status is None or compression is None:
+            raise _unknown_enum(message)
+        which = message.WhichOneof("image_metadata")
+        if which == "pco":
+            pco = message.pco
+            detail: DetectorInfo | None = PcoInfo(
+                pco.global_timestamp_sec, pco.global_timestamp_ns, pco.bsread_name
+            )
+        else:
+            detail = None if which is None else _detail_of(message)
+        return ImageMeta(
+            message.image_id,
+            message.height,
+            message.width,
+            message.size,
+            dtype,
+            status,
+            compression,
+            detail,
+        )
+
+
 def decode_image_metadata(data: bytes | memoryview) -> ImageMeta:
     """Parse std_daq_protocol.ImageMetadata bytes; raise MetadataError if they are not one."""
     message = _ImageMetadata()
