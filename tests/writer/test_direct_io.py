@@ -239,3 +239,158 @@ def test_a_slot_lapped_during_an_o_direct_write_leaves_zeros(tmp_path: Path, rea
         assert image_file.direct_writes >= 2
         image_file.close(3)
     check_file(str(tmp_path / "f0.h5"), "CAM", [0, None, 2], H, W)
+
+
+_SWMR_FOLLOWER = """
+import sys, h5py
+with h5py.File(sys.argv[1], "r", swmr=True) as h5:
+    data, metadata = h5["CAM/data"], h5["CAM/metadata"]
+    for line in sys.stdin:
+        data.refresh(); metadata.refresh()
+        n = data.shape[0]
+        last = int(data[n - 1][0, 1]) if n else -1
+        print(n, metadata.shape[0], last, flush=True)
+"""
+
+
+def test_data_grows_by_blocks_and_readers_see_exactly_what_is_written(tmp_path: Path) -> None:
+    """Blocks of 8 chunks per growth: a flush asked for mid-block waits for the block
+    boundary; a SWMR reader sees `data` and `metadata` with exactly the images written,
+    the last one being the last image (never a chunk allocated ahead); a forced flush and
+    the close drop the chunks allocated ahead; every chunk is where the index says."""
+    path = str(tmp_path / "f0.h5")
+    image_file = ImageFile.create(path, spec(), direct_io=True)
+    image_file.set_block(1000.0)
+    assert image_file.block == 8
+
+    def write(index: int) -> None:
+        image_file.write_chunk(index, aligned(frame(index, H, W)))
+        image_file.record_written(index, index, 1, detail(index))
+
+    def seen() -> list[int]:
+        assert reader.stdin is not None and reader.stdout is not None
+        reader.stdin.write("\n")
+        reader.stdin.flush()
+        return [int(word) for word in reader.stdout.readline().split()]
+
+    write(0)
+    assert image_file.flush_when_aligned() is False  # 1 of 8 chunks used: waits
+    reader = subprocess.Popen([sys.executable, "-c", _SWMR_FOLLOWER, path],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert seen() == [0, 0, -1]  # nothing flushed yet
+        for index in range(1, 8):
+            write(index)
+        assert seen() == [0, 0, -1]  # the block is full but nothing grew yet
+        write(8)  # the next growth flushes first, at the boundary
+        assert image_file.flushes == 1
+        assert seen() == [8, 8, int(frame(7, H, W)[0, 1])]
+        for index in range(9, 12):
+            write(index)
+        image_file.flush()  # forced mid-block: the 4 chunks allocated ahead are dropped
+        assert seen() == [12, 12, int(frame(11, H, W)[0, 1])]
+        for index in range(12, 19):
+            write(index)
+        assert image_file.flush_when_aligned() is False
+        summary = image_file.close(19)
+        assert seen() == [19, 19, int(frame(18, H, W)[0, 1])]
+    finally:
+        if reader.stdin is not None:
+            reader.stdin.close()
+        assert reader.wait(30) == 0
+    assert (summary.n_images, summary.n_written) == (19, 19)
+    assert image_file.direct_writes == 19
+    with h5py.File(path, "r") as h5:
+        data = h5["CAM/data"]
+        assert data.shape == (19, H, W)
+        assert data.id.get_num_chunks() == 19
+        assert h5["CAM/metadata"]["image_id"].tolist() == list(range(19))
+        for index in range(19):
+            np.testing.assert_array_equal(data[index], frame(index, H, W))
+
+
+def test_a_long_file_grown_by_blocks_derives_every_offset_right(tmp_path: Path) -> None:
+    """2000 images grown 8 chunks at a time, flushes asked for every 97 images: every
+    chunk holds its image, the index lists exactly 2000 chunks, each where it was derived."""
+    path = str(tmp_path / "f0.h5")
+    image_file = ImageFile.create(path, spec(), direct_io=True)
+    image_file.set_block(1000.0)
+    base = aligned(frame(0, H, W))
+    for index in range(2000):
+        base[0, :4] = np.frombuffer(np.int64(index).tobytes(), "<u2")
+        image_file.write_chunk(index, base)
+        image_file.record_written(index, index, 1, detail(index))
+        if index % 97 == 0:
+            image_file.flush_when_aligned()
+    assert image_file.direct_writes == 2000
+    derived = list(image_file._offsets)
+    image_file.close(2000)
+    with h5py.File(path, "r") as h5:
+        data = h5["CAM/data"]
+        assert data.shape[0] == 2000 and data.id.get_num_chunks() == 2000
+        firsts = data[:, 0, :4].copy().view("<i8").ravel()
+        assert firsts.tolist() == list(range(2000))
+        for index in (0, 1, 7, 8, 9, 1023, 1024, 1999):
+            assert data.id.get_chunk_info_by_coord((index, 0, 0)).byte_offset == derived[index]
+
+
+def test_an_acquisition_stopped_mid_block_closes_with_the_exact_extent(tmp_path: Path) -> None:
+    """Closed with fewer images than allocated (and with a missing tail): `data` has
+    exactly n_images, the tail reads as zeros with status 0."""
+    path = str(tmp_path / "f0.h5")
+    image_file = ImageFile.create(path, spec(), direct_io=True)
+    image_file.set_block(1000.0)
+    for index in range(3):
+        image_file.write_chunk(index, aligned(frame(index, H, W)))
+        image_file.record_written(index, index, 1, detail(index))
+    summary = image_file.close(5)
+    assert (summary.n_images, summary.n_written, summary.n_missing) == (5, 3, 2)
+    with h5py.File(path, "r") as h5:
+        data = h5["CAM/data"]
+        assert data.shape == (5, H, W)
+        assert h5["CAM/metadata"]["status"].tolist() == [1, 1, 1, 0, 0]
+        assert not data[3:].any()
+        np.testing.assert_array_equal(data[2], frame(2, H, W))
+
+
+def test_the_timed_flush_waits_for_a_block_boundary_unless_overdue(tmp_path: Path) -> None:
+    """Acquisition.timed_flush: each sizes the blocks from the rate since the last; one asked
+    for mid-block is done by the next growth (counted once); a forced one drops the chunks
+    allocated ahead; the `flushed` count follows every flush."""
+    from stddaq_common.bus.driver_writer import CreateCommand
+    from stddaq_common.bus.metadata import Dtype, ImageMeta
+    from stddaq_writer.acquisition import Acquisition
+
+    name = f"t{uuid.uuid4().hex[:10]}-image"
+    with ImageRing.create(name, RingGeometry(slot_bytes=H * W * 2, n_slots=64)) as ring:
+        command = CreateCommand(path=str(tmp_path), uid=0, acq_id=7, file=str(tmp_path / "f0.h5"))
+        acq = Acquisition(command, spec(), ring, owner=None, read_mode="view", direct_io=True,
+                          reserve_bytes=0, daq_config={})
+
+        def write(image_id: int) -> None:
+            ring.write(image_id, frame(image_id, H, W))
+            meta = ImageMeta(image_id, H, W, H * W * 2, Dtype.UINT16, detail=detail(image_id))
+            assert acq.write(image_id, meta) is Outcome.WRITTEN
+
+        write(0)
+        assert acq.timed_flush(100.0) is True  # aligned (block 1): flushed now
+        assert (acq.flushed, acq.file.block) == (1, 1)
+        for image_id in range(1, 41):
+            write(image_id)
+        assert acq.timed_flush(101.0) is True  # 40 images/s: blocks of 8 from now on
+        assert (acq.flushed, acq.file.block) == (41, 8)
+        write(41)  # allocates 41..48
+        assert acq.timed_flush(102.0) is False
+        assert acq.timed_flush(102.5) is False  # still waiting: not flushed twice
+        for image_id in range(42, 50):
+            write(image_id)  # 49 grows the next block: the flush happens first
+        assert acq.flushed == 49 and acq.file.flushes == 3
+        assert acq.timed_flush(102.6) is True  # reports the flush done at the boundary
+        write(50)
+        assert acq.timed_flush(104.0, force=True) is True
+        assert acq.flushed == 51 and acq.file.extent == 51
+        with h5py.File(str(tmp_path / "f0.h5"), "r", swmr=True) as h5:
+            assert h5["CAM/data"].shape[0] == 51 and h5["CAM/metadata"].shape[0] == 51
+        summary = acq.close(51)
+    assert (summary.n_images, summary.n_written) == (51, 51)
+    check_file(str(tmp_path / "f0.h5"), "CAM", list(range(51)), H, W)

@@ -91,7 +91,7 @@ class PendingRecords:
         self._indices.append(index)
         self._ids.append(image_id)
         self._statuses.append(status)
-        for column, value in zip(self._values, values or self._zeros):  # equal lengths
+        for column, value in zip(self._values, values or self._zeros, strict=True):
             column.append(value)
         self.count += 1
 
