@@ -7,13 +7,16 @@ with O_DIRECT the disk reads the ring slot itself (0.3-0.4 ms). The file is the 
 How the writer knows where a chunk goes, without asking HDF5's chunk index per image
 (`H5Dget_chunk_info_by_coord` walks the whole index: 2 ms per call at 20,000 chunks):
 the `data` dataset is created with early allocation, no fill writes, and large
-allocations aligned to `ALIGNMENT` (h5_layout). Growing `data` by one image then
-allocates exactly that image's chunk, at the end of the file. The writer reads the file's
-end of allocation before and after (`H5Fget_filesize`, no I/O): when it grew by exactly
-the alignment padding plus one chunk, the chunk occupies the only aligned, chunk-sized
-place in the new space, `end - chunk_bytes`. Any other layout of the growth (never seen)
-is resolved by asking the index for that one chunk; the first chunk of every file and every
-`VERIFY_EVERY`-th one are also checked against the index (cheap, amortised), and a
+allocations aligned to `ALIGNMENT` (h5_layout). Growing `data` by a block of images then
+allocates exactly those chunks, one after the other in index order, at the end of the
+file. The writer reads the file's end of allocation before and after (`H5Fget_filesize`,
+no I/O; the "before" is the "after" of the previous growth when nothing else was
+allocated in between): when it grew by exactly the alignment padding plus the block's
+aligned chunks, chunk k of the block is at `start + k * align_up(chunk_bytes)`. Any other
+layout of the growth (HDF5 put a metadata block among the chunks: with 1 MiB metadata
+blocks (h5_layout) only the first growth of a file) is resolved by asking the index for
+each chunk of that block; the first chunk of every file and every `VERIFY_EVERY`-th one
+are also checked against the index (cheap, amortised), and a
 mismatch turns O_DIRECT off for the file (logged), so a wrong offset is never used twice.
 
 O_DIRECT needs buffer address, file offset and length to be multiples of the device's

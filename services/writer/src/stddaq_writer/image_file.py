@@ -3,17 +3,27 @@
 Per image the hot path is one `H5Dwrite_chunk` (plus a `set_extent` when the image
 extends the dataset, through hdf5_calls: straight into libhdf5); every few dozen MB the
 written data is pushed out of the page cache (write_behind). In files created with
-`direct_io` (uncompressed images, direct_io) the `set_extent` allocates the image's chunk,
-whose place the writer derives from the file's end of allocation, and the image goes
-there with one O_DIRECT `pwrite()` from the ring slot (whose address the slot view
-carries); images that cannot (unaligned buffer) take the HDF5 path above.
+`direct_io` (uncompressed images, direct_io) `data` is allocated early and grown by a
+block of chunks at a time (1 to MAX_BLOCK, about BLOCK_SECONDS of images at the rate of
+the last second: `set_block`), whose places the writer derives from the file's end of
+allocation; each image goes to its chunk with one O_DIRECT `pwrite()` from the ring slot
+(whose address the slot view carries); images that cannot (unaligned buffer) take the
+HDF5 path above.
+
+What SWMR readers see: the file as of the last flush (HDF5 writes the dataset's extent
+and chunk index only then). A flush always gives `data` exactly the images written or
+recorded so far (`extent`): the timed flush (`flush_when_aligned`) waits for the end of
+the current block (done right before the next growth), an explicit `flush()` or the
+close drops the chunks allocated ahead (`_trim`; SWMR-write mode never reuses their file
+space: an acquisition stopped mid-block leaves at most MAX_BLOCK - 1 never-written
+chunks of address space in the file, a hole that takes no disk blocks).
 
 Per-image records (`metadata` and the detector columns) are collected in Python lists
 (cheaper per image than numpy item assignments), moved into numpy arrays and written in
-contiguous runs at `flush()`, which the writer calls about once a second and at close; a
-SWMR reader therefore sees `data` grow image by image and `metadata` at most about a
-second behind. Until `close()` the `n_images` attribute is -1; after it, `data`,
-`metadata` and the columns all have `n_images` entries.
+contiguous runs at each flush, which the writer does about once a second and at close;
+a SWMR reader therefore sees `data`, `metadata` and the columns with the same length, at
+most about a second (plus a block) behind. Until `close()` the `n_images` attribute is
+-1; after it, `data`, `metadata` and the columns all have `n_images` entries.
 """
 
 from __future__ import annotations

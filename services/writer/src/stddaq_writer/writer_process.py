@@ -5,7 +5,7 @@ Sockets (driver_link.py), as std_daq's writer has them: commands from the driver
 and counted if no driver takes them). What the commands do: writer_commands.py; what is
 sent back, in which driver's dialect: answers.py.
 
-The loop polls the command socket for at most `TICK_S` and handles one command per poll;
+The loop waits up to `TICK_S` in one blocking receive and handles each command it gets;
 at most every `TICK_S` it does the timed work: the acquisition's upkeep (progress, SWMR
 flush, ring checks), a `heartbeat` when nothing else was sent for a second, and the stats
 line.
