@@ -33,6 +33,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import h5py
 import numpy as np
 
 from stddaq_common.bus.metadata import DetectorInfo
@@ -136,6 +137,16 @@ class PendingRecords:
             column.clear()
 
 
+def _write_run(dataset: Any, start: int, values: np.ndarray[Any, Any], memory_type: Any) -> None:
+    """`dataset[start:start + len(values)] = values` (1-D) through h5py's low-level calls,
+    with the memory type made once per file (h5py's `__setitem__` makes a new type and
+    selection objects on every call)."""
+    file_space = dataset.id.get_space()
+    file_space.select_hyperslab((start,), (len(values),))
+    memory_space = h5py.h5s.create_simple((len(values),))
+    dataset.id.write(memory_space, file_space, np.ascontiguousarray(values), memory_type)
+
+
 class ImageFile:
     """A writer file being written: create it, write chunks and records, close it."""
 
@@ -170,6 +181,8 @@ class ImageFile:
         self._behind = WriteBehind(path, write_behind_bytes)
         self._extent = 0
         self._pending = PendingRecords(len(spec.columns))
+        self._record_type = h5py.h5t.py_create(METADATA_DTYPE)
+        self._column_type = h5py.h5t.py_create(np.dtype("<u8"))
         self._zero_image = np.zeros((spec.height, spec.width), spec.dtype)
         self.n_written = 0
         self.direct_writes = 0
@@ -377,14 +390,17 @@ class ImageFile:
         self._hdf5_call()
         handles = self._handles
         length = self._extent
-        handles.metadata.resize((length,))
-        for column in handles.columns:
-            column.resize((length,))
+        if handles.metadata.shape[0] != length:
+            handles.metadata.resize((length,))
+            for column in handles.columns:
+                column.resize((length,))
         pending = self._pending
+        if not pending.count:
+            return
         for start, stop, positions in pending.runs():
-            handles.metadata[start:stop] = pending.records[positions]
+            _write_run(handles.metadata, start, pending.records[positions], self._record_type)
             for number, column in enumerate(handles.columns):
-                column[start:stop] = pending.values[number, positions]
+                _write_run(column, start, pending.values[number, positions], self._column_type)
         pending.clear()
 
     def flush(self) -> None:
