@@ -397,7 +397,7 @@ class ImageFile:
         pending = self._pending
         if not pending.count:
             return
-        for start, stop, positions in pending.runs():
+        for start, _stop, positions in pending.runs():
             _write_run(handles.metadata, start, pending.records[positions], self._record_type)
             for number, column in enumerate(handles.columns):
                 _write_run(column, start, pending.values[number, positions], self._column_type)
