@@ -91,6 +91,7 @@ class PendingRecords:
         self._statuses: list[int] = []
         self._values: list[list[int]] = [[] for _ in range(n_columns)]
         self._zeros = [0] * n_columns
+        self._single = self._values[0] if n_columns == 1 else None
 
     @property
     def full(self) -> bool:
@@ -102,8 +103,11 @@ class PendingRecords:
         self._indices.append(index)
         self._ids.append(image_id)
         self._statuses.append(status)
-        for column, value in zip(self._values, values or self._zeros, strict=True):
-            column.append(value)
+        if self._single is not None:  # one column (pco: the timestamp)
+            self._single.append(values[0] if values else 0)
+        else:
+            for column, value in zip(self._values, values or self._zeros, strict=True):
+                column.append(value)
         self.count += 1
 
     def _pack(self) -> None:

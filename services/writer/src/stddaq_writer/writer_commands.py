@@ -32,6 +32,7 @@ from stddaq_common.bus.driver_writer import (
     ProtocolError,
     encode_event,
     parse_command,
+    parse_record_image,
 )
 from stddaq_common.bus.metadata import ImageMetaDecoder, MetadataError
 from stddaq_common.config.model import ConfigError, DaqConfig, parse_config
@@ -241,6 +242,11 @@ class WriterCommands:
 
     def handle(self, parts: list[bytes]) -> None:
         """Handle one driver message (one WriterAction part)."""
+        if len(parts) == 1:
+            image = parse_record_image(parts[0])  # the usual message, read without protobuf
+            if image is not None:
+                self._on_image(*image)
+                return
         try:
             if len(parts) != 1:
                 raise ProtocolError(f"a command is one WriterAction part, got {len(parts)} parts")

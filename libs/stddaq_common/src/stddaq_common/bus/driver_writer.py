@@ -46,6 +46,7 @@ __all__ = [
     "encode_image_batch",
     "encode_plain_response",
     "parse_command",
+    "parse_record_image",
     "parse_response",
     "writer_address",
 ]
@@ -366,6 +367,58 @@ def parse_command(data: bytes) -> Command:
             incomplete_reason=master.incomplete_reason,
         )
     raise ProtocolError("a WriterAction without an action this writer knows")
+
+
+_EXTRAS_TAG_BYTES: Final = bytes(_TAG_EXTRAS)
+
+
+def parse_record_image(data: bytes) -> tuple[bytes, int | None, int | None] | None:
+    """A short RecordImage read straight from its bytes (the hot path: one per image):
+    `(metadata, acq_id, index)`, as parse_command's ImageCommand has them (acq_id and
+    index None from a std_daq driver).
+
+    Only the layout `encode_image` makes (and std_daq's driver) is read here: one-byte
+    lengths (a message under 128 bytes), the metadata first, then stddaq's additions with
+    the acquisition and the index each at most once, in that order. Anything else (any
+    other command, a longer message, another field order, unknown or repeated fields, bad
+    bytes) returns None and parse_command decides; where this returns a result it is
+    what parse_command returns.
+    """
+    end = len(data)
+    if end < 5 or data[0] != 0x12 or data[1] != end - 2 or data[2] != 0x0A:
+        return None
+    size = data[3]
+    stop = 4 + size
+    if not size or size >= 0x80 or stop > end:
+        return None
+    if stop == end:
+        return data[4:stop], None, None
+    if data[stop : stop + 2] != _EXTRAS_TAG_BYTES or data[stop + 2] != end - stop - 3:
+        return None
+    pos = stop + 3
+    acq_id = index = 0
+    for tag in (0x08, 0x10):
+        if pos < end and data[pos] == tag:
+            pos += 1
+            value = shift = 0
+            while True:
+                if pos >= end or shift > 63:
+                    return None
+                byte = data[pos]
+                pos += 1
+                value |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    break
+                shift += 7
+            if value >> 64:
+                return None
+            if tag == 0x08:
+                acq_id = value
+            else:
+                index = value
+    if pos != end:
+        return None
+    return data[4:stop], acq_id, index
 
 
 # ----------------------------------------------------------------- writer -> driver

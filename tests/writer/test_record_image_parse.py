@@ -1,0 +1,75 @@
+"""parse_record_image (the writer's hot-path reading of RecordImage) agrees with
+parse_command on every message: the same (metadata, acq_id, index) where it reads one,
+None (parse_command decides) for everything else, and never an exception."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stddaq_common.bus.driver_writer import (
+    CloseCommand,
+    ImageCommand,
+    ProtocolError,
+    encode_command,
+    encode_image,
+    encode_image_batch,
+    parse_command,
+    parse_record_image,
+)
+
+ids = st.one_of(st.integers(0, 300), st.integers(0, 2**64 - 1))
+
+
+def _agrees(data: bytes) -> None:
+    fast = parse_record_image(data)
+    if fast is None:
+        return
+    command = parse_command(data)
+    assert isinstance(command, ImageCommand)
+    assert fast == (command.metadata, command.acq_id, command.index)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(min_size=1, max_size=100), st.one_of(st.none(), ids), ids)
+def test_what_the_driver_sends_is_read_as_parse_command_reads_it(
+    metadata: bytes, acq_id: int | None, index: int
+) -> None:
+    data = encode_image(metadata, acq_id, None if acq_id is None else index)
+    fast = parse_record_image(data)
+    if len(data) < 128:  # every short RecordImage is read here
+        assert fast is not None
+    _agrees(data)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.binary(min_size=1, max_size=60), ids, ids, st.data())
+def test_changed_bytes_are_read_alike_or_left_to_parse_command(
+    metadata: bytes, acq_id: int, index: int, data: st.DataObject
+) -> None:
+    raw = bytearray(encode_image(metadata, acq_id, index))
+    for _ in range(data.draw(st.integers(1, 3))):
+        what = data.draw(st.sampled_from(["flip", "cut", "append"]))
+        if what == "flip" and raw:
+            raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+        elif what == "cut" and raw:
+            del raw[data.draw(st.integers(0, len(raw) - 1)) :]
+        else:
+            raw += data.draw(st.binary(min_size=1, max_size=4))
+    message = bytes(raw)
+    try:
+        parse_command(message)
+    except ProtocolError:
+        assert parse_record_image(message) is None
+        return
+    _agrees(message)
+
+
+def test_other_commands_are_left_to_parse_command() -> None:
+    for data in (
+        encode_image_batch([b"\x08\x01", b"\x08\x02"], 3, 10),
+        encode_command(CloseCommand(3, 10, "done")),
+        encode_image(b"x" * 200, 1, 2),  # longer than one-byte lengths
+        b"",
+    ):
+        assert parse_record_image(data) is None
