@@ -22,6 +22,8 @@ from stddaq_common.wire.errors import HEADER, MISSING, PARTS, SIZE, WireFormatEr
 
 _NO_VALUE = memoryview(b"")
 
+_HeadTemplate = tuple[np.dtype[np.generic], tuple[int, ...], ChannelSpec | None, str, int]
+
 InputFormat = Literal["bsread", "array-1.0"]
 INPUT_FORMATS: tuple[InputFormat, ...] = ("bsread", "array-1.0")
 
@@ -74,15 +76,24 @@ class BsreadFrames:
 
     def __init__(self, height: int, width: int, dtype: np.dtype[np.generic]) -> None:
         self._decoder = BsreadDecoder(default_type=bsread_type_of(dtype), default_shape=(width, height))
+        self._head_channels: tuple[ChannelSpec, ...] = ()
+        self._head_template: _HeadTemplate | None = None
+        """For the channels of the last `decode_head`: the frame's dtype, shape, channel (None
+        when uncompressed), channel name and part count."""
 
     def decode_head(self, heads: Sequence[BufferLike]) -> IncomingFrame:
         """The frame its main and data header describe (value empty)."""
-        headers = self._decoder.decode_headers(heads[0], heads[1])
-        if not headers.channels:
-            raise WireFormatError("BSREAD data header has no channels", HEADER)
-        frame = self._frame(headers.pulse_id, headers.global_timestamp, headers.channels[0], _NO_VALUE)
-        frame.parts = 2 + 2 * len(headers.channels)
-        return frame
+        pulse_id, seconds, nanoseconds, channels = self._decoder.head(heads[0], heads[1])
+        template = self._head_template
+        if channels is not self._head_channels or template is None:
+            if not channels:
+                raise WireFormatError("BSREAD data header has no channels", HEADER)
+            first = self._frame(0, (0, 0), channels[0], _NO_VALUE)
+            template = (first.dtype, first.shape, first.channel, channels[0].name, 2 + 2 * len(channels))
+            self._head_channels, self._head_template = channels, template
+        dtype, shape, channel, name, parts = template
+        detail = PcoInfo(seconds, nanoseconds, name)
+        return IncomingFrame(pulse_id, _NO_VALUE, dtype, shape, channel, detail, parts)
 
     def check_rest(self, head: IncomingFrame, parts: Sequence[Sized]) -> None:
         """The part count the data header asks for, each timestamp part 16 octets (or empty)."""

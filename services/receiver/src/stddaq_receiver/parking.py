@@ -38,40 +38,41 @@ class ParkingLot:
 
     def __init__(self, sources: int) -> None:
         self.sources = sources
-        self._parked: dict[int, Parked] = {}
+        self.parked: dict[int, Parked] = {}
+        """The parked frames by connection (read-only for callers)."""
 
     def __len__(self) -> int:
-        return len(self._parked)
+        return len(self.parked)
 
     @property
     def parked_sources(self) -> frozenset[int]:
         """The connections not to be read now."""
-        return frozenset(self._parked) if self._parked else _NONE
+        return frozenset(self.parked) if self.parked else _NONE
 
     def may_park(self) -> bool:
         """True while another connection could still deliver the ids below a parked frame."""
-        return len(self._parked) + 1 < self.sources
+        return len(self.parked) + 1 < self.sources
 
     def park(self, source: int, frame: IncomingFrame, now: float) -> None:
         """Hold `frame` back; `source` is not read until it is let in."""
-        self._parked[source] = Parked(frame, now)
+        self.parked[source] = Parked(frame, now)
 
     def lowest(self) -> Parked | None:
         """The parked frame with the lowest id (the next to let in), or None."""
-        if not self._parked:
+        if not self.parked:
             return None
-        return min(self._parked.values(), key=lambda parked: parked.frame.image_id)
+        return min(self.parked.values(), key=lambda parked: parked.frame.image_id)
 
     def take(self, parked: Parked) -> IncomingFrame:
         """Remove a parked frame (from `lowest()`); its connection is read again."""
-        for source, held in self._parked.items():
+        for source, held in self.parked.items():
             if held is parked:
-                del self._parked[source]
+                del self.parked[source]
                 break
         return parked.frame
 
     def take_all(self) -> list[IncomingFrame]:
         """Every parked frame, lowest id first; all connections are read again."""
-        frames = sorted((parked.frame for parked in self._parked.values()), key=lambda f: f.image_id)
-        self._parked.clear()
+        frames = sorted((parked.frame for parked in self.parked.values()), key=lambda f: f.image_id)
+        self.parked.clear()
         return frames

@@ -39,7 +39,7 @@ from stddaq_common.wire.errors import KINDS, PARTS, WireFormatError
 from stddaq_receiver.decode_pool import DecodePool
 from stddaq_receiver.grayscale import FrameRejected
 from stddaq_receiver.inputs import FrameDecoder, IncomingFrame
-from stddaq_receiver.parking import ParkingLot
+from stddaq_receiver.parking import Parked, ParkingLot
 from stddaq_receiver.reorder import Arrival, ReorderWindow
 from stddaq_receiver.slot_writer import SlotJob, SlotWriter
 
@@ -55,6 +55,11 @@ _CLOSE_WAIT_S = 10.0
 """At close, longest wait for the decoder threads' last outcomes."""
 
 Publish = Callable[[ImageMeta], bool]
+
+_ACCEPTED = Arrival.ACCEPTED
+_RESTARTED = Arrival.RESTARTED
+_GOOD_IMAGE = Status.GOOD_IMAGE
+_NO_COMPRESSION = Compression.NONE
 
 
 @dataclass(slots=True)
@@ -132,6 +137,7 @@ class ReceiverPipeline:
         self._decoder = decoder
         self._parking = ParkingLot(sources)
         self._writer = writer
+        self._ring = writer.ring
         self._window = window
         self._publish = publish
         self._counters = counters
@@ -148,7 +154,14 @@ class ReceiverPipeline:
     @property
     def in_flight(self) -> int:
         """Frames in the decoder threads whose outcome has not been collected."""
-        return 0 if self._pool is None else self._pool.in_flight
+        pool = self._pool
+        return 0 if pool is None else pool.in_flight
+
+    @property
+    def parked(self) -> dict[int, Parked]:
+        """The parked frames by connection: the very dict of the parking lot, so a caller may
+        keep it and test it (empty: no connection is held back)."""
+        return self._parking.parked
 
     @property
     def parked_sources(self) -> frozenset[int]:
@@ -199,24 +212,24 @@ class ReceiverPipeline:
             plan = self._writer.plan(frame)
         except FrameRejected:
             return None
-        if not plan.is_copy or nbytes != plan.in_nbytes:
+        if nbytes != plan.in_nbytes or not plan.is_copy:
             return None
         parking = self._parking
         window = self._window
         image_id = frame.image_id
         if parking.sources > 1 and window.beyond(image_id):
             return None  # to be parked: `handle` does it with the whole message
-        if len(parking) and window.restarts_at(image_id):
+        if parking.parked and window.restarts_at(image_id):
             self._let_in_all(now)
         verdict = window.arrive(image_id, now)
-        if not verdict.accepted:
-            self._log.warning(
-                verdict.value, "dropped %s frame %d (next expected id %s)",
-                verdict.value, image_id, window.next_id,
-            )
-            self._reserved[source] = Reservation(frame, None, nbytes)
-            return None
-        if verdict is Arrival.RESTARTED:
+        if verdict is not _ACCEPTED:
+            if verdict is not _RESTARTED:
+                self._log.warning(
+                    verdict.value, "dropped %s frame %d (next expected id %s)",
+                    verdict.value, image_id, window.next_id,
+                )
+                self._reserved[source] = Reservation(frame, None, nbytes)
+                return None
             log.warning("image id jumped back to %d: camera restart, starting a new sequence", image_id)
         if window.has_released:
             self._publish_released(now)
@@ -235,20 +248,33 @@ class ReceiverPipeline:
         if reservation is None:
             self.handle(parts, now, source)
             return
-        self._count_received(parts)
+        counters = self._counters
+        counters.frames_received.value += 1
+        received = 0
+        for part in parts:
+            received += len(part)
+        counters.bytes_received.value += received
         token = reservation.token
         if token is None:
             return  # dropped or rejected when it arrived, and counted then
         frame = reservation.frame
-        image_id = frame.image_id
+        nbytes = reservation.nbytes
         try:
             self._decoder.check_rest(frame, parts)
-            self._writer.ring.finish_write(token, reservation.nbytes)
+            self._ring.finish_write(token, nbytes)
         except Exception as error:
-            self._writer.ring.abandon_write(token)
-            self._fail(image_id, error)
+            self._ring.abandon_write(token)
+            self._fail(frame.image_id, error)
             return
-        self._complete(frame, reservation.nbytes, now)
+        counters.image_bytes_written.value += nbytes
+        image_id = frame.image_id
+        window = self._window
+        window.complete(image_id, ImageMeta(
+            image_id, self._height, self._width, nbytes, self._dtype_code,
+            _GOOD_IMAGE, _NO_COMPRESSION, frame.detail,
+        ))
+        if window.next_id == image_id:  # else an earlier id is still open: nothing to publish yet
+            self._publish_released(now)
 
     def abort(self, source: int, reason: str) -> None:
         """The message arriving on `source` will never be whole (the connection broke):
@@ -375,14 +401,17 @@ class ReceiverPipeline:
         self._counters.image_bytes_written.value += nbytes
         meta = ImageMeta(
             frame.image_id, self._height, self._width, nbytes, self._dtype_code,
-            Status.GOOD_IMAGE, Compression.NONE, frame.detail,
+            _GOOD_IMAGE, _NO_COMPRESSION, frame.detail,
         )
         self._window.complete(frame.image_id, meta)
         self._publish_released(now)
 
     def _fail(self, image_id: int, error: BaseException) -> None:
-        """The accepted frame could not be written: skip its id, count the reason."""
+        """The accepted frame could not be written: skip its id, count the reason (and
+        publish what that lets through)."""
         self._window.abandon(image_id)
+        if self._window.next_id == image_id:
+            self._publish_released(time.monotonic())
         if isinstance(error, FrameRejected):
             self._reject(error.reason, error.message, image_id)
         elif isinstance(error, WireFormatError):

@@ -72,6 +72,11 @@ class _State(enum.Enum):
     ABANDONED = 2
 
 
+_IN_FLIGHT = _State.IN_FLIGHT
+_DONE = _State.DONE
+_ABANDONED = _State.ABANDONED
+
+
 @dataclass(slots=True)
 class _Entry(Generic[Item]):
     state: _State
@@ -169,7 +174,7 @@ class ReorderWindow(Generic[Item]):
             self._recent_gaps.clear()
             self.counters.restarts += 1
             verdict = Arrival.RESTARTED
-        self._entries[image_id] = _Entry(_State.IN_FLIGHT)
+        self._entries[image_id] = _Entry(_IN_FLIGHT)
         self._arrivals.append((now, image_id))
         if self._next is None:  # sequence start: never span more than `size` ids either
             self._low = image_id if len(self._entries) == 1 else min(self._low, image_id)
@@ -185,12 +190,12 @@ class ReorderWindow(Generic[Item]):
 
         Returns False when the frame was orphaned (dropped; see the module docstring).
         """
-        if self._drop_orphan(image_id):
+        if self._orphans and self._drop_orphan(image_id):
             return False
         entry = self._entries.get(image_id)
-        if entry is None or entry.state is not _State.IN_FLIGHT:
+        if entry is None or entry.state is not _IN_FLIGHT:
             raise KeyError(f"image id {image_id} was not accepted or is already finished")
-        entry.state = _State.DONE
+        entry.state = _DONE
         entry.item = item
         return True
 
@@ -214,10 +219,15 @@ class ReorderWindow(Generic[Item]):
         if self._next is None and not self._start_sequence(now, limit):
             return self._take_ready()
         self._drain()
-        while self._entries and self._next not in self._entries and self._head_timed_out(now, limit):
-            self._give_up_below(min(self._entries))
+        entries = self._entries
+        while entries and self._next not in entries and self._head_timed_out(now, limit):
+            self._give_up_below(min(entries))
             self._drain()
-        return self._take_ready()
+        ready = self._ready
+        if ready:
+            self._ready = []
+            self.counters.released += len(ready)
+        return ready
 
     def close(self) -> list[Item]:
         """End of the stream: release every finished frame, give up the gaps between them."""
@@ -258,10 +268,10 @@ class ReorderWindow(Generic[Item]):
         assert next_id is not None
         while True:
             entry = entries.get(next_id)
-            if entry is None or entry.state is _State.IN_FLIGHT:
+            if entry is None or entry.state is _IN_FLIGHT:
                 break
             del entries[next_id]
-            if entry.state is _State.DONE:
+            if entry.state is _DONE:
                 self._ready.append(entry.item)  # type: ignore[arg-type]
             next_id += 1
         self._next = next_id

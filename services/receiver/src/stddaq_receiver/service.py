@@ -139,15 +139,19 @@ class ReceiverService:
         last_tick = clock()
         timeout_ms = 0
         probe = False
+        parking = pipeline.parked
+        no_sources: frozenset[int] = frozenset()
         while not stop.is_set():
             ready = sockets.ready(timeout_ms)
             now = clock()
             if ready:
                 sockets.receive(ready, now, pipeline)
-            if pipeline.in_flight:
+            in_flight = pipeline.in_flight
+            if in_flight:
                 pipeline.collect(now)
-            parked = pipeline.parked_sources
-            if parked:
+                in_flight = pipeline.in_flight
+            parked = no_sources
+            if parking:
                 pipeline.resume(now, idle=not ready)
                 parked = pipeline.parked_sources
             sockets.pause(parked)
@@ -160,14 +164,15 @@ class ReceiverService:
                     stats.maybe_emit(now)
                     last_tick = now
                     probe = False
+                    in_flight = pipeline.in_flight
             # The poll is level-triggered: it returns at once while anything is left to read,
             # so after a round that received it may wait. A look without waiting (0) only
             # where "nothing was ready" must be known: the tick's probe, parked connections
             # (resume), frames in the decoder threads (their outcomes are published after it).
-            if ready and (probe or parked or pipeline.in_flight):
+            if ready and (probe or parked or in_flight):
                 timeout_ms = 0
             else:
-                timeout_ms = IN_FLIGHT_POLL_MS if pipeline.in_flight else POLL_TIMEOUT_MS
+                timeout_ms = IN_FLIGHT_POLL_MS if in_flight else POLL_TIMEOUT_MS
 
     def close(self) -> None:
         """Publish what is already written, then close sockets, publisher and ring."""

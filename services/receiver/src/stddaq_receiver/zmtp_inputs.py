@@ -24,8 +24,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import select
 import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import ParamSpec, Protocol, TypeVar
@@ -71,6 +73,8 @@ Part = bytes | memoryview
 _DOWN, _CONNECTING, _GREETING, _HANDSHAKE, _TRAFFIC = range(5)
 _POLL_IN = select.POLLIN | select.POLLERR | select.POLLHUP
 _POLL_OUT = select.POLLOUT | select.POLLERR | select.POLLHUP
+_long_size = struct.Struct(">Q").unpack_from
+_monotonic = time.monotonic
 
 
 class MessageSink(Protocol):
@@ -154,6 +158,8 @@ class _Connection:
         """Octets of the parts of the last message delivered (0: none, or its value was not placed)."""
         self.placed = False
         """True when the value of the message being received went where the sink said."""
+        self.message_bytes = 0
+        """Octets of the parts of the message being received so far."""
         self.since = 0.0
         """When the connection last delivered a message or was looked at for a stall."""
 
@@ -185,6 +191,9 @@ class ZmtpInputs:
         self._poller = select.poll()
         self._paused: frozenset[int] = frozenset()
         self._greeting = zmtp.greeting(1) + zmtp.encode_ready(OWN_TYPE)
+        self._next_look = 0.0
+        """When `ready` must next look at every connection (a reconnect, a handshake deadline,
+        a stall check); until then it only looks for messages already in a buffer."""
         now = time.monotonic()
         for conn in self._conns:
             self._connect(conn, now)
@@ -203,28 +212,18 @@ class ZmtpInputs:
 
     def ready(self, timeout_ms: int) -> list[int]:
         """Indices of the connections (not paused) with something to do, waiting up to `timeout_ms`."""
-        now = time.monotonic()
-        paused = self._paused
+        now = _monotonic()
         due: list[int] = []
         wake = now + timeout_ms / 1000
-        for conn in self._conns:
-            if conn.state == _DOWN:
-                if now >= conn.next_attempt:
-                    self._connect(conn, now)
-                else:
-                    wake = min(wake, conn.next_attempt)
-            elif conn.state != _CONNECTING and conn.state != _TRAFFIC and now >= conn.deadline:
-                self._drop(conn, f"no ZMTP handshake within {HANDSHAKE_TIMEOUT_S:.0f} s", True, now)
-            elif conn.state == _TRAFFIC and conn.index not in paused and conn.body is None:
-                if not conn.waiting and conn.end > conn.start:
-                    due.append(conn.index)  # a message may be whole in its buffer
-                elif conn.lowat > 1 and not conn.parts:
-                    if now - conn.since >= STALL_S:
-                        conn.since = now
-                        if self._has_input(conn):  # a message smaller than the mark
-                            due.append(conn.index)
-                    else:
-                        wake = min(wake, conn.since + STALL_S)
+        if now >= self._next_look:
+            wake = min(wake, self._look(now, due))
+        else:
+            wake = min(wake, self._next_look)
+            paused = self._paused
+            for conn in self._conns:  # a whole message may be in its buffer already
+                if (conn.end > conn.start and not conn.waiting and conn.body is None
+                        and conn.state == _TRAFFIC and conn.index not in paused):
+                    due.append(conn.index)
         wait_ms = 0 if due else max(0, int((wake - now) * 1000 + 0.999))
         events = self._poller.poll(wait_ms)
         by_fd = self._by_fd
@@ -234,13 +233,56 @@ class ZmtpInputs:
                 continue
             conn = polled
             if conn.state == _CONNECTING:
-                self._connected(conn, time.monotonic())
+                self._connected(conn, _monotonic())
                 continue
             if event & select.POLLOUT and conn.out:
                 self._flush(conn)
             if event & _POLL_IN and conn.index not in due:
                 due.append(conn.index)
         return due
+
+    def _look(self, now: float, due: list[int]) -> float:
+        """Look at every connection: reconnect, drop a stuck handshake, list what is due
+        (a buffered message, or a stalled one); returns the next time a look is needed."""
+        paused = self._paused
+        soonest = math.inf
+        for conn in self._conns:
+            state = conn.state
+            if state == _DOWN:
+                if now >= conn.next_attempt:
+                    self._connect(conn, now)
+            elif state != _CONNECTING and state != _TRAFFIC:
+                if now >= conn.deadline:
+                    self._drop(conn, f"no ZMTP handshake within {HANDSHAKE_TIMEOUT_S:.0f} s", True, now)
+            elif state == _TRAFFIC and conn.index not in paused and conn.body is None:
+                if not conn.waiting and conn.end > conn.start:
+                    due.append(conn.index)  # a message may be whole in its buffer
+                elif conn.lowat > 1 and not conn.parts and now - conn.since >= STALL_S:
+                    conn.since = now
+                    if self._has_input(conn):  # a message smaller than the mark
+                        due.append(conn.index)
+            when = self._look_due(conn)
+            if when < soonest:
+                soonest = when
+        self._next_look = soonest
+        return soonest
+
+    def _look_due(self, conn: _Connection) -> float:
+        """When `conn` next needs a look (inf: never until its state changes)."""
+        state = conn.state
+        if state == _DOWN:
+            return conn.next_attempt
+        if state in (_GREETING, _HANDSHAKE):
+            return conn.deadline
+        if (state == _TRAFFIC and conn.lowat > 1 and not conn.parts and conn.body is None
+                and conn.index not in self._paused):
+            return conn.since + STALL_S
+        return math.inf
+
+    def _look_by(self, when: float) -> None:
+        """Make sure `ready` looks at every connection no later than `when`."""
+        if when < self._next_look:
+            self._next_look = when
 
     @staticmethod
     def _has_input(conn: _Connection) -> bool:
@@ -259,6 +301,7 @@ class ZmtpInputs:
         if indices == self._paused:
             return
         self._paused = indices
+        self._next_look = 0.0  # a connection read again may be due a stall check
         for conn in self._conns:
             self._register(conn)
 
@@ -320,6 +363,7 @@ class ZmtpInputs:
         conn.placed = False
         conn.state = _CONNECTING
         conn.deadline = now + HANDSHAKE_TIMEOUT_S
+        conn.message_bytes = 0
         self._by_fd[sock.fileno()] = conn
         self._register(conn)
 
@@ -337,6 +381,7 @@ class ZmtpInputs:
         except OSError:
             conn.peer = "?"
         conn.state = _GREETING
+        self._look_by(conn.deadline)
         conn.start = conn.end = 0
         conn.read_size = BUFFER_BYTES
         conn.out = self._greeting
@@ -347,6 +392,7 @@ class ZmtpInputs:
         conn.state = _DOWN
         conn.next_attempt = now + conn.backoff
         conn.backoff = min(conn.backoff * 2, RECONNECT_MAX_S)
+        self._look_by(conn.next_attempt)
 
     def _close_socket(self, conn: _Connection) -> None:
         sock = conn.sock
@@ -360,6 +406,7 @@ class ZmtpInputs:
         conn.sock = None
         conn.parts = []
         conn.body = None
+        conn.message_bytes = 0
         conn.out = b""
 
     def _drop(self, conn: _Connection, reason: str, malformed: bool, now: float) -> None:
@@ -467,9 +514,12 @@ class ZmtpInputs:
         return flags, conn.view[begin : begin + size]
 
     def _traffic(self, conn: _Connection, sink: MessageSink, now: float) -> None:
-        """Deliver at most one whole message of this connection to the sink."""
+        """Deliver at most one whole message of this connection to the sink.
+
+        Data frames whose header is in the buffer are parsed here, inline (the per-message
+        path); commands, bad flags and headers not all in go through zmtp.parse_frame_header.
+        """
         view = conn.view
-        parse_header = zmtp.parse_frame_header
         value_index = sink.value_index
         while True:
             body = conn.body
@@ -482,29 +532,38 @@ class ZmtpInputs:
                     self._deliver(conn, sink, now)
                     return
                 continue
-            try:
-                header = parse_header(view, conn.start, conn.end)
-            except zmtp.ZmtpError as error:
-                raise _Broken(error.reason, True) from None
-            if header is None:
-                if not self._fill(conn, zmtp.LONG_HEADER_BYTES):
-                    return
-                continue
-            flags, size, header_bytes = header
-            begin = conn.start + header_bytes
-            if flags & zmtp.COMMAND:
-                if size > MAX_COMMAND_BYTES:
-                    raise _Broken(f"command frame of {size} octets (at most {MAX_COMMAND_BYTES})", True)
-                if conn.end - begin < size:
-                    if not self._fill(conn, header_bytes + size):
+            start = conn.start
+            end = conn.end
+            flags = view[start] if end - start >= zmtp.SHORT_HEADER_BYTES else 0xFF
+            if flags <= zmtp.MORE:  # a short data frame (flags 0 or MORE)
+                size = view[start + 1]
+                begin = start + zmtp.SHORT_HEADER_BYTES
+            elif (flags <= zmtp.MORE | zmtp.LONG and end - start >= zmtp.LONG_HEADER_BYTES
+                  and (size := _long_size(view, start + 1)[0]) <= zmtp.MAX_BODY):
+                begin = start + zmtp.LONG_HEADER_BYTES
+            else:
+                try:
+                    header = zmtp.parse_frame_header(view, start, end)
+                except zmtp.ZmtpError as error:
+                    raise _Broken(error.reason, True) from None
+                if header is None:
+                    if not self._fill(conn, zmtp.LONG_HEADER_BYTES):
                         return
                     continue
-                conn.start = begin + size
-                self._command(conn, view[begin : begin + size])
-                continue
+                flags, size, header_bytes = header
+                begin = start + header_bytes
+                if flags & zmtp.COMMAND:
+                    if size > MAX_COMMAND_BYTES:
+                        raise _Broken(f"command frame of {size} octets (at most {MAX_COMMAND_BYTES})", True)
+                    if end - begin < size:
+                        if not self._fill(conn, header_bytes + size):
+                            return
+                        continue
+                    conn.start = begin + size
+                    self._command(conn, view[begin : begin + size])
+                    continue
             parts = conn.parts
             index = len(parts)
-            more = bool(flags & zmtp.MORE)
             if index == value_index or size > SMALL_PART_MAX:
                 if size > self._max_part:
                     raise _Broken(f"message part of {size} octets (at most {self._max_part})", True)
@@ -513,23 +572,26 @@ class ZmtpInputs:
                     destination = np.empty(size, np.uint8).data
                 else:
                     conn.placed = True
-                have = min(conn.end - begin, size)
+                have = min(end - begin, size)
                 if have:
                     destination[:have] = view[begin : begin + have]
                 conn.start = begin + have
+                conn.message_bytes += size
                 conn.read_size = AFTER_LARGE_READ if size >= LARGE_VALUE else BUFFER_BYTES
                 if have < size:
-                    conn.body, conn.filled, conn.body_more = destination, have, more
+                    conn.body, conn.filled, conn.body_more = destination, have, bool(flags & zmtp.MORE)
                     continue
                 parts.append(destination)
             else:
-                if conn.end - begin < size:
-                    if not self._fill(conn, header_bytes + size):
+                stop = begin + size
+                if stop > end:
+                    if not self._fill(conn, stop - start):
                         return
                     continue
-                parts.append(bytes(view[begin : begin + size]))
-                conn.start = begin + size
-            if not more:
+                parts.append(bytes(view[begin:stop]))
+                conn.start = stop
+                conn.message_bytes += size
+            if not flags & zmtp.MORE:
                 self._deliver(conn, sink, now)
                 return
             if len(parts) >= MAX_PARTS:
@@ -584,28 +646,24 @@ class ZmtpInputs:
         conn.lowat = lowat
 
     def _deliver(self, conn: _Connection, sink: MessageSink, now: float) -> None:
+        """Hand the whole message to the sink, after setting the low-water mark for the next:
+        about a whole message when the last two had their values placed and about the same
+        size (a steady stream: one wake-up per message), else 1."""
         parts = conn.parts
         conn.parts = []
         conn.backoff = RECONNECT_MIN_S  # a peer that delivers is a good one: reconnect soon
         conn.since = now
-        self._next_lowat(conn, parts)
-        sink.message(conn.index, parts, now)
-
-    def _next_lowat(self, conn: _Connection, parts: list[Part]) -> None:
-        """Set the low-water mark for the next message: about a whole message when the last
-        two had their values placed and about the same size (a steady stream: one wake-up
-        per message), else 1."""
-        size = 0
-        if conn.placed:
-            conn.placed = False
-            for part in parts:
-                size += len(part)
+        size = conn.message_bytes if conn.placed else 0
+        conn.message_bytes = 0
+        conn.placed = False
         lowat = 1
-        if size >= LARGE_VALUE and abs(size - conn.last_size) <= STEADY_MARGIN:
+        if size >= LARGE_VALUE and -STEADY_MARGIN <= size - conn.last_size <= STEADY_MARGIN:
             lowat = min(size - STEADY_MARGIN, LOWAT_MAX)
+            self._look_by(now + STALL_S)
         conn.last_size = size
         if lowat != conn.lowat:
             self._set_lowat(conn, lowat)
+        sink.message(conn.index, parts, now)
 
     def _command(self, conn: _Connection, body: memoryview) -> None:
         name, data = self._check(zmtp.parse_command, body)

@@ -29,7 +29,7 @@ from stddaq_common.wire.bsread_channels import (
     bsread_type_of,
     parse_channel,
 )
-from stddaq_common.wire.bsread_fast_header import match_main_header
+from stddaq_common.wire.bsread_fast_header import match_main_header, quick_patterns
 from stddaq_common.wire.byte_views import BufferLike, byte_view, writable_byte_view
 from stddaq_common.wire.compression import (
     bitshuffle_lz4_compress_view,
@@ -208,6 +208,9 @@ class BsreadDecoder:
         self._last_key: tuple[str, str] | None = None
         self.headers_parsed = 0
         """Data headers parsed so far (cache misses)."""
+        self._quick: tuple[bytes, bytes | None, bytes, tuple[ChannelSpec, ...]] | None = None
+        """For `head`: (hash text, dh_compression text, data header) of the last message
+        `decode_headers` accepted whose main header has a known layout, and its channels."""
 
     def decode(self, parts: Sequence[BufferLike]) -> BsreadMessage:
         """Decode one message from its parts; WireFormatError if it is malformed."""
@@ -242,6 +245,38 @@ class BsreadDecoder:
         change what `decode` reports as `header_changed`."""
         main, channels = self._headers(main_part, data_header_part)
         return BsreadHeaders(main.pulse_id, main.global_timestamp, main.hash, channels)
+
+    def head(
+        self, main_part: BufferLike, data_header_part: BufferLike
+    ) -> tuple[int, int, int, tuple[ChannelSpec, ...]]:
+        """`decode_headers` as (pulse_id, sec, ns, channels): the per-message path.
+
+        When the main header has a known layout (bsread_fast_header) with the very hash and
+        dh_compression text of the last message accepted, and the data header is byte for
+        byte that message's, the answer is the one `decode_headers` would give and is taken
+        from it: one regular-expression match and one comparison. Anything else goes
+        through `decode_headers` (WireFormatError if malformed).
+        """
+        quick = self._quick
+        if quick is not None and type(main_part) is bytes:
+            for pattern, groups in quick_patterns:
+                match = pattern(main_part)
+                if match is not None:
+                    pulse, sec, ns, digest, compression = match.group(*groups)
+                    if (digest == quick[0] and compression == quick[1] and data_header_part == quick[2]
+                            and len(pulse) < 20 and len(sec) < 19 and len(ns) < 19):
+                        return int(pulse), int(sec), int(ns), quick[3]  # below 2**63: no limit passed
+                    break
+        headers = self.decode_headers(main_part, data_header_part)
+        if type(main_part) is bytes and type(data_header_part) is bytes:
+            for pattern, groups in quick_patterns:
+                match = pattern(main_part)
+                if match is not None:
+                    _, _, _, digest, compression = match.group(*groups)
+                    self._quick = (digest, compression, data_header_part, headers.channels)
+                    break
+        seconds, nanoseconds = headers.global_timestamp
+        return headers.pulse_id, seconds, nanoseconds, headers.channels
 
     def _headers(
         self, main_part: BufferLike, data_header_part: BufferLike

@@ -43,6 +43,13 @@ _PSI: Final = re.compile(
 )
 """Groups: compression (or None), hash, pulse_id, sec, ns."""
 
+quick_patterns: Final = (
+    (_STD_DAQ.fullmatch, (1, 2, 3, 4, 5)),
+    (_PSI.fullmatch, (3, 4, 5, 2, 1)),
+)
+"""Each layout's fullmatch and the numbers of its groups pulse_id, sec, ns, hash,
+compression (for callers that keep the texts as they are)."""
+
 _UINT64_LIMIT: Final = 2**64
 _INT64_LIMIT: Final = 2**63
 
