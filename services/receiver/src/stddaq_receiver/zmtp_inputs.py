@@ -57,6 +57,9 @@ STEADY_MARGIN = 64 * 1024
 """A connection whose last two messages (values placed in their slots) had sizes within
 this of each other waits for a whole message at once: its low-water mark between messages
 is the last size less this margin."""
+LOWAT_SLACK = 4096
+"""A steady connection keeps its low-water mark while the next one would differ by at most
+this (far less than STEADY_MARGIN): no system call for a message a few octets longer."""
 STALL_S = 0.05
 """A connection waiting for a whole message (raised low-water mark) that has delivered
 nothing for this long is looked at anyway (a smaller message would not reach the mark)."""
@@ -661,7 +664,9 @@ class ZmtpInputs:
             lowat = min(size - STEADY_MARGIN, LOWAT_MAX)
             self._look_by(now + STALL_S)
         conn.last_size = size
-        if lowat != conn.lowat:
+        current = conn.lowat
+        keep = lowat > 1 and current > 1 and -LOWAT_SLACK <= lowat - current <= LOWAT_SLACK
+        if lowat != current and not keep:  # a main header a digit longer keeps the mark
             self._set_lowat(conn, lowat)
         sink.message(conn.index, parts, now)
 

@@ -31,6 +31,7 @@ from stddaq_common.bus.metadata import (
     MetadataError,
     decode_image_metadata,
 )
+from stddaq_common.bus.zmtp_publisher import ZmtpPublisher
 from stddaq_common.names import IMAGE_SUFFIX, ipc_address
 from stddaq_common.rate_limited_log import RateLimitedLog
 
@@ -130,6 +131,11 @@ class MetadataPublisher:
     With `count_drops=True` the socket uses ZMQ_XPUB_NODROP instead: when any subscriber's
     queue (`sndhwm` here plus its own `rcvhwm`) is full, the message goes to no subscriber,
     `publish` returns False and `dropped` counts it (for benchmarks and lock-step consumers).
+
+    On an ipc:// path (every stddaq buffer's address) the PUB is `ZmtpPublisher`: the same
+    ZMTP on the wire, each message sent from the caller's thread without libzmq's I/O thread
+    (about 60 us of CPU less per message); other addresses (tcp://, abstract ipc://@name)
+    use a libzmq PUB socket.
     """
 
     def __init__(self, address: str, *, sndhwm: int = DEFAULT_HWM, count_drops: bool = False) -> None:
@@ -145,16 +151,26 @@ class MetadataPublisher:
         if self._path is not None:
             _check_ipc_path(self._path, address)
             _clear_stale_socket(self._path, address)
-        self._socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUB)
-        try:
-            self._socket.setsockopt(zmq.LINGER, 0)
-            self._socket.setsockopt(zmq.SNDHWM, sndhwm)
-            if count_drops:
-                self._socket.setsockopt(zmq.XPUB_NODROP, 1)
-            self._socket.bind(address)
-        except zmq.ZMQError as error:
-            self._socket.close(linger=0)
-            raise StreamError(f"cannot bind {address}: {error.strerror}") from None
+        self._closed = False
+        self._zmtp: ZmtpPublisher | None = None
+        self._socket: zmq.Socket[bytes] | None = None
+        if self._path is not None:
+            try:
+                self._zmtp = ZmtpPublisher(self._path, sndhwm=sndhwm, count_drops=count_drops)
+            except OSError as error:
+                raise StreamError(f"cannot bind {address}: {error.strerror or error}") from None
+        else:
+            pub: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUB)
+            try:
+                pub.setsockopt(zmq.LINGER, 0)
+                pub.setsockopt(zmq.SNDHWM, sndhwm)
+                if count_drops:
+                    pub.setsockopt(zmq.XPUB_NODROP, 1)
+                pub.bind(address)
+            except zmq.ZMQError as error:
+                pub.close(linger=0)
+                raise StreamError(f"cannot bind {address}: {error.strerror}") from None
+            self._socket = pub
         if self._path is not None:
             info = os.stat(self._path)
             self._bound_inode = (info.st_dev, info.st_ino)
@@ -178,21 +194,32 @@ class MetadataPublisher:
 
     def publish_bytes(self, payload: bytes) -> bool:
         """Send already-encoded metadata bytes; False (and `dropped` + 1) if they did not fit."""
-        try:
-            self._socket.send(payload, zmq.NOBLOCK)
-        except zmq.Again:
-            self.dropped += 1
-            return False
+        own = self._zmtp
+        if own is not None:
+            if not own.send(payload):
+                self.dropped += 1
+                return False
+        else:
+            assert self._socket is not None
+            try:
+                self._socket.send(payload, zmq.NOBLOCK)
+            except zmq.Again:
+                self.dropped += 1
+                return False
         self.published += 1
         return True
 
     def close(self) -> None:
         """Remove the socket file, then close the socket (LINGER 0: messages still queued for
         slow subscribers are discarded). Safe to call twice."""
-        if self._socket.closed:
+        if self._closed:
             return
+        self._closed = True
         self._remove_socket_file()
-        self._socket.close(linger=0)
+        if self._zmtp is not None:
+            self._zmtp.close()
+        if self._socket is not None:
+            self._socket.close(linger=0)
 
     def _remove_socket_file(self) -> None:
         # Only our own file: a publisher bound after us at the same path keeps its file.
