@@ -16,7 +16,7 @@ import zmq
 from stddaq_common.runtime.counters import Counter
 from stddaq_common.wire import zmtp
 from stddaq_common.wire.byte_views import BufferLike
-from stddaq_receiver.zmtp_inputs import ZmtpInputs
+from stddaq_receiver.zmtp_inputs import TAIL_SLACK, ZmtpInputs
 from tests.receiver.conftest import free_tcp_address
 
 DEADLINE_S = 60.0
@@ -163,6 +163,39 @@ def test_a_steady_stream_waits_for_whole_messages_and_a_smaller_one_still_arrive
         push.close(linger=0)
     assert [parts for _, parts in sink.messages] == steady + after
     assert sink.landed == [True] * 7 + [False, True]
+    assert errors.value == 0 and sink.aborts == []
+
+
+def _wire_size(parts: list[bytes]) -> int:
+    short, long = zmtp.SHORT_HEADER_BYTES, zmtp.LONG_HEADER_BYTES
+    return sum(len(part) + (short if len(part) <= zmtp.MAX_SHORT_BODY else long) for part in parts)
+
+
+def test_a_steady_stream_of_equal_messages_waits_for_all_of_the_next_but_a_few_octets(
+    context: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    """Messages whose sizes differ only by a main header's digits set the mark at the last
+    one's wire size less TAIL_SLACK (woken only with the trailing timestamp frame in); a
+    message some octets shorter or longer still arrives whole, in order."""
+    push = context.socket(zmq.PUSH)
+    port = push.bind_to_random_port("tcp://127.0.0.1")
+    inputs, errors, _ = _reader(f"tcp://127.0.0.1:{port}")
+    sink = Sink()
+    big = 2 * 1024 * 1024
+    steady = [_message(i, big) for i in range(10, 14)]
+    shorter = _message(7, big)  # "main 7": one octet shorter than "main 13"
+    longer = _message(123456, big)
+    try:
+        _send_all(push, steady, inputs, sink)
+        _pump(inputs, sink, lambda: len(sink.messages) == len(steady), "the steady messages")
+        assert inputs._conns[0].lowat == _wire_size(steady[-1]) - TAIL_SLACK
+        _send_all(push, [shorter, longer, shorter], inputs, sink)
+        _pump(inputs, sink, lambda: len(sink.messages) == len(steady) + 3, "every message")
+    finally:
+        inputs.close()
+        push.close(linger=0)
+    assert [parts for _, parts in sink.messages] == [*steady, shorter, longer, shorter]
+    assert sink.landed == [True] * 7
     assert errors.value == 0 and sink.aborts == []
 
 

@@ -60,9 +60,23 @@ is the last size less this margin."""
 LOWAT_SLACK = 4096
 """A steady connection keeps its low-water mark while the next one would differ by at most
 this (far less than STEADY_MARGIN): no system call for a message a few octets longer."""
+EXACT_SPAN = 64
+"""A connection whose last two messages (values placed) were within this many octets of
+each other on the wire (only the numbers in the main header change) waits for all of the
+next one but TAIL_SLACK octets: woken once the last segment (the timestamp frame, which
+the sender may write apart from the value) is in too."""
+TAIL_SLACK = 10
+"""Octets below the last message's wire size where an exact mark sits: covers a main
+header some digits shorter, and stays below a trailing frame's size (a timestamp frame is
+18 octets). A mark kept within EXACT_KEEP of the wanted one costs no system call."""
+EXACT_KEEP = 4
 STALL_S = 0.05
+STALL_MAX_S = 0.5
 """A connection waiting for a whole message (raised low-water mark) that has delivered
-nothing for this long is looked at anyway (a smaller message would not reach the mark)."""
+nothing for twice its last interval between messages (at least STALL_S, at most
+STALL_MAX_S) is looked at anyway: a smaller message would not reach the mark (until the
+connection's next message pushes it over). Relative to the interval, so a steady stream
+at any rate costs no look (a timer wake-up and a MSG_PEEK) per message."""
 RECONNECT_MIN_S = 0.1
 RECONNECT_MAX_S = 1.0
 HANDSHAKE_TIMEOUT_S = 30.0
@@ -162,9 +176,11 @@ class _Connection:
         self.placed = False
         """True when the value of the message being received went where the sink said."""
         self.message_bytes = 0
-        """Octets of the parts of the message being received so far."""
+        """Octets of the message being received so far, on the wire (frame headers too)."""
         self.since = 0.0
         """When the connection last delivered a message or was looked at for a stall."""
+        self.stall_after = STALL_S
+        """How long after `since` a stall look is due (see STALL_MAX_S)."""
 
     def describe(self) -> str:
         return f"connection {self.index} to {self.address} (peer {self.peer})"
@@ -260,7 +276,7 @@ class ZmtpInputs:
             elif state == _TRAFFIC and conn.index not in paused and conn.body is None:
                 if not conn.waiting and conn.end > conn.start:
                     due.append(conn.index)  # a message may be whole in its buffer
-                elif conn.lowat > 1 and not conn.parts and now - conn.since >= STALL_S:
+                elif conn.lowat > 1 and not conn.parts and now - conn.since >= conn.stall_after:
                     conn.since = now
                     if self._has_input(conn):  # a message smaller than the mark
                         due.append(conn.index)
@@ -279,7 +295,7 @@ class ZmtpInputs:
             return conn.deadline
         if (state == _TRAFFIC and conn.lowat > 1 and not conn.parts and conn.body is None
                 and conn.index not in self._paused):
-            return conn.since + STALL_S
+            return conn.since + conn.stall_after
         return math.inf
 
     def _look_by(self, when: float) -> None:
@@ -579,7 +595,7 @@ class ZmtpInputs:
                 if have:
                     destination[:have] = view[begin : begin + have]
                 conn.start = begin + have
-                conn.message_bytes += size
+                conn.message_bytes += begin - start + size
                 conn.read_size = AFTER_LARGE_READ if size >= LARGE_VALUE else BUFFER_BYTES
                 if have < size:
                     conn.body, conn.filled, conn.body_more = destination, have, bool(flags & zmtp.MORE)
@@ -593,7 +609,7 @@ class ZmtpInputs:
                     continue
                 parts.append(bytes(view[begin:stop]))
                 conn.start = stop
-                conn.message_bytes += size
+                conn.message_bytes += stop - start
             if not flags & zmtp.MORE:
                 self._deliver(conn, sink, now)
                 return
@@ -655,18 +671,25 @@ class ZmtpInputs:
         parts = conn.parts
         conn.parts = []
         conn.backoff = RECONNECT_MIN_S  # a peer that delivers is a good one: reconnect soon
+        conn.stall_after = min(max(STALL_S, 2 * (now - conn.since)), STALL_MAX_S)
         conn.since = now
         size = conn.message_bytes if conn.placed else 0
         conn.message_bytes = 0
         conn.placed = False
         lowat = 1
-        if size >= LARGE_VALUE and -STEADY_MARGIN <= size - conn.last_size <= STEADY_MARGIN:
-            lowat = min(size - STEADY_MARGIN, LOWAT_MAX)
-            self._look_by(now + STALL_S)
-        conn.last_size = size
+        keep = False
         current = conn.lowat
-        keep = lowat > 1 and current > 1 and -LOWAT_SLACK <= lowat - current <= LOWAT_SLACK
-        if lowat != current and not keep:  # a main header a digit longer keeps the mark
+        change = size - conn.last_size
+        if size >= LARGE_VALUE and -STEADY_MARGIN <= change <= STEADY_MARGIN:
+            if -EXACT_SPAN <= change <= EXACT_SPAN:
+                lowat = min(size - TAIL_SLACK, LOWAT_MAX)
+                keep = -EXACT_KEEP <= lowat - current <= EXACT_KEEP
+            else:
+                lowat = min(size - STEADY_MARGIN, LOWAT_MAX)
+                keep = current > 1 and -LOWAT_SLACK <= lowat - current <= LOWAT_SLACK
+            self._look_by(now + conn.stall_after)
+        conn.last_size = size
+        if lowat != current and not keep:
             self._set_lowat(conn, lowat)
         sink.message(conn.index, parts, now)
 
