@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import zmq
 
+from stddaq_common.bus.metadata import Dtype, ImageMeta
+from stddaq_common.bus.metadata_stream import MetadataPublisher, MetadataSubscriber
 from stddaq_common.bus.zmtp_publisher import ZmtpPublisher
 from stddaq_common.wire import zmtp
 
@@ -189,4 +191,33 @@ def test_count_drops_sends_to_nobody_when_a_subscriber_queue_is_full(path: str) 
         assert accepted > 0
     finally:
         peer.close()
+        publisher.close()
+
+
+@pytest.mark.parametrize("kind", ["tcp", "abstract-ipc"])
+def test_addresses_without_a_socket_file_keep_libzmqs_pub(
+    kind: str, context: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    """MetadataPublisher uses its own PUB only on an ipc:// path; tcp:// and abstract
+    ipc://@name still work, through libzmq, with the same messages."""
+    if kind == "tcp":
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+        probe.close()
+    else:
+        address = f"ipc://@stddaq-test-{uuid.uuid4().hex[:10]}"
+    publisher = MetadataPublisher(address)
+    subscriber = MetadataSubscriber(address, timeout_ms=10)
+    try:
+        assert publisher._zmtp is None
+        _until(
+            lambda: publisher.publish(ImageMeta(1, 2, 3, 6, Dtype.UINT8))
+            and subscriber.receive() is not None,
+            "the subscriber to join",
+        )
+        assert publisher.publish(ImageMeta(77, 2, 3, 6, Dtype.UINT8))
+        _until(lambda: (meta := subscriber.receive()) is not None and meta.image_id == 77, "image 77")
+    finally:
+        subscriber.close()
         publisher.close()
