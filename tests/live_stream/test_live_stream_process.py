@@ -113,10 +113,15 @@ def _upstream_header(height: int, width: int, frame: int) -> bytes:
     return text.replace("FRAME", str(frame)).encode()
 
 
-def _stop(stream: LiveStreamProcess) -> dict[str, str]:
+def _stop(stream: LiveStreamProcess, *, producer_raced: bool = False) -> dict[str, str]:
+    """Stop the stream; no torn or bad image was sent. `producer_raced`: the producer ran
+    flat out, so a stream descheduled mid-copy may find a slot overwritten: that image is
+    discarded and counted (torn_images), which is then allowed; one sent torn never is."""
     assert stream.terminate() == 0, stream.stderr()
     stats = stream.final_stats()
-    assert stat_int(stats, "torn_images") == 0
+    if not producer_raced:
+        assert stat_int(stats, "torn_images") == 0
+    assert stat_int(stats, "torn_on_wire") == 0
     assert stat_int(stats, "bad_images") == 0
     return stats
 
@@ -284,7 +289,7 @@ def test_a_viewer_that_never_reads_costs_the_acquisition_nothing(cleanup: contex
         while not _received_from(active, START + 10_000):
             assert time.monotonic() < deadline, "no sentinel reached the active viewer"
             producer.publish(next(sentinels))
-        stats = _stop(stream)
+        stats = _stop(stream, producer_raced=True)
     assert active_got > 0
     assert stat_int(stats, "images_seen") >= len(ids)
 
