@@ -316,6 +316,10 @@ class Outcome:
     """The acquisition at e2e_cost.COST_RATE_HZ with the live stream and viewer on."""
     cost_dark: Step
     """The same without the live stream."""
+    camera_live: Step
+    """The acquisition at e2e_cost.CAMERA_RATE_HZ with the live stream and viewer on."""
+    camera_dark: Step
+    """The same without the live stream."""
     idle: dict[str, float]
     """% of a core each service used with the stack up and nothing flowing."""
     memcpy_s_per_gb: float
@@ -358,8 +362,8 @@ def _records(ceilings: Ceilings, outcome: Outcome) -> list[BenchRecord]:
     return records
 
 
-def _cost_step(stack: BenchStack, n: int, tag: str) -> Step:
-    step = acquire(stack, e2e_cost.COST_RATE_HZ, n, tag)
+def _cost_step(stack: BenchStack, n: int, tag: str, rate_hz: float = e2e_cost.COST_RATE_HZ) -> Step:
+    step = acquire(stack, rate_hz, n, tag)
     print(f"#   cost {step.describe()[4:]}", file=sys.stderr, flush=True)
     return step
 
@@ -374,12 +378,14 @@ def _measure(stack: BenchStack, ceilings: Ceilings, n: int, quick: bool) -> Outc
     print(f"#   memcpy {memcpy:.3f} CPU s/GB; idle % of a core: "
           + ", ".join(f"{k} {v:.2f}" for k, v in sorted(idle.items())), file=sys.stderr, flush=True)
     n_cost = 300 if quick else 1000
+    n_camera = 600 if quick else 2000
     if not quick:
         acquire(stack, 100.0, 50, "warmup")  # the writers' first files (quick: the probe is it)
     live = find_lossless_rate(stack, n, cap_hz, quick, "live")
     # The cost steps come after the searches: by then every process has touched every page
     # of the ring (first touches cost page faults a running stack does not pay again).
     cost_live = _cost_step(stack, n_cost, "cost-live")
+    camera_live = _cost_step(stack, n_camera, "camera-live", e2e_cost.CAMERA_RATE_HZ)
     viewer = stack.live_off()
     if quick:  # no time for a second search: the same rate, to compare the CPU it costs
         rate = live[0].rate_hz if live[0] is not None else live[1][-1].rate_hz
@@ -387,8 +393,9 @@ def _measure(stack: BenchStack, ceilings: Ceilings, n: int, quick: bool) -> Outc
     else:
         dark = find_lossless_rate(stack, n, cap_hz, quick, "dark")
     cost_dark = _cost_step(stack, n_cost, "cost-dark")
-    return Outcome(live, dark, viewer, not quick, cost_live, cost_dark, idle, memcpy,
-                   stack.sent_while_viewing)
+    camera_dark = _cost_step(stack, n_camera, "camera-dark", e2e_cost.CAMERA_RATE_HZ)
+    return Outcome(live, dark, viewer, not quick, cost_live, cost_dark, camera_live, camera_dark,
+                   idle, memcpy, stack.sent_while_viewing)
 
 
 def _cost_records(outcome: Outcome) -> list[BenchRecord]:
@@ -411,7 +418,32 @@ def _cost_records(outcome: Outcome) -> list[BenchRecord]:
     records += e2e_cost.cost_records(
         e2e_cost.service_costs(dark.times, dark.written, FRAME_BYTES, WRITERS), rate, dark.lost,
         ", no live stream")
+    records += _camera_rate_records(outcome)
     return records + e2e_cost.idle_records(outcome.idle)
+
+
+def _camera_rate_records(outcome: Outcome) -> list[BenchRecord]:
+    """The same figures at a camera's data rate (e2e_cost.CAMERA_RATE_HZ)."""
+    live, dark, memcpy = outcome.camera_live, outcome.camera_dark, outcome.memcpy_s_per_gb
+    rate = e2e_cost.CAMERA_RATE_HZ
+    at = f"at {rate:g} images/s ({rate * FRAME_BYTES / 1e9:.2f} GB/s)"
+    records = [
+        e2e_cost.floor_record(
+            f"stddaq services {at}: CPU s per GB, with live stream forward + viewer",
+            e2e_cost.spent_s_per_gb(live.times, live.written, FRAME_BYTES, True),
+            e2e_cost.COPIES_WITH_LIVE_STREAM, memcpy, live.lost),
+        e2e_cost.floor_record(
+            f"stddaq services {at}: CPU s per GB, without live stream",
+            e2e_cost.spent_s_per_gb(dark.times, dark.written, FRAME_BYTES, False),
+            e2e_cost.COPIES_DAQ_SERVER, memcpy, dark.lost),
+    ]
+    records += e2e_cost.cost_records(
+        e2e_cost.service_costs(live.times, live.written, FRAME_BYTES, WRITERS), rate, live.lost,
+        ", live stream on")
+    records += e2e_cost.cost_records(
+        e2e_cost.service_costs(dark.times, dark.written, FRAME_BYTES, WRITERS), rate, dark.lost,
+        ", no live stream")
+    return records
 
 
 def run(quick: bool) -> list[BenchRecord]:

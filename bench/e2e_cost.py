@@ -10,6 +10,8 @@
   cache) and 5 with the live stream (+ slot -> send buffer, send buffer -> kernel), times
   this run's memcpy CPU cost per GB. A fixed yardstick: removing a copy shows as a higher
   ratio = floor / spent.
+- The same at `CAMERA_RATE_HZ`, a camera's data rate: CPU per GB falls with the rate,
+  since the cost per wake-up is shared by the images it finds.
 - Idle: the CPU each service uses with the stack up and nothing flowing, as % of one core
   over `IDLE_WINDOW_S` (target under 1 %).
 """
@@ -28,7 +30,12 @@ from bench.harness import BenchRecord, record
 from bench.proc_cpu import CpuTimes, times_delta
 
 COST_RATE_HZ = 100.0
-"""The fixed rate of the cost acquisitions (0.21 GB/s of 2 MiB images)."""
+"""The fixed rate of the cost acquisitions (0.21 GB/s of 2 MiB images): the headline
+figures. At this rate every image is its own wake-up in every process."""
+CAMERA_RATE_HZ = 500.0
+"""A second fixed rate, a PCO.edge camera's data rate (500 images/s of 2 MiB = 1.05 GB/s):
+what a DAQ server pays per GB while it keeps up with such a camera (records named
+"... at 500 images/s"). Each process then finds several images per wake-up."""
 IDLE_WINDOW_S = 10.0
 IDLE_TARGET_PERCENT = 1.0
 COPIES_DAQ_SERVER = 3
