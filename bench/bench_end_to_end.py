@@ -167,18 +167,27 @@ def _wait_for_end(
         time.sleep(POLL_S)
 
 
-def acquire(stack: BenchStack, rate_hz: float, n: int, label: str) -> Step:
-    """One step: camera at `rate_hz`, then an acquisition of n images, checked image by image."""
+def acquire(stack: BenchStack, rate_hz: float, n: int, label: str, exact: bool = False) -> Step:
+    """One step: camera at `rate_hz`, then an acquisition of n images, checked image by image.
+
+    `exact` (the cost steps): the acquisition starts first, then a camera that sends exactly
+    n frames, so every frame handled in the measured window is one of the acquisition's (an
+    endless camera also sends while the files close, which the receiver, driver and live
+    stream handle and the per-image figures would count against the images written)."""
     step = Step(rate_hz, n, stack.live_running)
-    stack.start_camera(rate_hz)
+    if not exact:
+        stack.start_camera(rate_hz)
     try:
-        time.sleep(WARMUP_S)
+        if not exact:
+            time.sleep(WARMUP_S)
         directory = stack.data / label
         directory.mkdir()
         cpu_before = stack.cpu_seconds()
         times_before = stack.cpu_times()
         started_at = time.monotonic()
         started = stack.client.start(path=str(directory), n_image=n)
+        if exact:
+            stack.start_camera(rate_hz, frames=n)
         status, step.stopped_early, progress = _wait_for_end(
             stack, int(started["acquisition_id"]), 3 * n / (rate_hz or 50.0) + 60
         )
@@ -363,7 +372,7 @@ def _records(ceilings: Ceilings, outcome: Outcome) -> list[BenchRecord]:
 
 
 def _cost_step(stack: BenchStack, n: int, tag: str, rate_hz: float = e2e_cost.COST_RATE_HZ) -> Step:
-    step = acquire(stack, rate_hz, n, tag)
+    step = acquire(stack, rate_hz, n, tag, exact=True)
     print(f"#   cost {step.describe()[4:]}", file=sys.stderr, flush=True)
     return step
 

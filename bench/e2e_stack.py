@@ -194,11 +194,12 @@ class BenchStack:
         """True while the live stream runs."""
         return self._live_running
 
-    def start_camera(self, rate_hz: float) -> None:
-        """Start a fake camera streaming 1024x1024 uint16 frames endlessly at `rate_hz`."""
+    def start_camera(self, rate_hz: float, frames: int = 0) -> None:
+        """Start a fake camera streaming 1024x1024 uint16 frames at `rate_hz`: endlessly, or
+        `frames` of them and then exit."""
         argv = [sys.executable, "-m", "stddaq_fake_camera",
                 "--address", f"tcp://127.0.0.1:{self.camera_port}", "--shape", "1024", "1024",
-                "--dtype", "uint16", "--rate", f"{rate_hz:g}", "--frames", "0",
+                "--dtype", "uint16", "--rate", f"{rate_hz:g}", "--frames", str(frames),
                 "--first-id", str(self.next_id), "--compression", "none", "--log-level", "info"]
         self.camera = Child(ProcessSpec("camera", argv, restart=False), self.log, 12)
         self.camera.start()
