@@ -98,7 +98,7 @@ class Engine:
         self._next_publish = 0.0
         self._next_probe = 0.0
         self._idle = IdleWait()
-        self._idle.watch(subscriber.socket, *link.event_sockets)
+        self._idle.watch(subscriber, *link.event_sockets)
 
     # --- called from other threads ---
 
@@ -184,7 +184,7 @@ class Engine:
             parts.subscriber.close()
             parts.subscriber = MetadataSubscriber.for_config(config, timeout_ms=POLL_MS)
             self._life.subscriber_replaced()
-        self._idle.watch(parts.subscriber.socket, *parts.link.event_sockets)
+        self._idle.watch(parts.subscriber, *parts.link.event_sockets)
         log.info("config changed: %d writer(s)", config.writers)
 
     # --- shutdown ---
