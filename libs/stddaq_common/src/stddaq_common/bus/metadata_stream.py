@@ -9,6 +9,9 @@ turns them into objects.
   `dropped`), and `receive` gives up after a timeout (1 s by default) and returns None.
 - A subscriber never raises on a bad message: it logs (rate-limited), counts it in
   `bad_messages` and waits for the next one.
+- A subscriber on an ipc:// address reads ZeroMQ's wire protocol itself by default (no
+  libzmq I/O thread: one wake-up per batch of messages); libzmq's SUB is the fallback
+  (`STDDAQ_METADATA_TRANSPORT=libzmq`, other transports, publishers older than ZMTP 3.0).
 - The publisher owns its ipc socket file: it refuses to take over the address of a live
   publisher, replaces a stale file left by a crashed one, and removes its file on close.
 """
@@ -249,6 +252,16 @@ class MetadataSubscriber:
     `receive` returns None when nothing arrived within the timeout. Messages that are not
     one ImageMetadata (undecodable, or multipart) are logged, counted in `bad_messages`
     and skipped.
+
+    Two transports behave the same (tests/common/test_streams.py runs every test with
+    both): ZMTP, the own reader of ZeroMQ's wire protocol (bus/zmtp_subscriber.py), the
+    default for ipc:// addresses: it reads in the caller's thread, so a batch of queued
+    messages costs one wake-up and one recv, where libzmq's SUB wakes its I/O thread and
+    the caller for each message; and LIBZMQ, zmq.SUB, for other addresses, when
+    `transport`/$STDDAQ_METADATA_TRANSPORT says so, and automatically when the publisher
+    speaks a ZMTP older than 3.0. With ZMTP, `rcvhwm` is not a message count: a subscriber
+    that does not read fills the kernel's socket buffer, then the publisher's SNDHWM, then
+    the publisher drops messages for it, as a PUB does at a full libzmq SUB queue.
     """
 
     def __init__(
@@ -462,6 +475,16 @@ class MetadataSubscriber:
             return self._zmtp.fileno()
         assert self._socket is not None
         return self._socket
+
+    @property
+    def connects(self) -> int:
+        """Connections the own ZMTP reader made (the first and each reconnection); 0 for libzmq."""
+        return 0 if self._zmtp is None else self._zmtp.connects
+
+    @property
+    def protocol_errors(self) -> int:
+        """Connections the own ZMTP reader dropped because the publisher broke ZMTP."""
+        return 0 if self._zmtp is None else self._zmtp.protocol_errors
 
     def has_queued(self) -> bool:
         """Messages were read already and wait to be taken (a poll would not show them)."""

@@ -3,19 +3,20 @@
 No sockets here (stddaq_common.bus.zmtp_subscriber moves the bytes). The SUB side greets as
 ZMTP 3.0 with the NULL mechanism, sends READY (Socket-Type SUB) and, once the peer's READY
 came, subscribes to every message with a message whose body is %x01 (23/ZMTP 3.0's form).
-(libzmq takes every frame before it has sent its own READY as a handshake command: a
-subscription sent with the greeting fails the handshake with "unexpected command".) A ZMTP 3.1 publisher
-also accepts that form from a 3.0 peer (37/ZMTP keeps it for backward interoperability),
-and libzmq 3.x/4.x publishers take it from every peer; the SUBSCRIBE command of 3.1 is
-unknown to libzmq before 4.3.3, so it is never sent. A 3.0 greeting also means that a
-3.1 peer sends no PING; one that does anyway is answered with PONG.
+libzmq takes every frame that comes before it has sent its own READY as a handshake
+command: a subscription sent together with the greeting fails the handshake ("unexpected
+command"). The message form is the only one a 3.0 peer can send, so a 3.1 publisher must
+accept it from us (libzmq 4.3 does: tests/common/test_zmtp_subscriber.py); 3.1's SUBSCRIBE
+command is never sent, older libzmq releases do not know it. With a 3.0 greeting a 3.1
+peer sends no PING; one that does anyway is answered with PONG.
 
 `SubStream.feed` takes the bytes read so far and returns what they complete: single-part
 messages as bytes, multipart messages as `Multipart` (the subscriber counts them as bad),
-and bytes to send back (the subscription after the handshake, PONG). Bytes of an incomplete frame stay with the caller, who feeds
-them again with what comes next. Anything that breaks the protocol (a bad greeting, a peer
-that is not a PUB, an ERROR command, bad flags, a frame over `max_frame`) raises ZmtpError:
-the connection must be dropped.
+and bytes to send back (the subscription after the handshake, PONG). Bytes of an
+incomplete frame stay with the caller, who feeds them again with what comes next.
+Anything that breaks the protocol (a bad greeting, a peer that is not a PUB, an ERROR
+command, bad flags, a frame over `max_frame`) raises ZmtpError: the connection must be
+dropped.
 """
 
 from __future__ import annotations
