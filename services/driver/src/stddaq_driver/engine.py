@@ -5,8 +5,8 @@ link). The web layer talks to it only through `submit()` (a queue) and the Statu
 Each turn of the loop deals the images that came (ImageDealing, image_dealing.py), applies
 the writers' events (WriterEvents, writer_events.py), runs the commands, and lets the
 acquisition's life (AcquisitionLife, acquisition_life.py) look at its timeouts and publish
-progress. Writer events, commands and timeouts are looked at between batches, at least
-every POLL_MS.
+progress. Writer events and commands are looked at between batches, at least every
+POLL_MS; timeouts (of seconds) every CHECK_S.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from stddaq_driver.acquisition import AcquisitionPlan
 from stddaq_driver.acquisition_life import AcquisitionLife
 from stddaq_driver.driver_stats import EngineCounters
 from stddaq_driver.engine_parts import (
+    CHECK_S,
     HOLDING,
     LOG_INTERVAL_S,
     POLL_MS,
@@ -97,6 +98,7 @@ class Engine:
         self._events = WriterEvents(self._parts, self._life)
         self._next_publish = 0.0
         self._next_probe = 0.0
+        self._next_check = 0.0
         self._idle = IdleWait()
         self._idle.watch(subscriber, *link.event_sockets)
 
@@ -145,7 +147,9 @@ class Engine:
         if now >= self._next_probe:
             self._next_probe = now + PROBE_S
             self._parts.link.probe(acquisition_running=life.acquisition is not None)
-        life.check_timeouts(now)
+        if now >= self._next_check:
+            self._next_check = now + CHECK_S
+            life.check_timeouts(now)
         if now >= self._next_publish:
             self._next_publish = now + PUBLISH_S
             life.publish_progress(now)

@@ -27,6 +27,8 @@ BATCH_S = 0.02
 """Longest time spent dealing images before looking at commands and events."""
 PUBLISH_S = 0.1
 """Progress figures go to the status board this often."""
+CHECK_S = 0.05
+"""Timeouts (all of seconds) are looked at this often, not at every turn of the loop."""
 CREATE_TIMEOUT_S = 10.0
 WRITER_SILENT_S = 10.0
 """A writer that sends nothing for this long during an acquisition is taken for dead."""
