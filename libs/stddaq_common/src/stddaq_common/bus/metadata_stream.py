@@ -361,19 +361,13 @@ class MetadataSubscriber:
     def receive_raw_batch(self, limit: int, timeout_ms: int | None = None) -> list[bytes]:
         """Like receive_raw, then also every message already queued (up to `limit` in all)
         without waiting for more: one wake-up takes what came meanwhile. Empty on timeout."""
-        first = self._next_single_part(self.timeout_ms if timeout_ms is None else timeout_ms)
+        wait_ms = self.timeout_ms if timeout_ms is None else timeout_ms
+        if self._zmtp is not None:
+            return self._zmtp_batch(limit, wait_ms)
+        first = self._next_single_part(wait_ms)
         if first is None:
             return []
         batch = [first]
-        if self._zmtp is not None:
-            if limit > 1:
-                for item in self._zmtp_take(0, limit - 1):
-                    if type(item) is bytes:
-                        batch.append(item)
-                    else:
-                        self._count_multipart(item)  # type: ignore[arg-type]
-            self.received += len(batch)
-            return batch
         sock = self._socket
         assert sock is not None
         while len(batch) < limit:
@@ -389,6 +383,27 @@ class MetadataSubscriber:
             batch.append(payload)
         self.received += len(batch)
         return batch
+
+    def _zmtp_batch(self, limit: int, wait_ms: int) -> list[bytes]:
+        """receive_raw_batch with the own reader: what one read brought (at most `limit`),
+        waiting for it at most `wait_ms`; multipart messages are counted and skipped."""
+        deadline: float | None = None
+        while True:
+            items = self._zmtp_take(wait_ms, limit)
+            if not items:
+                if self._zmtp is None:  # fell back to libzmq
+                    return self.receive_raw_batch(limit, wait_ms)
+                return []
+            batch: list[bytes] = []
+            for item in items:
+                if type(item) is bytes:
+                    batch.append(item)
+                else:
+                    self._count_multipart(item)  # type: ignore[arg-type]
+            if batch:
+                self.received += len(batch)
+                return batch
+            deadline, wait_ms = self._remaining(deadline, wait_ms)
 
     def _zmtp_take(self, wait_ms: int, limit: int) -> list[Message]:
         """Messages from the own ZMTP reader (falls back to libzmq for a peer it does not speak)."""
