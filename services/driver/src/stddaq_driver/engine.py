@@ -5,8 +5,9 @@ link). The web layer talks to it only through `submit()` (a queue) and the Statu
 Each turn of the loop deals the images that came (ImageDealing, image_dealing.py), applies
 the writers' events (WriterEvents, writer_events.py), runs the commands, and lets the
 acquisition's life (AcquisitionLife, acquisition_life.py) look at its timeouts and publish
-progress. Writer events and commands are looked at between batches, at least every
-POLL_MS; timeouts (of seconds) every CHECK_S.
+progress. Commands are looked at between batches, at least every POLL_MS; the writers'
+events too, except while images are dealt (then every EVENTS_S: they report progress every
+100 ms); timeouts (of seconds) every CHECK_S.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from stddaq_driver.acquisition_life import AcquisitionLife
 from stddaq_driver.driver_stats import EngineCounters
 from stddaq_driver.engine_parts import (
     CHECK_S,
+    DEALING,
+    EVENTS_S,
     HOLDING,
     LOG_INTERVAL_S,
     POLL_MS,
@@ -99,6 +102,7 @@ class Engine:
         self._next_publish = 0.0
         self._next_probe = 0.0
         self._next_check = 0.0
+        self._next_events = 0.0
         self._idle = IdleWait()
         self._idle.watch(subscriber, *link.event_sockets)
 
@@ -141,9 +145,11 @@ class Engine:
             self._dealing.drop_idle()
         else:
             self._dealing.pump()
-        self._events.handle()
-        self._handle_commands()
         now = time.monotonic()
+        if now >= self._next_events or life.state not in DEALING:
+            self._next_events = now + EVENTS_S
+            self._events.handle()
+        self._handle_commands()
         if now >= self._next_probe:
             self._next_probe = now + PROBE_S
             self._parts.link.probe(acquisition_running=life.acquisition is not None)
