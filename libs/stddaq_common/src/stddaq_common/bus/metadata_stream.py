@@ -288,7 +288,10 @@ class MetadataSubscriber:
         self._zmtp: ZmtpSubscriber | None = None
         self._socket: zmq.Socket[bytes] | None = None
         if self.transport == ZMTP:
-            self._zmtp = ZmtpSubscriber(address)
+            try:
+                self._zmtp = ZmtpSubscriber(address)
+            except PeerNotSpoken as error:
+                self._fall_back(str(error))
         else:
             self._open_libzmq()
 

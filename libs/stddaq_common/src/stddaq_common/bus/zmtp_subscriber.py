@@ -34,6 +34,10 @@ RECONNECT_S = 0.1
 """Time between connection attempts (libzmq's default ZMQ_RECONNECT_IVL)."""
 READ_BYTES = 256 * 1024
 """Bytes asked for per recv (about 2,000 metadata messages)."""
+HANDSHAKE_WAIT_S = 0.5
+"""How long the constructor waits for a publisher that is there to finish the handshake,
+so that the subscription is in place when it returns (as libzmq's SUB subscribes in its
+own thread, before the first receive)."""
 _OPENING = opening()
 _LOG_INTERVAL_S = 5.0
 
@@ -70,6 +74,11 @@ class ZmtpSubscriber:
         self.protocol_errors = 0
         """Connections dropped because the peer broke the protocol."""
         self._attempt()
+        try:
+            self._finish_handshake(time.monotonic() + HANDSHAKE_WAIT_S)
+        except PeerNotSpoken:
+            self.close()
+            raise
 
     @property
     def connected(self) -> bool:
@@ -126,6 +135,16 @@ class ZmtpSubscriber:
             if remaining <= 0:
                 return
             self._epoll.poll(remaining)
+
+    def _finish_handshake(self, deadline: float) -> None:
+        """Read until the handshake is done (the subscription sent), the connection is
+        gone, or the deadline passed."""
+        while self._sock is not None and not self._stream.ready:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._epoll.poll(remaining)
+            self._read()
 
     def _attempt(self) -> None:
         """One connection attempt; on failure the next is due RECONNECT_S later."""
