@@ -26,7 +26,7 @@ from collections import deque
 
 from stddaq_common.rate_limited_log import RateLimitedLog
 from stddaq_common.wire import zmtp
-from stddaq_common.wire.zmtp_sub import Message, SubStream, opening
+from stddaq_common.wire.zmtp_sub import Message, OlderPeer, SubStream, opening
 
 log = logging.getLogger(__name__)
 
@@ -200,10 +200,10 @@ class ZmtpSubscriber:
             replies: list[bytes] = []
             try:
                 used = self._stream.feed(data, self._queue, replies)
+            except OlderPeer as error:
+                self._drop(None)
+                raise PeerNotSpoken(error.reason) from None
             except zmtp.ZmtpError as error:
-                if self._stream.peer is None and "revision" in error.reason:
-                    self._drop(None)
-                    raise PeerNotSpoken(error.reason) from None
                 self.protocol_errors += 1
                 self._drop(f"the publisher broke ZMTP: {error.reason}")
                 return

@@ -39,6 +39,10 @@ def opening() -> bytes:
     return zmtp.greeting(minor=0) + zmtp.encode_ready("SUB")
 
 
+class OlderPeer(zmtp.ZmtpError):
+    """The peer greets with a ZMTP older than 3.0 (ZeroMQ 3.x or older)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Multipart:
     """A message of more than one part: how many, and the first part (for the log)."""
@@ -123,7 +127,12 @@ class SubStream:
 
     def _greeting(self, data: bytes) -> int:
         if len(data) >= zmtp.SIGNATURE_BYTES:
-            zmtp.check_signature(data[: zmtp.SIGNATURE_BYTES + 1])
+            zmtp.check_signature(data[: zmtp.SIGNATURE_BYTES])
+            if len(data) > zmtp.SIGNATURE_BYTES and data[zmtp.SIGNATURE_BYTES] < 3:
+                raise OlderPeer(
+                    f"the publisher greets with ZMTP revision {data[zmtp.SIGNATURE_BYTES]} "
+                    "(ZeroMQ 3.x or older); this reader speaks ZMTP 3.0 or later"
+                )
         if len(data) < zmtp.GREETING_BYTES:
             return 0
         peer = zmtp.parse_greeting(data[: zmtp.GREETING_BYTES])
@@ -165,4 +174,12 @@ class SubStream:
         # PONG and commands unknown here are ignored, as ZMTP allows.
 
 
-__all__ = ["DEFAULT_MAX_FRAME", "SUBSCRIBE_ALL", "Message", "Multipart", "SubStream", "opening"]
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "SUBSCRIBE_ALL",
+    "Message",
+    "Multipart",
+    "OlderPeer",
+    "SubStream",
+    "opening",
+]
