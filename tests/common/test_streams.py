@@ -1,4 +1,8 @@
-"""Metadata streams over real ZeroMQ ipc sockets, with a real publisher process."""
+"""Metadata streams over real ZeroMQ ipc sockets, with a real publisher process.
+
+Every test runs with both subscriber transports: the own ZMTP reader (the default) and
+libzmq's SUB (the fallback and the reference): both must behave the same.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +36,13 @@ from tests.common.stream_peers import (
 SPAWN = multiprocessing.get_context("spawn")
 HANG_GUARD_MS = 20_000
 """Only guards against a hang; a passing run never waits this long."""
+
+
+@pytest.fixture(autouse=True, params=[streams.ZMTP, streams.LIBZMQ])
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The subscriber transport every MetadataSubscriber of the test uses."""
+    monkeypatch.setenv(streams.TRANSPORT_ENV, request.param)
+    return str(request.param)
 
 
 @pytest.fixture()

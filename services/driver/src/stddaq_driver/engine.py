@@ -5,8 +5,9 @@ link). The web layer talks to it only through `submit()` (a queue) and the Statu
 Each turn of the loop deals the images that came (ImageDealing, image_dealing.py), applies
 the writers' events (WriterEvents, writer_events.py), runs the commands, and lets the
 acquisition's life (AcquisitionLife, acquisition_life.py) look at its timeouts and publish
-progress. Writer events, commands and timeouts are looked at between batches, at least
-every POLL_MS.
+progress. Commands are looked at between batches, at least every POLL_MS; the writers'
+events too, except while images are dealt (then every EVENTS_S: they report progress every
+100 ms); timeouts (of seconds) every CHECK_S.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from stddaq_driver.acquisition import AcquisitionPlan
 from stddaq_driver.acquisition_life import AcquisitionLife
 from stddaq_driver.driver_stats import EngineCounters
 from stddaq_driver.engine_parts import (
+    CHECK_S,
+    DEALING,
+    EVENTS_S,
     HOLDING,
     LOG_INTERVAL_S,
     POLL_MS,
@@ -97,8 +101,10 @@ class Engine:
         self._events = WriterEvents(self._parts, self._life)
         self._next_publish = 0.0
         self._next_probe = 0.0
+        self._next_check = 0.0
+        self._next_events = 0.0
         self._idle = IdleWait()
-        self._idle.watch(subscriber.socket, *link.event_sockets)
+        self._idle.watch(subscriber, *link.event_sockets)
 
     # --- called from other threads ---
 
@@ -139,13 +145,17 @@ class Engine:
             self._dealing.drop_idle()
         else:
             self._dealing.pump()
-        self._events.handle()
-        self._handle_commands()
         now = time.monotonic()
+        if now >= self._next_events or life.state not in DEALING:
+            self._next_events = now + EVENTS_S
+            self._events.handle()
+        self._handle_commands()
         if now >= self._next_probe:
             self._next_probe = now + PROBE_S
             self._parts.link.probe(acquisition_running=life.acquisition is not None)
-        life.check_timeouts(now)
+        if now >= self._next_check:
+            self._next_check = now + CHECK_S
+            life.check_timeouts(now)
         if now >= self._next_publish:
             self._next_publish = now + PUBLISH_S
             life.publish_progress(now)
@@ -184,7 +194,7 @@ class Engine:
             parts.subscriber.close()
             parts.subscriber = MetadataSubscriber.for_config(config, timeout_ms=POLL_MS)
             self._life.subscriber_replaced()
-        self._idle.watch(parts.subscriber.socket, *parts.link.event_sockets)
+        self._idle.watch(parts.subscriber, *parts.link.event_sockets)
         log.info("config changed: %d writer(s)", config.writers)
 
     # --- shutdown ---

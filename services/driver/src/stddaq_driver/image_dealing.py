@@ -5,24 +5,22 @@ Per image the work is: receive the raw metadata bytes, read the id, send the sam
 to one writer. A wake-up takes the message that woke it and every one already queued
 behind it, at most DEAL_BATCH, and sends each writer its share at once: one RecordImages
 to a stddaq writer that takes them, a RecordImage per image to any other (std_daq peers
-get std_daq's messages only). Nothing waits for images still to come, so the delay a
-batch adds to an image is the dealing of at most DEAL_BATCH - 1 images queued with it
-(about 10 us each here: < 1 ms; at 100 images/s a batch is one image). Looking behind a
-message costs a failed receive when nothing is there, so while looks find nothing (low
-rates) only every LOOK_EVERY-th wake-up looks; the first one that finds more turns them
-back on for every wake-up.
+get std_daq's messages only). With the subscriber's own ZMTP reader the queued messages
+come with one recv.
 
-At low rates each image would be a wake-up of its own here and in its writer. So after a
-wake-up that found one image the thread pauses before it looks again, and the images that
-came meanwhile go out together: at 100 images/s one message per writer per few images.
-The pause must never let a writer's image be overwritten, whatever comes next (a camera's
-backlog after a receiver restart arrives as fast as the receiver can take it). So it is
-bounded by the ring alone: during a pause at most 1/GATHER_RING_FRACTION of the slots may
-fill even at the fastest a receiver can ingest (MAX_INGEST_IMAGES_PER_S, or
-MAX_INGEST_BYTES_PER_S of this ring's slots), and by GATHER_MAX_S. For 2 MiB images in 1000
-slots that is about 26 ms; for small images in a small ring no pause at all. What a user
-sees is unchanged (progress is published every 100 ms, files are flushed every second); a
-stop or n_image is acted on at most one pause later.
+Each wake-up costs the thread, the kernel and every writer a wake-up of its own. So after
+a wake-up that emptied the queue (fewer than DEAL_BATCH images) the thread pauses before
+it looks again, and the images that came meanwhile go out together: at 100 images/s one
+wake-up and one message per writer per few images. A full batch is followed at once by
+the next (a backlog is taken as fast as the thread can). The pause must never let a
+writer's image be overwritten, whatever comes next (a camera's backlog after a receiver
+restart arrives as fast as the receiver can take it). So it is bounded by the ring alone:
+during a pause at most 1/GATHER_RING_FRACTION of the slots may fill even at the fastest a
+receiver can ingest (MAX_INGEST_IMAGES_PER_S, or MAX_INGEST_BYTES_PER_S of this ring's
+slots), and by GATHER_MAX_S. For 2 MiB images in 1000 slots that is about 26 ms; for small
+images in a small ring no pause at all. What a user sees is unchanged (progress is
+published every 100 ms, files are flushed every second); an image reaches its writer at
+most one pause later, and a stop or n_image is acted on at most one pause later.
 
 Owned by the dealing thread (engine.py); what an image changes in the acquisition's life
 (the first image, the last one, a failure) is AcquisitionLife's.
@@ -47,10 +45,8 @@ log = logging.getLogger(__name__)
 
 DEAL_BATCH = 64
 """Most images taken from the subscriber's queue per wake-up (and per writer message)."""
-LOOK_EVERY = 8
-"""While nothing was found queued behind a message, look again at every 8th wake-up."""
 GATHER_MAX_S = 0.08
-"""Longest pause after a wake-up that found one image, to take the next ones together."""
+"""Longest pause after a wake-up that emptied the queue, to take the next ones together."""
 GATHER_RING_FRACTION = 8
 """A pause lets at most n_slots / GATHER_RING_FRACTION images into the ring at the fastest
 ingest rate below."""
@@ -62,7 +58,7 @@ MIN_PAUSE_S = 0.002
 
 
 def gather_pause(n_slots: int, slot_bytes: int) -> float:
-    """Seconds a wake-up that found one image may pause (0: none) without letting more than
+    """Seconds a wake-up that emptied the queue may pause (0: none) without letting more than
     n_slots / GATHER_RING_FRACTION images into the ring at the fastest possible ingest."""
     fastest = min(MAX_INGEST_IMAGES_PER_S, MAX_INGEST_BYTES_PER_S / max(slot_bytes, 1))
     pause = min(GATHER_MAX_S, n_slots / GATHER_RING_FRACTION / fastest)
@@ -75,9 +71,6 @@ class ImageDealing:
     def __init__(self, parts: EngineParts, life: AcquisitionLife) -> None:
         self._parts = parts
         self._life = life
-        self._busy = False
-        """The last look behind a message found more queued: look again every wake-up."""
-        self._wakeups = 0
         self._pause_of: tuple[object, float] = (parts.config, self._pause_for(parts.config))
         """(config, the gather pause its ring allows): a config change may change the ring."""
 
@@ -85,24 +78,18 @@ class ImageDealing:
         """Deal the images that come within BATCH_S (waiting at most POLL_MS for one).
 
         Each wake-up takes the message that woke it and those already queued behind it
-        (at most DEAL_BATCH), deals them and sends each writer its share in one message
-        (image_dealing's module text gives the bound on the delay this adds)."""
+        (at most DEAL_BATCH), deals them and sends each writer its share in one message;
+        one that emptied the queue is followed by the gather pause (module text)."""
         subscriber = self._parts.subscriber
         life = self._life
         end = time.monotonic() + BATCH_S
         while True:
-            # Looking behind a message costs a failed receive when nothing is queued (the
-            # rule at low rates): look at every wake-up only while that finds more.
-            self._wakeups += 1
-            look = self._busy or self._wakeups % LOOK_EVERY == 0
-            raws = subscriber.receive_raw_batch(DEAL_BATCH if look else 1)
+            raws = subscriber.receive_raw_batch(DEAL_BATCH)
             if not raws:
                 return
-            if look:
-                self._busy = len(raws) > 1
             if life.state in DEALING:
                 self._deal(raws)
-                if len(raws) == 1 and life.state in DEALING:
+                if len(raws) < DEAL_BATCH and life.state in DEALING:
                     self._gather()
                     return
             if time.monotonic() >= end:
@@ -114,15 +101,14 @@ class ImageDealing:
         return gather_pause(geometry.n_slots, geometry.slot_bytes)
 
     def _gather(self) -> None:
-        """After a wake-up that found one image: pause so that the next ones come together
-        (bounded by the ring, module text); the next wake-up looks behind its message."""
+        """After a wake-up that emptied the queue: pause so that the next images come
+        together (bounded by the ring, module text)."""
         config = self._parts.config
         if self._pause_of[0] is not config:
             self._pause_of = (config, self._pause_for(config))
         pause = self._pause_of[1]
         if pause:
             time.sleep(pause)
-            self._busy = True
 
     def _deal(self, raws: list[bytes]) -> None:
         """Deal `raws` in arrival order, then send every writer its share."""

@@ -69,10 +69,11 @@ class WriterEvents:
             return
         if event.event in (EventKind.HEARTBEAT, EventKind.READY):
             return
-        master = acquisition.plan.master_file
-        if master is not None and event.file == master and event.event in ("closed", "error"):
-            self._master_answered(acquisition, event)
-            return
+        if event.event in ("closed", "error"):
+            master = acquisition.plan.master_file
+            if master is not None and event.file == master:
+                self._master_answered(acquisition, event)
+                return
         self._apply(acquisition, event)
 
     def _apply(self, acquisition: Acquisition, event: WriterEvent) -> None:

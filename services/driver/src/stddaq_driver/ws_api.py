@@ -106,6 +106,10 @@ class WsProtocol:
         self._clients: set[ServerConnection] = set()
         self._with_extras: set[ServerConnection] = set()
         self._changed: asyncio.Event | None = None
+        self._has_clients: asyncio.Event | None = None
+        """Set while a client is connected: without one the pusher sleeps (no 100-ms ticks)."""
+        self._joined_version = 0
+        """The board's version when the first client of a run of clients connected."""
 
     # --- one message (no I/O: unit-testable) ---
 
@@ -167,7 +171,11 @@ class WsProtocol:
         authorized = self._is_authorized(connection)
         request = connection.request
         extras = request is not None and wants_extras(request.path)
+        if not self._clients:  # the pusher goes on from here (a change from now on is sent)
+            self._joined_version = self._control.board.version
         self._clients.add(connection)
+        if self._has_clients is not None:
+            self._has_clients.set()
         if extras:
             self._with_extras.add(connection)
         self._control.counters.ws_clients_connected.inc()
@@ -182,6 +190,8 @@ class WsProtocol:
             pass
         finally:
             self._clients.discard(connection)
+            if not self._clients and self._has_clients is not None:
+                self._has_clients.clear()
             self._with_extras.discard(connection)
 
     # --- status push ---
@@ -200,10 +210,18 @@ class WsProtocol:
         """Send the status every 100 ms, and every state change as soon as it happens."""
         self._loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
+        self._has_clients = asyncio.Event()
+        if self._clients:
+            self._has_clients.set()
         board = self._control.board
         board.add_listener(self.notify_change)
         version = board.version
         while True:
+            if not self._clients:
+                # Nobody to tell: sleep until a client comes; then go on with the changes
+                # from its connection on (it is sent the status of that moment first).
+                await self._has_clients.wait()
+                version = self._joined_version
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), STATUS_PERIOD_S)
             self._changed.clear()

@@ -9,6 +9,11 @@ turns them into objects.
   `dropped`), and `receive` gives up after a timeout (1 s by default) and returns None.
 - A subscriber never raises on a bad message: it logs (rate-limited), counts it in
   `bad_messages` and waits for the next one.
+- A subscriber on an ipc:// address reads ZeroMQ's wire protocol itself by default (no
+  libzmq I/O thread: one wake-up per batch of messages); libzmq's SUB is the fallback
+  (`STDDAQ_METADATA_TRANSPORT=libzmq`, other transports, publishers older than ZMTP 3.0).
+- A publisher on an ipc:// path speaks the PUB side itself as well (bus/zmtp_publisher.py:
+  one send per subscriber from the caller's thread); tcp:// and abstract addresses use libzmq.
 - The publisher owns its ipc socket file: it refuses to take over the address of a live
   publisher, replaces a stale file left by a crashed one, and removes its file on close.
 """
@@ -32,8 +37,10 @@ from stddaq_common.bus.metadata import (
     decode_image_metadata,
 )
 from stddaq_common.bus.zmtp_publisher import ZmtpPublisher
+from stddaq_common.bus.zmtp_subscriber import PeerNotSpoken, ZmtpSubscriber
 from stddaq_common.names import IMAGE_SUFFIX, ipc_address
 from stddaq_common.rate_limited_log import RateLimitedLog
+from stddaq_common.wire.zmtp_sub import Message, Multipart
 
 if TYPE_CHECKING:  # the config model (pydantic) is not needed to move messages
     from stddaq_common.config.model import DaqConfig
@@ -50,6 +57,27 @@ _MAX_UNIX_PATH_BYTES = 107
 """Longest usable Unix-socket path on Linux (sun_path is 108 bytes with the trailing NUL)."""
 
 _BAD_MESSAGE_LOG_INTERVAL_S = 5.0
+
+
+ZMTP = "zmtp"
+"""The own ZMTP 3 reader (stddaq_common.bus.zmtp_subscriber): no I/O thread, one wake-up
+and one recv per batch of messages. The default for ipc:// addresses."""
+LIBZMQ = "libzmq"
+"""libzmq's SUB socket (the reference; taken for other transports, and automatically when
+the publisher speaks a ZMTP older than 3.0)."""
+TRANSPORT_ENV = "STDDAQ_METADATA_TRANSPORT"
+"""Environment variable that chooses the subscribers' transport: zmtp or libzmq."""
+
+
+def choose_transport(address: str, requested: str | None = None) -> str:
+    """The subscriber transport for `address`: `requested`, else $STDDAQ_METADATA_TRANSPORT,
+    else ZMTP; LIBZMQ for addresses other than ipc:// (the own reader speaks Unix sockets)."""
+    choice = requested or os.environ.get(TRANSPORT_ENV) or ZMTP
+    if choice not in (ZMTP, LIBZMQ):
+        raise ValueError(f"metadata transport {choice!r} is not {ZMTP!r} or {LIBZMQ!r}")
+    if not address.startswith("ipc://"):
+        return LIBZMQ
+    return choice
 
 
 class StreamError(Exception):
@@ -253,10 +281,25 @@ class MetadataSubscriber:
     `receive` returns None when nothing arrived within the timeout. Messages that are not
     one ImageMetadata (undecodable, or multipart) are logged, counted in `bad_messages`
     and skipped.
+
+    Two transports behave the same (tests/common/test_streams.py runs every test with
+    both): ZMTP, the own reader of ZeroMQ's wire protocol (bus/zmtp_subscriber.py), the
+    default for ipc:// addresses: it reads in the caller's thread, so a batch of queued
+    messages costs one wake-up and one recv, where libzmq's SUB wakes its I/O thread and
+    the caller for each message; and LIBZMQ, zmq.SUB, for other addresses, when
+    `transport`/$STDDAQ_METADATA_TRANSPORT says so, and automatically when the publisher
+    speaks a ZMTP older than 3.0. With ZMTP, `rcvhwm` is not a message count: a subscriber
+    that does not read fills the kernel's socket buffer, then the publisher's SNDHWM, then
+    the publisher drops messages for it, as a PUB does at a full libzmq SUB queue.
     """
 
     def __init__(
-        self, address: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS, rcvhwm: int = DEFAULT_HWM
+        self,
+        address: str,
+        *,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+        rcvhwm: int = DEFAULT_HWM,
+        transport: str | None = None,
     ) -> None:
         if timeout_ms < 0:
             raise ValueError(f"timeout_ms must be >= 0 (no waiting forever), got {timeout_ms}")
@@ -268,17 +311,44 @@ class MetadataSubscriber:
         self.bad_messages = 0
         """Messages skipped because they were not one ImageMetadata."""
         self._bad_log = RateLimitedLog(log, _BAD_MESSAGE_LOG_INTERVAL_S)
-        self._socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
+        self._rcvhwm = rcvhwm
+        self.transport = choose_transport(address, transport)
+        """ZMTP (own reader, the default for ipc://) or LIBZMQ (zmq.SUB)."""
+        self._zmtp: ZmtpSubscriber | None = None
+        self._socket: zmq.Socket[bytes] | None = None
+        if self.transport == ZMTP:
+            try:
+                self._zmtp = ZmtpSubscriber(address)
+            except PeerNotSpoken as error:
+                self._fall_back(str(error))
+        else:
+            self._open_libzmq()
+
+    def _open_libzmq(self) -> None:
+        address = self.address
+        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
         try:
-            self._socket.setsockopt(zmq.LINGER, 0)
-            self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
-            self._socket.setsockopt(zmq.RCVTIMEO, timeout_ms)
-            self._socket.setsockopt(zmq.SUBSCRIBE, b"")
-            self._socket.connect(address)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
+            sock.setsockopt(zmq.RCVTIMEO, self.timeout_ms)
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+            sock.connect(address)
         except zmq.ZMQError as error:
-            self._socket.close(linger=0)
+            sock.close(linger=0)
             raise StreamError(f"cannot connect {address}: {error.strerror}") from None
-        self._rcvtimeo = timeout_ms
+        self._socket = sock
+        self._rcvtimeo = self.timeout_ms
+
+    def _fall_back(self, reason: str) -> None:
+        """The publisher speaks a ZMTP this reader does not: use libzmq from now on."""
+        log.warning(
+            "metadata from %s: %s; receiving through libzmq instead", self.address, reason
+        )
+        if self._zmtp is not None:
+            self._zmtp.close()
+            self._zmtp = None
+        self.transport = LIBZMQ
+        self._open_libzmq()
 
     @classmethod
     def for_config(
@@ -288,10 +358,11 @@ class MetadataSubscriber:
         *,
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
         rcvhwm: int = DEFAULT_HWM,
+        transport: str | None = None,
     ) -> MetadataSubscriber:
         """The subscriber of buffer `<detector>-<suffix>` at `ipc://<ipc_dir>/<detector>-<suffix>`."""
         address = ipc_address(config.detector_name, suffix, config.ipc_dir)
-        return cls(address, timeout_ms=timeout_ms, rcvhwm=rcvhwm)
+        return cls(address, timeout_ms=timeout_ms, rcvhwm=rcvhwm, transport=transport)
 
     def receive(self, timeout_ms: int | None = None) -> ImageMeta | None:
         """The next ImageMetadata, or None if none arrived within `timeout_ms` (default: the
@@ -322,11 +393,15 @@ class MetadataSubscriber:
     def receive_raw_batch(self, limit: int, timeout_ms: int | None = None) -> list[bytes]:
         """Like receive_raw, then also every message already queued (up to `limit` in all)
         without waiting for more: one wake-up takes what came meanwhile. Empty on timeout."""
-        first = self._next_single_part(self.timeout_ms if timeout_ms is None else timeout_ms)
+        wait_ms = self.timeout_ms if timeout_ms is None else timeout_ms
+        if self._zmtp is not None:
+            return self._zmtp_batch(limit, wait_ms)
+        first = self._next_single_part(wait_ms)
         if first is None:
             return []
         batch = [first]
         sock = self._socket
+        assert sock is not None
         while len(batch) < limit:
             try:
                 frame = sock.recv(zmq.NOBLOCK, copy=False)
@@ -341,17 +416,67 @@ class MetadataSubscriber:
         self.received += len(batch)
         return batch
 
+    def _zmtp_batch(self, limit: int, wait_ms: int) -> list[bytes]:
+        """receive_raw_batch with the own reader: what one read brought (at most `limit`),
+        waiting for it at most `wait_ms`; multipart messages are counted and skipped."""
+        deadline: float | None = None
+        while True:
+            items = self._zmtp_take(wait_ms, limit)
+            if not items:
+                if self._zmtp is None:  # fell back to libzmq
+                    return self.receive_raw_batch(limit, wait_ms)
+                return []
+            batch: list[bytes] = []
+            for item in items:
+                if type(item) is bytes:
+                    batch.append(item)
+                else:
+                    self._count_multipart(item)  # type: ignore[arg-type]
+            if batch:
+                self.received += len(batch)
+                return batch
+            deadline, wait_ms = self._remaining(deadline, wait_ms)
+
+    def _zmtp_take(self, wait_ms: int, limit: int) -> list[Message]:
+        """Messages from the own ZMTP reader (falls back to libzmq for a peer it does not speak)."""
+        reader = self._zmtp
+        assert reader is not None
+        try:
+            return reader.receive(wait_ms, limit)
+        except PeerNotSpoken as error:
+            self._fall_back(str(error))
+            return []
+
+    def _count_multipart(self, message: Multipart) -> None:
+        self._count_bad(
+            f"a multipart message ({message.parts} parts), not one ImageMetadata", message.first
+        )
+
     def _next_single_part(self, wait_ms: int) -> bytes | None:
         """Receive the next message that has exactly one part; None on timeout."""
         deadline: float | None = None
+        if self._zmtp is not None:
+            while True:
+                items = self._zmtp_take(wait_ms, 1)
+                if not items:
+                    if self._zmtp is None:  # fell back to libzmq
+                        return self._next_single_part(wait_ms)
+                    return None
+                item = items[0]
+                if type(item) is bytes:
+                    return item
+                self._count_multipart(item)  # type: ignore[arg-type]
+                deadline, wait_ms = self._remaining(deadline, wait_ms)
+        sock = self._socket
+        assert sock is not None
         while True:
             if wait_ms != self._rcvtimeo:
-                self._socket.setsockopt(zmq.RCVTIMEO, max(wait_ms, 0))
+                sock.setsockopt(zmq.RCVTIMEO, max(wait_ms, 0))
                 self._rcvtimeo = wait_ms
             try:
                 # A Frame tells whether more parts follow at a fraction of the cost of
                 # getsockopt(RCVMORE), which is the dearest call of the receive path.
-                frame = self._socket.recv(copy=False)
+                frame = sock.recv(copy=False)
             except zmq.Again:
                 return None
             payload = frame.bytes
@@ -363,11 +488,13 @@ class MetadataSubscriber:
 
     def _drain_parts(self) -> int:
         """Discard the remaining parts of a multipart message (they arrive together)."""
+        sock = self._socket
+        assert sock is not None
         count = 0
         while True:
-            self._socket.recv(zmq.NOBLOCK)
+            sock.recv(zmq.NOBLOCK)
             count += 1
-            if not self._socket.getsockopt(zmq.RCVMORE):
+            if not sock.getsockopt(zmq.RCVMORE):
                 return count
 
     @staticmethod
@@ -387,13 +514,40 @@ class MetadataSubscriber:
         )
 
     @property
-    def socket(self) -> zmq.Socket[bytes]:
-        """The SUB socket (to wait for it together with other sockets in a zmq.Poller)."""
+    def poll_handle(self) -> zmq.Socket[bytes] | int:
+        """What to wait on in a zmq.Poller together with other sockets: the SUB socket, or
+        the own reader's fd. It may change (a fall back to libzmq): ask before each wait.
+        A ZMTP reader may hold messages already read (`has_queued`), which no poll shows."""
+        if self._zmtp is not None:
+            return self._zmtp.fileno()
+        assert self._socket is not None
         return self._socket
+
+    @property
+    def connects(self) -> int:
+        """Connections the own ZMTP reader made (the first and each reconnection); 0 for libzmq."""
+        return 0 if self._zmtp is None else self._zmtp.connects
+
+    @property
+    def protocol_errors(self) -> int:
+        """Connections the own ZMTP reader dropped because the publisher broke ZMTP."""
+        return 0 if self._zmtp is None else self._zmtp.protocol_errors
+
+    def has_queued(self) -> bool:
+        """Messages were read already and wait to be taken (a poll would not show them)."""
+        return self._zmtp is not None and self._zmtp.has_queued()
+
+    @property
+    def connected(self) -> bool:
+        """False while the own ZMTP reader has no connection (libzmq: always True, it
+        connects in its own thread)."""
+        return self._zmtp is None or self._zmtp.connected
 
     def close(self) -> None:
         """Close the socket (LINGER 0). Safe to call twice."""
-        if not self._socket.closed:
+        if self._zmtp is not None:
+            self._zmtp.close()
+        if self._socket is not None and not self._socket.closed:
             self._socket.close(linger=0)
 
     def __enter__(self) -> MetadataSubscriber:
@@ -411,8 +565,12 @@ class MetadataSubscriber:
 __all__ = [
     "DEFAULT_HWM",
     "DEFAULT_TIMEOUT_MS",
+    "LIBZMQ",
+    "TRANSPORT_ENV",
+    "ZMTP",
     "MetadataPublisher",
     "MetadataSubscriber",
     "StreamError",
+    "choose_transport",
     "ipc_file_of",
 ]
