@@ -89,6 +89,13 @@ class InputSockets:
             self._poller.unregister(self._sockets[index])
         self._paused = indices
 
+    @staticmethod
+    def gather_pause() -> float:
+        """No pause on this path (0): libzmq's I/O thread wakes per message whatever this
+        loop does, and its queues are bounded in messages (RCVHWM), not by what a kernel
+        buffer holds."""
+        return 0.0
+
     def one_from_each(self, ready: list[zmq.Socket[bytes]]) -> Iterator[tuple[int, list[zmq.Frame]]]:
         """(connection index, message as zero-copy frames) from each ready socket, in order.
 

@@ -152,6 +152,11 @@ class ReceiverPipeline:
         """Index of the part `place` is asked about (-1: never)."""
 
     @property
+    def messages_received(self) -> int:
+        """Messages received from the camera so far (the frames_received counter)."""
+        return self._counters.frames_received.value
+
+    @property
     def in_flight(self) -> int:
         """Frames in the decoder threads whose outcome has not been collected."""
         pool = self._pool

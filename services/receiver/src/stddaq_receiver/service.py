@@ -109,6 +109,9 @@ class Inputs(Protocol):
     def pause(self, indices: frozenset[int]) -> None:
         """Do not read the connections in `indices`."""
 
+    def gather_pause(self) -> float:
+        """Seconds the loop may pause after a round that received one message (0: none)."""
+
     def close(self) -> None:
         """Close every connection."""
 
@@ -144,8 +147,11 @@ class ReceiverService:
         while not stop.is_set():
             ready = sockets.ready(timeout_ms)
             now = clock()
+            received = 0
             if ready:
+                before = pipeline.messages_received
                 sockets.receive(ready, now, pipeline)
+                received = pipeline.messages_received - before
             in_flight = pipeline.in_flight
             if in_flight:
                 pipeline.collect(now)
@@ -173,6 +179,13 @@ class ReceiverService:
                 timeout_ms = 0
             else:
                 timeout_ms = IN_FLIGHT_POLL_MS if in_flight else POLL_TIMEOUT_MS
+            # Gathering (low rates): a round that took one message and left nothing pending
+            # pauses, so the next messages are read and published together (bounded by the
+            # inputs, see zmtp_inputs; a stop ends the pause at once).
+            if received == 1 and not (parked or in_flight):
+                pause = sockets.gather_pause()
+                if pause:
+                    stop.wait(pause)
 
     def close(self) -> None:
         """Publish what is already written, then close sockets, publisher and ring."""

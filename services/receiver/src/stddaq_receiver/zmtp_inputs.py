@@ -17,6 +17,18 @@ was wrong, and its connection dropped; every dropped or refused connection is at
 again after a back-off (100 ms, doubling up to 1 s until a message has arrived, like
 libzmq's reconnect interval with a maximum), and counted in `reconnects` once it was up.
 PING (ZMTP 3.1) is answered with PONG; other commands are ignored.
+
+Gathering: at low rates every message would be a wake-up of its own (here, and then in the
+driver, writers and live stream, which the receiver wakes per published image). So after a
+round that received one message the receive loop may pause (`gather_pause`) before it polls
+again, and the messages that came meanwhile are read and published together. Only when
+nothing is pending: every connection past its handshake and between messages (no part or
+octet of a message in hand, nothing to send), none paused. The pause is bounded by what the
+connections' kernel receive buffers hold (SO_RCVBUF, read from each socket; about half of
+it is payload) at MAX_SENDER_BYTES_PER_S, and by GATHER_MAX_S. Nothing can be lost by it:
+TCP holds a faster sender back once the buffers are full, and its own queue (ZeroMQ's
+SNDHWM) keeps the messages; the bound keeps the sender from even waiting at any rate up
+to MAX_SENDER_BYTES_PER_S.
 """
 
 from __future__ import annotations
@@ -82,6 +94,25 @@ RECONNECT_MAX_S = 1.0
 HANDSHAKE_TIMEOUT_S = 30.0
 """A peer that has not finished its greeting and READY by then is dropped (libzmq: 30 s)."""
 OWN_TYPE = "PULL"
+GATHER_MAX_S = 0.025
+"""Longest pause after a round that received one message (a viewer or a stop sees no more
+delay than this)."""
+MAX_SENDER_BYTES_PER_S = 1.25e9
+"""Fastest a camera is assumed to send (a 10 Gb/s link, full): a pause lets in at most what
+the kernel receive buffers hold at this rate."""
+RCVBUF_PAYLOAD_FRACTION = 0.5
+"""Part of SO_RCVBUF that holds payload (Linux counts buffer overhead in it, tcp_adv_win_scale)."""
+MIN_GATHER_S = 0.002
+"""A shorter pause is not worth a sleep."""
+
+
+def gather_pause(receive_buffers: Sequence[int]) -> float:
+    """Seconds the receive loop may pause after a round that received one message (0: none):
+    at most GATHER_MAX_S, and no longer than the payload the connections' kernel receive
+    buffers (SO_RCVBUF octets each) hold at MAX_SENDER_BYTES_PER_S."""
+    held = sum(receive_buffers) * RCVBUF_PAYLOAD_FRACTION
+    pause = min(GATHER_MAX_S, held / MAX_SENDER_BYTES_PER_S)
+    return pause if pause >= MIN_GATHER_S else 0.0
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -181,6 +212,8 @@ class _Connection:
         """When the connection last delivered a message or was looked at for a stall."""
         self.stall_after = STALL_S
         """How long after `since` a stall look is due (see STALL_MAX_S)."""
+        self.rcvbuf = 0
+        """The socket's SO_RCVBUF as last read (at the handshake and when the mark changes)."""
 
     def describe(self) -> str:
         return f"connection {self.index} to {self.address} (peer {self.peer})"
@@ -315,6 +348,19 @@ class ZmtpInputs:
             return True  # reading it reports the error
         return True
 
+    def gather_pause(self) -> float:
+        """Seconds the loop may pause before its next poll (module text; 0: none): only while
+        every connection is between messages with nothing in hand and none is paused."""
+        if self._paused:
+            return 0.0
+        buffers: list[int] = []
+        for conn in self._conns:
+            if (conn.state != _TRAFFIC or conn.parts or conn.body is not None
+                    or conn.end > conn.start or conn.out):
+                return 0.0
+            buffers.append(conn.rcvbuf)
+        return gather_pause(buffers)
+
     def pause(self, indices: frozenset[int]) -> None:
         """Read only the connections whose index is not in `indices`."""
         if indices == self._paused:
@@ -378,6 +424,7 @@ class ZmtpInputs:
             return
         conn.sock = sock
         conn.lowat = 1
+        conn.rcvbuf = 0
         conn.last_size = 0
         conn.placed = False
         conn.state = _CONNECTING
@@ -515,6 +562,7 @@ class ZmtpInputs:
             self._check(zmtp.peer_socket_type, properties, OWN_TYPE)
             conn.state = _TRAFFIC
             conn.was_up = True
+            self._read_rcvbuf(conn)
             log.info("%s: ZMTP 3.%d peer ready", conn.describe(), conn.peer_minor)
             return
 
@@ -655,14 +703,24 @@ class ZmtpInputs:
             self._set_lowat(conn, lowat)
         return False
 
-    @staticmethod
-    def _set_lowat(conn: _Connection, lowat: int) -> None:
+    @classmethod
+    def _set_lowat(cls, conn: _Connection, lowat: int) -> None:
         assert conn.sock is not None
         try:
             conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
         except OSError:
             return  # then the poller wakes for every segment: slower, still right
         conn.lowat = lowat
+        cls._read_rcvbuf(conn)  # a raised mark makes the kernel grow the buffer
+
+    @staticmethod
+    def _read_rcvbuf(conn: _Connection) -> None:
+        """Keep the socket's SO_RCVBUF (0 if it cannot be read: then no gather pause)."""
+        assert conn.sock is not None
+        try:
+            conn.rcvbuf = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        except OSError:
+            conn.rcvbuf = 0
 
     def _deliver(self, conn: _Connection, sink: MessageSink, now: float) -> None:
         """Hand the whole message to the sink, after setting the low-water mark for the next:
