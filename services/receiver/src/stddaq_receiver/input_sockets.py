@@ -90,11 +90,9 @@ class InputSockets:
         self._paused = indices
 
     @staticmethod
-    def gather_pause() -> float:
-        """No pause on this path (0): libzmq's I/O thread wakes per message whatever this
-        loop does, and its queues are bounded in messages (RCVHWM), not by what a kernel
-        buffer holds."""
-        return 0.0
+    def gather() -> None:
+        """No gathering pause on this path: libzmq's I/O thread wakes per message whatever
+        the receive loop does."""
 
     def one_from_each(self, ready: list[zmq.Socket[bytes]]) -> Iterator[tuple[int, list[zmq.Frame]]]:
         """(connection index, message as zero-copy frames) from each ready socket, in order.

@@ -109,8 +109,9 @@ class Inputs(Protocol):
     def pause(self, indices: frozenset[int]) -> None:
         """Do not read the connections in `indices`."""
 
-    def gather_pause(self) -> float:
-        """Seconds the loop may pause after a round that received one message (0: none)."""
+    def gather(self) -> None:
+        """After a round that received one message: pause briefly so that the next ones
+        come together (at once if nothing may wait now)."""
 
     def close(self) -> None:
         """Close every connection."""
@@ -179,13 +180,11 @@ class ReceiverService:
                 timeout_ms = 0
             else:
                 timeout_ms = IN_FLIGHT_POLL_MS if in_flight else POLL_TIMEOUT_MS
-            # Gathering (low rates): a round that took one message and left nothing pending
-            # pauses, so the next messages are read and published together (bounded by the
-            # inputs, see zmtp_inputs; a stop ends the pause at once).
+            # Gathering (low rates): after a round that took one message, with nothing parked
+            # or in the decoder threads, the inputs pause (at most 25 ms, ended early by what
+            # arrives; zmtp_inputs), so the next messages are read and published together.
             if received == 1 and not (parked or in_flight):
-                pause = sockets.gather_pause()
-                if pause:
-                    stop.wait(pause)
+                sockets.gather()
 
     def close(self) -> None:
         """Publish what is already written, then close sockets, publisher and ring."""

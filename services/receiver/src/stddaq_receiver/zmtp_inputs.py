@@ -19,16 +19,17 @@ libzmq's reconnect interval with a maximum), and counted in `reconnects` once it
 PING (ZMTP 3.1) is answered with PONG; other commands are ignored.
 
 Gathering: at low rates every message would be a wake-up of its own (here, and then in the
-driver, writers and live stream, which the receiver wakes per published image). So after a
-round that received one message the receive loop may pause (`gather_pause`) before it polls
-again, and the messages that came meanwhile are read and published together. Only when
-nothing is pending: every connection past its handshake and between messages (no part or
-octet of a message in hand, nothing to send), none paused. The pause is bounded by what the
-connections' kernel receive buffers hold (SO_RCVBUF, read from each socket; about half of
-it is payload) at MAX_SENDER_BYTES_PER_S, and by GATHER_MAX_S. Nothing can be lost by it:
-TCP holds a faster sender back once the buffers are full, and its own queue (ZeroMQ's
-SNDHWM) keeps the messages; the bound keeps the sender from even waiting at any rate up
-to MAX_SENDER_BYTES_PER_S.
+driver, writers and live stream, which the receive loop wakes per published image). So after
+a round that received one message the loop calls `gather`: it waits up to GATHER_MAX_S in
+the poller, with each connection's low-water mark raised to its gathering mark, so that the
+messages that come meanwhile are read and published together. The pause is bounded by what
+arrives, not by an assumed rate: it ends as soon as any connection holds GATHER_FILL of its
+kernel receive buffer (SO_RCVBUF, read from the socket), or more than one whole message if
+that is more (Linux's poll also reports a socket whose receive window is about to close,
+whatever its mark), so a sender is not held back by it at any rate; a connection that
+breaks or closes ends it too. It is skipped unless every connection is past its handshake
+and between messages (no part or octet of a message in hand, nothing to send) and none is
+paused. The marks are put back before the loop polls again.
 """
 
 from __future__ import annotations
@@ -95,24 +96,22 @@ HANDSHAKE_TIMEOUT_S = 30.0
 """A peer that has not finished its greeting and READY by then is dropped (libzmq: 30 s)."""
 OWN_TYPE = "PULL"
 GATHER_MAX_S = 0.025
-"""Longest pause after a round that received one message (a viewer or a stop sees no more
-delay than this)."""
-MAX_SENDER_BYTES_PER_S = 1.25e9
-"""Fastest a camera is assumed to send (a 10 Gb/s link, full): a pause lets in at most what
-the kernel receive buffers hold at this rate."""
-RCVBUF_PAYLOAD_FRACTION = 0.5
-"""Part of SO_RCVBUF that holds payload (Linux counts buffer overhead in it, tcp_adv_win_scale)."""
-MIN_GATHER_S = 0.002
-"""A shorter pause is not worth a sleep."""
+"""Longest gathering pause (a viewer or a stop sees no more delay than this)."""
+GATHER_FILL = 0.5
+"""A gathering pause ends once a connection holds this part of its SO_RCVBUF (Linux counts
+buffer overhead in SO_RCVBUF, so the part that holds payload may be about half of it; the
+kernel also wakes a reader whose window is about to close, whatever its mark)."""
 
 
-def gather_pause(receive_buffers: Sequence[int]) -> float:
-    """Seconds the receive loop may pause after a round that received one message (0: none):
-    at most GATHER_MAX_S, and no longer than the payload the connections' kernel receive
-    buffers (SO_RCVBUF octets each) hold at MAX_SENDER_BYTES_PER_S."""
-    held = sum(receive_buffers) * RCVBUF_PAYLOAD_FRACTION
-    pause = min(GATHER_MAX_S, held / MAX_SENDER_BYTES_PER_S)
-    return pause if pause >= MIN_GATHER_S else 0.0
+def gather_mark(rcvbuf: int, lowat: int, last_size: int) -> int:
+    """The receive low-water mark of a connection during a gathering pause (0: no pause):
+    GATHER_FILL of its SO_RCVBUF `rcvbuf`, and above both its mark between messages `lowat`
+    and its last message's `last_size` octets with STEADY_MARGIN (one more whole message
+    does not end the pause; two do)."""
+    if rcvbuf <= 0:
+        return 0
+    return max(int(rcvbuf * GATHER_FILL), lowat + 1, last_size + STEADY_MARGIN)
+
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -348,18 +347,33 @@ class ZmtpInputs:
             return True  # reading it reports the error
         return True
 
-    def gather_pause(self) -> float:
-        """Seconds the loop may pause before its next poll (module text; 0: none): only while
-        every connection is between messages with nothing in hand and none is paused."""
+    def gather(self, seconds: float = GATHER_MAX_S) -> None:
+        """Pause up to `seconds` so that the next messages come together (module text);
+        returns at once when a pause is not allowed now."""
         if self._paused:
-            return 0.0
-        buffers: list[int] = []
+            return
+        marks: list[tuple[socket.socket, int, int]] = []
         for conn in self._conns:
-            if (conn.state != _TRAFFIC or conn.parts or conn.body is not None
+            sock = conn.sock
+            if (sock is None or conn.state != _TRAFFIC or conn.parts or conn.body is not None
                     or conn.end > conn.start or conn.out):
-                return 0.0
-            buffers.append(conn.rcvbuf)
-        return gather_pause(buffers)
+                return
+            mark = gather_mark(conn.rcvbuf, conn.lowat, conn.last_size)
+            if not mark:
+                return
+            marks.append((sock, mark, conn.lowat))
+        raised: list[tuple[socket.socket, int]] = []
+        try:
+            for sock, mark, lowat in marks:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, mark)
+                raised.append((sock, lowat))
+            self._poller.poll(max(1, int(seconds * 1000)))
+        except OSError:
+            pass  # no pause then; the marks are put back below
+        finally:
+            for sock, lowat in raised:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
 
     def pause(self, indices: frozenset[int]) -> None:
         """Read only the connections whose index is not in `indices`."""
