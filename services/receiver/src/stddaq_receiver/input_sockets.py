@@ -90,9 +90,10 @@ class InputSockets:
         self._paused = indices
 
     @staticmethod
-    def gather() -> None:
-        """No gathering pause on this path: libzmq's I/O thread wakes per message whatever
-        the receive loop does."""
+    def gather() -> bool:
+        """No gathering pause on this path (False): libzmq's I/O thread wakes per message
+        whatever the receive loop does."""
+        return False
 
     def one_from_each(self, ready: list[zmq.Socket[bytes]]) -> Iterator[tuple[int, list[zmq.Frame]]]:
         """(connection index, message as zero-copy frames) from each ready socket, in order.

@@ -109,9 +109,9 @@ class Inputs(Protocol):
     def pause(self, indices: frozenset[int]) -> None:
         """Do not read the connections in `indices`."""
 
-    def gather(self) -> None:
-        """After a round that received one message: pause briefly so that the next ones
-        come together (at once if nothing may wait now)."""
+    def gather(self) -> bool:
+        """Pause briefly so that the next messages come together; False (at once) if
+        nothing may wait now or something is readable."""
 
     def close(self) -> None:
         """Close every connection."""
@@ -145,6 +145,7 @@ class ReceiverService:
         probe = False
         parking = pipeline.parked
         no_sources: frozenset[int] = frozenset()
+        gathered = False
         while not stop.is_set():
             ready = sockets.ready(timeout_ms)
             now = clock()
@@ -183,8 +184,10 @@ class ReceiverService:
             # Gathering (low rates): after a round that took one message, with nothing parked
             # or in the decoder threads, the inputs pause (at most 25 ms, ended early by what
             # arrives; zmtp_inputs), so the next messages are read and published together.
-            if received == 1 and not (parked or in_flight):
-                sockets.gather()
+            if received and (received == 1 or gathered) and not (parked or in_flight):
+                gathered = sockets.gather()
+            elif received:
+                gathered = False
 
     def close(self) -> None:
         """Publish what is already written, then close sockets, publisher and ring."""

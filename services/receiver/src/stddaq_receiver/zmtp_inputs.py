@@ -347,21 +347,23 @@ class ZmtpInputs:
             return True  # reading it reports the error
         return True
 
-    def gather(self, seconds: float = GATHER_MAX_S) -> None:
+    def gather(self, seconds: float = GATHER_MAX_S) -> bool:
         """Pause up to `seconds` so that the next messages come together (module text);
-        returns at once when a pause is not allowed now."""
+        returns at once (False) when a pause is not allowed now or anything is readable."""
         if self._paused:
-            return
+            return False
         marks: list[tuple[socket.socket, int, int]] = []
         for conn in self._conns:
             sock = conn.sock
             if (sock is None or conn.state != _TRAFFIC or conn.parts or conn.body is not None
                     or conn.end > conn.start or conn.out):
-                return
+                return False
             mark = gather_mark(conn.rcvbuf, conn.lowat, conn.last_size)
             if not mark:
-                return
+                return False
             marks.append((sock, mark, conn.lowat))
+        if self._poller.poll(0):
+            return False  # a message (or an end) is there already: read it first
         raised: list[tuple[socket.socket, int]] = []
         try:
             for sock, mark, lowat in marks:
@@ -369,11 +371,12 @@ class ZmtpInputs:
                 raised.append((sock, lowat))
             self._poller.poll(max(1, int(seconds * 1000)))
         except OSError:
-            pass  # no pause then; the marks are put back below
+            return False  # no pause then; the marks are put back below
         finally:
             for sock, lowat in raised:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
+        return True
 
     def pause(self, indices: frozenset[int]) -> None:
         """Read only the connections whose index is not in `indices`."""
