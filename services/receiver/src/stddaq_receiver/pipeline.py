@@ -140,6 +140,10 @@ class ReceiverPipeline:
         self._ring = writer.ring
         self._window = window
         self._publish = publish
+        self.defer_publishing = False
+        """True: a whole message's metadata (ids now in order) waits for `publish_due`, so a
+        round's images go out together (the receive loop sets it and calls that per round)."""
+        self._due = False
         self._counters = counters
         self._pool = pool
         self._height = writer.height
@@ -279,6 +283,15 @@ class ReceiverPipeline:
             _GOOD_IMAGE, _NO_COMPRESSION, frame.detail,
         ))
         if window.next_id == image_id:  # else an earlier id is still open: nothing to publish yet
+            if self.defer_publishing:
+                self._due = True
+            else:
+                self._publish_released(now)
+
+    def publish_due(self, now: float) -> None:
+        """Publish what the messages of this round released (defer_publishing)."""
+        if self._due:
+            self._due = False
             self._publish_released(now)
 
     def abort(self, source: int, reason: str) -> None:

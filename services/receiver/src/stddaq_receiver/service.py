@@ -145,7 +145,7 @@ class ReceiverService:
         probe = False
         parking = pipeline.parked
         no_sources: frozenset[int] = frozenset()
-        gathered = False
+        pipeline.defer_publishing = True
         while not stop.is_set():
             ready = sockets.ready(timeout_ms)
             now = clock()
@@ -154,6 +154,7 @@ class ReceiverService:
                 before = pipeline.messages_received
                 sockets.receive(ready, now, pipeline)
                 received = pipeline.messages_received - before
+                pipeline.publish_due(now)  # the round's images go out together
             in_flight = pipeline.in_flight
             if in_flight:
                 pipeline.collect(now)
@@ -184,10 +185,8 @@ class ReceiverService:
             # Gathering (low rates): after a round that took one message, with nothing parked
             # or in the decoder threads, the inputs pause (at most 25 ms, ended early by what
             # arrives; zmtp_inputs), so the next messages are read and published together.
-            if received and (received == 1 or gathered) and not (parked or in_flight):
-                gathered = sockets.gather()
-            elif received:
-                gathered = False
+            if received == 1 and not (parked or in_flight):
+                sockets.gather()
 
     def close(self) -> None:
         """Publish what is already written, then close sockets, publisher and ring."""
