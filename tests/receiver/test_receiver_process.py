@@ -90,6 +90,27 @@ def test_four_connections_give_every_frame_in_order_pixel_exact(reader_daq: Daq)
     subscriber.close()
 
 
+def test_a_low_rate_stream_gathered_by_the_pause_gives_every_frame_in_order_pixel_exact(
+    reader_daq: Daq,
+) -> None:
+    """At 100 frames/s rounds of one message pause to gather the next ones (zmtp_inputs):
+    every frame still arrives, published once, in id order and pixel-exact."""
+    daq = reader_daq
+    address = free_tcp_address()
+    daq.start_receiver(address, "-n", "4")
+    ring, subscriber = daq.attach()
+    daq.start_camera(address, "--frames", "80", "--rate", "100")
+    metas = collect(subscriber, 80)
+    assert _ids(metas) == list(range(80))
+    _check_images(ring, metas, FramePattern((HEIGHT, WIDTH), np.dtype("<u2")))
+    stats = _stop_all(daq)
+    assert drain(subscriber) == []
+    assert stats["frames_received"] == stats["frames_published"] == 80
+    assert stats["missing_ids"] == stats["duplicates"] == stats["publish_dropped"] == 0
+    ring.close()
+    subscriber.close()
+
+
 def test_a_camera_faster_than_the_receiver_loses_nothing_over_four_connections(reader_daq: Daq) -> None:
     """Small frames as fast as the camera can: the 4 connections' queues drift apart by more
     than the reorder window; the connections that run ahead wait, no frame is dropped."""
