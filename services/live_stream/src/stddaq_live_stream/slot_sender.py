@@ -15,10 +15,11 @@ from reaching that slot again, and the frame is tracked until ZeroMQ is done wit
   error; the margins make it never happen), and an unfinished frame whose slot the writer
   is within half a ring of overwriting makes `reap()` return True: the caller closes the
   viewers' socket (LINGER 0 discards every queued message; viewers reconnect by
-  themselves) before the slot changes. The release notices are read at each full check,
-  and in between only once half of `max_in_flight` frames are queued or the oldest is
-  half a ring from its overwrite: always before a finished frame's slot can change, and
-  not one read per image.
+  themselves) before the slot changes. The release notices are read at every reap while
+  frames are queued (one read of a pipe): a finished frame's slot is checked right after
+  ZeroMQ let go of it. (Reading them only when due, tried once, checked a frame that had
+  gone out whole only after the writer had reached its slot on a loaded machine, which
+  counted it as torn: the counter must mean what it says.)
 
 What remains: a live stream not scheduled at all while the writer goes through half of
 the ring (at 1000 images/s and 1000 slots, 500 ms) with a frame still queued; the check
@@ -59,17 +60,11 @@ MIN_ZERO_COPY_BYTES = 64 * 1024
 DEFAULT_MAX_IN_FLIGHT = 64
 
 
-DRAIN_SHARE = 2
-"""Between housekeeping checks, release notices are read once 1/DRAIN_SHARE of
-`max_in_flight` frames are queued (or the oldest one is endangered)."""
-
-
 class SlotSender:
     """Zero-copy frames of ring slots, tracked until ZeroMQ no longer reads them."""
 
     def __init__(self, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, *, native: bool = True) -> None:
         self.max_in_flight = max_in_flight
-        self._drain_at = max(1, max_in_flight // DRAIN_SHARE)
         self._notices: ReleaseNotices | None = release_notices() if native else None
         # In the order sent; keyed by release key (native) or a running number (pyzmq).
         self._in_flight: dict[int, SlotView] = {}
@@ -175,11 +170,9 @@ class SlotSender:
         overwritten (or the ring was resized): the caller must drop the queue now.
 
         `full=False` (for every metadata message) is the cheap check: the release notices
-        are read only when many frames are queued or the oldest one is endangered, and the
-        segment's size is not looked at. A full check (ten times a second) reads every
-        notice and checks the size. Either way a finished frame's slot is checked long
-        before the writer can reach it: the oldest queued frame is the nearest to its
-        overwrite, and the notices are read as soon as it is half a ring away from it.
+        are read, the segment's size is not looked at. A full check (ten times a second)
+        also checks the size. A finished frame's slot is so checked right after ZeroMQ let
+        go of it; the oldest queued frame is the nearest to its overwrite.
         """
         in_flight = self._in_flight
         if full and (self._owed or in_flight):
@@ -190,16 +183,13 @@ class SlotSender:
             return False
         if ring is None or ring.resized:
             return True
-        n_slots = ring.geometry.n_slots
-        # Endangered: oldest + n_slots - last_written_id <= n_slots // 2.
-        limit = ring.last_written_id - n_slots + n_slots // 2
-        safe = next(iter(in_flight.values())).image_id > limit
-        if safe and (full or len(in_flight) < self._drain_at):
-            return False
         if not full:
             self._collect()
             if not in_flight:
                 return False
+        n_slots = ring.geometry.n_slots
+        # Endangered: oldest + n_slots - last_written_id <= n_slots // 2.
+        limit = ring.last_written_id - n_slots + n_slots // 2
         # The oldest unfinished frame (the first sent) is the one nearest to its overwrite.
         return next(iter(in_flight.values())).image_id <= limit
 
