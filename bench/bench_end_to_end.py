@@ -408,50 +408,33 @@ def _measure(stack: BenchStack, ceilings: Ceilings, n: int, quick: bool) -> Outc
 
 
 def _cost_records(outcome: Outcome) -> list[BenchRecord]:
-    live, dark, memcpy = outcome.cost_live, outcome.cost_dark, outcome.memcpy_s_per_gb
-    rate = e2e_cost.COST_RATE_HZ
-    records = [
+    memcpy = outcome.memcpy_s_per_gb
+    camera_rate = e2e_cost.CAMERA_RATE_HZ
+    camera_at = f" at {camera_rate:g} images/s ({camera_rate * FRAME_BYTES / 1e9:.2f} GB/s)"
+    return [
         record("memcpy of 2 MiB frames: CPU s per GB (the copy floor's yardstick)", memcpy, "CPU s/GB"),
-        e2e_cost.floor_record(
-            "stddaq services: CPU s per GB, with live stream forward + viewer",
-            e2e_cost.spent_s_per_gb(live.times, live.written, FRAME_BYTES, True),
-            e2e_cost.COPIES_WITH_LIVE_STREAM, memcpy, live.lost),
-        e2e_cost.floor_record(
-            "stddaq services: CPU s per GB, without live stream",
-            e2e_cost.spent_s_per_gb(dark.times, dark.written, FRAME_BYTES, False),
-            e2e_cost.COPIES_DAQ_SERVER, memcpy, dark.lost),
+        *_rate_records(outcome.cost_live, outcome.cost_dark, memcpy, e2e_cost.COST_RATE_HZ, ""),
+        *_rate_records(outcome.camera_live, outcome.camera_dark, memcpy, camera_rate, camera_at),
+        *e2e_cost.idle_records(outcome.idle),
     ]
-    records += e2e_cost.cost_records(
-        e2e_cost.service_costs(live.times, live.written, FRAME_BYTES, WRITERS), rate, live.lost,
-        ", live stream on")
-    records += e2e_cost.cost_records(
-        e2e_cost.service_costs(dark.times, dark.written, FRAME_BYTES, WRITERS), rate, dark.lost,
-        ", no live stream")
-    records += _camera_rate_records(outcome)
-    return records + e2e_cost.idle_records(outcome.idle)
 
 
-def _camera_rate_records(outcome: Outcome) -> list[BenchRecord]:
-    """The same figures at a camera's data rate (e2e_cost.CAMERA_RATE_HZ)."""
-    live, dark, memcpy = outcome.camera_live, outcome.camera_dark, outcome.memcpy_s_per_gb
-    rate = e2e_cost.CAMERA_RATE_HZ
-    at = f"at {rate:g} images/s ({rate * FRAME_BYTES / 1e9:.2f} GB/s)"
+def _rate_records(live: Step, dark: Step, memcpy: float, rate: float, at: str) -> list[BenchRecord]:
+    """The cost steps at one rate: the services' CPU s per GB beside the copy floor (named
+    "stddaq services{at}: ...") and each service's CPU per image."""
     records = [
         e2e_cost.floor_record(
-            f"stddaq services {at}: CPU s per GB, with live stream forward + viewer",
+            f"stddaq services{at}: CPU s per GB, with live stream forward + viewer",
             e2e_cost.spent_s_per_gb(live.times, live.written, FRAME_BYTES, True),
             e2e_cost.COPIES_WITH_LIVE_STREAM, memcpy, live.lost),
         e2e_cost.floor_record(
-            f"stddaq services {at}: CPU s per GB, without live stream",
+            f"stddaq services{at}: CPU s per GB, without live stream",
             e2e_cost.spent_s_per_gb(dark.times, dark.written, FRAME_BYTES, False),
             e2e_cost.COPIES_DAQ_SERVER, memcpy, dark.lost),
     ]
-    records += e2e_cost.cost_records(
-        e2e_cost.service_costs(live.times, live.written, FRAME_BYTES, WRITERS), rate, live.lost,
-        ", live stream on")
-    records += e2e_cost.cost_records(
-        e2e_cost.service_costs(dark.times, dark.written, FRAME_BYTES, WRITERS), rate, dark.lost,
-        ", no live stream")
+    for step, label in ((live, ", live stream on"), (dark, ", no live stream")):
+        costs = e2e_cost.service_costs(step.times, step.written, FRAME_BYTES, WRITERS)
+        records += e2e_cost.cost_records(costs, rate, step.lost, label)
     return records
 
 

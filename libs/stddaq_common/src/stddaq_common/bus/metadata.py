@@ -273,29 +273,7 @@ class ImageMetaDecoder:
             message.ParseFromString(data if type(data) is bytes else bytes(data))
         except DecodeError as error:
             raise MetadataError(f"not an ImageMetadata message: {error}") from None
-        dtype = _DTYPE_OF_VALUE.get(message.dtype)
-        status = _STATUS_OF_VALUE.get(message.status)
-        compression = _COMPRESSION_OF_VALUE.get(message.compression)
-        if dtype is None or status is None or compression is None:
-            raise _unknown_enum(message)
-        which = message.WhichOneof("image_metadata")
-        if which == "pco":
-            pco = message.pco
-            detail: DetectorInfo | None = PcoInfo(
-                pco.global_timestamp_sec, pco.global_timestamp_ns, pco.bsread_name
-            )
-        else:
-            detail = None if which is None else _detail_of(message)
-        return ImageMeta(
-            message.image_id,
-            message.height,
-            message.width,
-            message.size,
-            dtype,
-            status,
-            compression,
-            detail,
-        )
+        return _meta_of(message)
 
 
 def decode_image_metadata(data: bytes | memoryview) -> ImageMeta:
@@ -305,6 +283,11 @@ def decode_image_metadata(data: bytes | memoryview) -> ImageMeta:
         message.ParseFromString(bytes(data))
     except DecodeError as error:
         raise MetadataError(f"not an ImageMetadata message: {error}") from None
+    return _meta_of(message)
+
+
+def _meta_of(message: pb.ImageMetadata) -> ImageMeta:
+    """The ImageMeta of a parsed ImageMetadata message; MetadataError for an unknown enum."""
     dtype = _DTYPE_OF_VALUE.get(message.dtype)
     status = _STATUS_OF_VALUE.get(message.status)
     compression = _COMPRESSION_OF_VALUE.get(message.compression)
