@@ -570,13 +570,7 @@ class ZmtpInputs:
             flags, body = frame
             if not flags & zmtp.COMMAND:
                 raise _Broken("peer sent a message before its READY command", True)
-            name, data = self._check(zmtp.parse_command, body)
-            if name == "ERROR":
-                raise _Broken(f"peer refused the connection: ERROR {zmtp.parse_error(data)!r}", True)
-            if name != "READY":
-                raise _Broken(f"peer sent {name} before READY (NULL mechanism handshake)", True)
-            properties = self._check(zmtp.parse_properties, data)
-            self._check(zmtp.peer_socket_type, properties, OWN_TYPE)
+            self._check(zmtp.check_ready, body, OWN_TYPE)
             conn.state = _TRAFFIC
             conn.was_up = True
             self._read_rcvbuf(conn)

@@ -262,12 +262,7 @@ class ZmtpPublisher:
     def _handshake(self, sub: _Subscriber, flags: int, body: bytes) -> None:
         if not flags & zmtp.COMMAND:
             raise zmtp.ZmtpError("peer sent a message before its READY command")
-        name, data = zmtp.parse_command(body)
-        if name == "ERROR":
-            raise zmtp.ZmtpError(f"peer refused the connection: ERROR {zmtp.parse_error(data)!r}")
-        if name != "READY":
-            raise zmtp.ZmtpError(f"peer sent {name} before READY (NULL mechanism handshake)")
-        zmtp.peer_socket_type(zmtp.parse_properties(data), OWN_TYPE)
+        zmtp.check_ready(body, OWN_TYPE)
         sub.state = _READY
         self._ready = [*self._ready, sub]
 

@@ -248,6 +248,18 @@ def peer_socket_type(properties: Mapping[str, bytes], own_type: str) -> str:
     return peer
 
 
+def check_ready(body: BufferLike, own_type: str) -> str:
+    """The handshake's command body must be the peer's READY for a valid peer of `own_type`
+    (NULL mechanism): its Socket-Type; ZmtpError naming an ERROR, another command, or a
+    wrong or missing Socket-Type."""
+    name, data = parse_command(body)
+    if name == "ERROR":
+        raise ZmtpError(f"peer refused the connection: ERROR {parse_error(data)!r}")
+    if name != "READY":
+        raise ZmtpError(f"peer sent {name} before READY (NULL mechanism handshake)")
+    return peer_socket_type(parse_properties(data), own_type)
+
+
 def encode_error(reason: str) -> bytes:
     """An ERROR command frame (reason at most 255 octets)."""
     raw = reason.encode("ascii", "replace")[:MAX_SHORT_BODY]

@@ -154,12 +154,7 @@ class SubStream:
         stop = pos + header_bytes + size
         if stop > end:
             return pos
-        name, body = zmtp.parse_command(data[pos + header_bytes : stop])
-        if name == "ERROR":
-            raise zmtp.ZmtpError(f"peer refused the connection: {zmtp.parse_error(body)!r}")
-        if name != "READY":
-            raise zmtp.ZmtpError(f"peer sent {name} where READY was due")
-        zmtp.peer_socket_type(zmtp.parse_properties(body), "SUB")
+        zmtp.check_ready(data[pos + header_bytes : stop], "SUB")
         self._ready = True
         return stop
 
