@@ -165,6 +165,32 @@ class Acquisition:
             self.progress.missing_ids.append(meta.image_id)
         return outcome
 
+    def write_images(self, first: int, metas: list[ImageMeta]) -> None:
+        """Write `metas[k]` at index `first + k`, as `write` one by one would (the writer's
+        counts tell what became of them); AcquisitionError (file closed) at the first image
+        the file cannot take, those before it written. Images that surely fit under the
+        file-size limit go to the chunk writer together, the others one by one."""
+        fit = len(metas)
+        budget = self._budget
+        if budget is not None:
+            room = (budget[0] - self.file.bytes_written) // self._image_bytes
+            fit = max(0, min(fit, room))
+        writer = self.writer
+        progress = self.progress
+        missing = progress.missing_ids
+        try:
+            if fit:
+                writer.write_images(first, metas[:fit] if fit < len(metas) else metas, missing)
+        except OSError as error:
+            self.fail(f"writing {self.path} failed at index {writer.at_index}: {describe_os_error(error)}")
+            raise AcquisitionError(self.failure) from None
+        finally:
+            progress.dirty = True
+            if len(missing) > MAX_MISSING_IDS_PER_EVENT:
+                del missing[MAX_MISSING_IDS_PER_EVENT:]
+        for index in range(fit, len(metas)):  # near the file-size limit: each one checked
+            self.write(first + index, metas[index])
+
     def record_unreadable(self, index: int) -> None:
         """An image whose metadata could not be decoded: missing, id unknown (0)."""
         try:

@@ -133,6 +133,8 @@ class ChunkWriter:
         passed `_check` (size only for uncompressed images): the next image with the same
         signature needs no further look."""
         self._view_mode = read_mode == "view"
+        self.at_index = -1
+        """The dataset position `write_images` was at when it last stopped (or raised)."""
 
     def _raw(self) -> np.ndarray[Any, Any]:
         if self._raw_buffer is None:  # page-aligned (an anonymous mmap): O_DIRECT can write it
@@ -178,6 +180,75 @@ class ChunkWriter:
             self.counts.written += 1
             return outcome
         return self._missing(index, meta, outcome)
+
+    def write_images(self, first: int, metas: list[ImageMeta], missing: list[int]) -> None:
+        """Write `metas[k]` at dataset position `first + k`, each as `write_image` would,
+        appending the id of every image not written to `missing`; `at_index` is the
+        position being written if this raises (OSError: the file cannot take it).
+
+        Raw slots into an uncompressed file written with O_DIRECT ("view" mode) go out
+        together: every slot is viewed first, all chunks are written (in one gathered
+        write where their file places follow each other), then every slot is checked
+        again; a slot overwritten meanwhile gets its chunk zeroed and is recorded torn,
+        exactly as one image at a time.
+        """
+        file = self._file
+        if not (self._view_mode and not self._compress and file.direct_io):
+            for index, meta in enumerate(metas, first):
+                self.at_index = index
+                if self.write_image(index, meta) is not _WRITTEN:
+                    missing.append(meta.image_id)
+            return
+        view = self._ring.view
+        image_bytes = self._image_bytes
+        indices: list[int] = []
+        slots: list[SlotLike] = []
+        chunks: list[memoryview] = []
+        addresses: list[int] = []
+        taken: list[ImageMeta] = []
+        for index, meta in enumerate(metas, first):
+            self.at_index = index
+            compression = meta.compression
+            if compression != _NONE or (
+                (meta.height, meta.width, meta.dtype, compression, meta.size) != self._fits
+            ):  # anything but the usual image: as one image at a time
+                if self.write_image(index, meta) is not _WRITTEN:
+                    missing.append(meta.image_id)
+                continue
+            slot = view(meta.image_id)
+            if slot is None:
+                self._missing(index, meta, Outcome.OVERWRITTEN)
+                missing.append(meta.image_id)
+                continue
+            nbytes = slot.nbytes
+            if nbytes < image_bytes:
+                if slot.still_valid():
+                    self._reject(index, meta, f"bad slot content: slot holds {nbytes} bytes, "
+                                 f"metadata says {image_bytes}")
+                else:
+                    self._missing(index, meta, Outcome.TORN)
+                missing.append(meta.image_id)
+                continue
+            indices.append(index)
+            slots.append(slot)
+            chunks.append(slot.data if nbytes == image_bytes else slot.data[:image_bytes])
+            addresses.append(slot.address)
+            taken.append(meta)
+        if not indices:
+            return
+        together = file.write_chunks(indices, chunks, addresses)
+        counts = self.counts
+        for index, slot, chunk, meta in zip(indices, slots, chunks, taken, strict=True):
+            self.at_index = index
+            if not together:
+                file.write_chunk(index, chunk, slot.address)
+            if slot.still_valid():
+                file.record_written(index, meta.image_id, int(meta.status), meta.detail)
+                counts.written += 1
+            else:
+                file.clear_chunk(index)
+                self._missing(index, meta, Outcome.TORN)
+                missing.append(meta.image_id)
 
     def _missing(self, index: int, meta: ImageMeta, outcome: Outcome) -> Outcome:
         """Record an image that did not reach the file (overwritten or torn)."""

@@ -343,6 +343,43 @@ class ImageFile:
             state[index] = CHUNK_IMAGE
         self.bytes_written += nbytes
 
+    def write_chunks(self, indices: list[int], chunks: list[memoryview], addresses: list[int]) -> bool:
+        """Store whole uncompressed image chunks at `indices` (ascending; `addresses`: each
+        chunk's first byte in memory) with O_DIRECT, chunks that lie one after the other in
+        the file in one gathered write: True once all are written. False if any cannot go
+        that way (no O_DIRECT, unaligned, or a write or growth that failed: then some may be
+        written, none is counted or marked as written, and the caller stores each one with
+        `write_chunk`, which raises the error of the exact chunk that fails)."""
+        if self._direct is None:
+            return False
+        stop = indices[-1] + 1
+        try:
+            if stop > self._extent:
+                self._grow_to(stop)
+            direct = self._direct
+            if direct is None:  # turned off by the growth
+                return False
+            offsets = self._offsets
+            state = self._state
+            for index in indices:
+                state[index] = CHUNK_UNKNOWN  # a write that fails part-way: zeroed at close
+            chunk_bytes = self._chunk_bytes
+            start = 0
+            count = len(indices)
+            for end in range(1, count + 1):
+                if end < count and offsets[indices[end]] == offsets[indices[end - 1]] + chunk_bytes:
+                    continue
+                if not direct.write_run(offsets[indices[start]], chunks[start:end], addresses[start:end]):
+                    return False
+                start = end
+        except OSError:
+            return False
+        for index in indices:
+            state[index] = CHUNK_IMAGE
+        self.direct_writes += count
+        self.bytes_written += chunk_bytes * count
+        return True
+
     def clear_chunk(self, index: int) -> None:
         """Overwrite the chunk at `index` with zeros (the fill value) through the filters."""
         self._grow_to(index + 1)
