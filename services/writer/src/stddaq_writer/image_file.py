@@ -185,6 +185,8 @@ class ImageFile:
         self._behind = WriteBehind(path, write_behind_bytes)
         self._extent = 0
         self._pending = PendingRecords(len(spec.columns))
+        self._records_length = int(handles.metadata.shape[0])
+        """Length of `metadata` and the columns as HDF5 has them."""
         self._record_type = h5py.h5t.py_create(METADATA_DTYPE)
         self._column_type = h5py.h5t.py_create(np.dtype("<u8"))
         self._zero_image = np.zeros((spec.height, spec.width), spec.dtype)
@@ -431,10 +433,11 @@ class ImageFile:
         self._hdf5_call()
         handles = self._handles
         length = self._extent
-        if handles.metadata.shape[0] != length:
-            handles.metadata.resize((length,))
+        if self._records_length != length:  # straight through the dataset ids (h5py's
+            handles.metadata.id.set_extent((length,))  # resize() costs more in Python)
             for column in handles.columns:
-                column.resize((length,))
+                column.id.set_extent((length,))
+            self._records_length = length
         pending = self._pending
         if not pending.count:
             return
