@@ -110,6 +110,25 @@ _NONE = Compression.NONE
 _WRITTEN = Outcome.WRITTEN
 
 
+class _Overwritten:
+    """Stands for the slot of an image the ring no longer held (write_images)."""
+
+    nbytes = 0
+    data = memoryview(b"")
+    address = 0
+
+    def array(self, dtype: Any, shape: tuple[int, ...]) -> Any:
+        """Never called."""
+        raise AssertionError("no slot")
+
+    def still_valid(self) -> bool:
+        """Never called."""
+        return False
+
+
+_OVERWRITTEN: SlotLike = _Overwritten()
+
+
 class ChunkWriter:
     """Writes images from one ring into one ImageFile, checking every slot."""
 
@@ -183,8 +202,9 @@ class ChunkWriter:
 
     def write_images(self, first: int, metas: list[ImageMeta], missing: list[int]) -> None:
         """Write `metas[k]` at dataset position `first + k`, each as `write_image` would,
-        appending the id of every image not written to `missing`; `at_index` is the
-        position being written if this raises (OSError: the file cannot take it).
+        appending the id of every image not written to `missing` (in position order);
+        `at_index` is the position being written if this raises (OSError: the file cannot
+        take it; the positions before it are done, none after it).
 
         Raw slots into an uncompressed file written with O_DIRECT ("view" mode) go out
         together: every slot is viewed first, all chunks are written (in one gathered
@@ -201,54 +221,57 @@ class ChunkWriter:
             return
         view = self._ring.view
         image_bytes = self._image_bytes
+        fits = self._fits
+        slots: list[SlotLike | None] = []
+        """Per image: its slot view; None (not viewed) for an image written on its own."""
         indices: list[int] = []
-        slots: list[SlotLike] = []
         chunks: list[memoryview] = []
         addresses: list[int] = []
-        taken: list[ImageMeta] = []
         for index, meta in enumerate(metas, first):
-            self.at_index = index
             compression = meta.compression
             if compression != _NONE or (
-                (meta.height, meta.width, meta.dtype, compression, meta.size) != self._fits
-            ):  # anything but the usual image: as one image at a time
-                if self.write_image(index, meta) is not _WRITTEN:
-                    missing.append(meta.image_id)
+                (meta.height, meta.width, meta.dtype, compression, meta.size) != fits
+            ):
+                slots.append(None)  # anything but the usual image: as one image at a time
                 continue
             slot = view(meta.image_id)
-            if slot is None:
-                self._missing(index, meta, Outcome.OVERWRITTEN)
-                missing.append(meta.image_id)
-                continue
-            nbytes = slot.nbytes
-            if nbytes < image_bytes:
-                if slot.still_valid():
-                    self._reject(index, meta, f"bad slot content: slot holds {nbytes} bytes, "
-                                 f"metadata says {image_bytes}")
-                else:
-                    self._missing(index, meta, Outcome.TORN)
-                missing.append(meta.image_id)
-                continue
-            indices.append(index)
-            slots.append(slot)
-            chunks.append(slot.data if nbytes == image_bytes else slot.data[:image_bytes])
-            addresses.append(slot.address)
-            taken.append(meta)
-        if not indices:
-            return
-        together = file.write_chunks(indices, chunks, addresses)
+            slots.append(slot or _OVERWRITTEN)
+            if slot is not None and slot.nbytes >= image_bytes:
+                indices.append(index)
+                chunks.append(slot.data if slot.nbytes == image_bytes else slot.data[:image_bytes])
+                addresses.append(slot.address)
+        together = bool(indices) and file.write_chunks(indices, chunks, addresses)
         counts = self.counts
-        for index, slot, chunk, meta in zip(indices, slots, chunks, taken, strict=True):
-            self.at_index = index
-            if not together:
-                file.write_chunk(index, chunk, slot.address)
-            if slot.still_valid():
-                file.record_written(index, meta.image_id, int(meta.status), meta.detail)
-                counts.written += 1
-            else:
-                file.clear_chunk(index)
-                self._missing(index, meta, Outcome.TORN)
-                missing.append(meta.image_id)
+        index = first
+        try:
+            for index, meta, slot in zip(range(first, first + len(metas)), metas, slots, strict=True):
+                self.at_index = index
+                if slot is None:
+                    outcome = self.write_image(index, meta)
+                elif slot is _OVERWRITTEN:
+                    outcome = self._missing(index, meta, Outcome.OVERWRITTEN)
+                elif slot.nbytes < image_bytes:
+                    if slot.still_valid():
+                        outcome = self._reject(index, meta, f"bad slot content: slot holds "
+                                               f"{slot.nbytes} bytes, metadata says {image_bytes}")
+                    else:
+                        outcome = self._missing(index, meta, Outcome.TORN)
+                else:
+                    if not together:
+                        chunk = slot.data if slot.nbytes == image_bytes else slot.data[:image_bytes]
+                        file.write_chunk(index, chunk, slot.address)
+                    if slot.still_valid():
+                        file.record_written(index, meta.image_id, int(meta.status), meta.detail)
+                        counts.written += 1
+                        continue
+                    file.clear_chunk(index)
+                    outcome = self._missing(index, meta, Outcome.TORN)
+                if outcome is not _WRITTEN:
+                    missing.append(meta.image_id)
+        except BaseException:
+            if together:  # written together, not recorded: zeroed at close like any unknown chunk
+                file.forget_chunks([later for later in indices if later > index])
+            raise
 
     def _missing(self, index: int, meta: ImageMeta, outcome: Outcome) -> Outcome:
         """Record an image that did not reach the file (overwritten or torn)."""

@@ -382,6 +382,13 @@ class ImageFile:
         self.bytes_written += chunk_bytes * count
         return True
 
+    def forget_chunks(self, indices: list[int]) -> None:
+        """Chunks written by `write_chunks` whose images will not be recorded (the writer
+        stopped before): their content counts as unknown again (zeroed at close)."""
+        for index in indices:
+            if self._state[index] == CHUNK_IMAGE:
+                self._state[index] = CHUNK_UNKNOWN
+
     def clear_chunk(self, index: int) -> None:
         """Overwrite the chunk at `index` with zeros (the fill value) through the filters."""
         self._grow_to(index + 1)
