@@ -7,8 +7,9 @@ written data is pushed out of the page cache (write_behind). In files created wi
 block of chunks at a time (1 to MAX_BLOCK, about BLOCK_SECONDS of images at the rate of
 the last second: `set_block`), whose places the writer derives from the file's end of
 allocation; each image goes to its chunk with one O_DIRECT `pwrite()` from the ring slot
-(whose address the slot view carries); images that cannot (unaligned buffer) take the
-HDF5 path above.
+(whose address the slot view carries), or several chunks that follow each other with one
+gathered `pwritev()` (`write_chunks`: a batch of images); images that cannot (unaligned
+buffer) take the HDF5 path above.
 
 What SWMR readers see: the file as of the last flush (HDF5 writes the dataset's extent
 and chunk index only then). A flush always gives `data` exactly the images written or
