@@ -111,6 +111,15 @@ class PendingRecords:
                 column.append(value)
         self.count += 1
 
+    def add_single(self, index: int, image_id: int, status: int, value: int) -> None:
+        """`add` for a file with exactly one column: its `value` (the caller flushes first
+        when `full`)."""
+        self._indices.append(index)
+        self._ids.append(image_id)
+        self._statuses.append(status)
+        self._values[0].append(value)
+        self.count += 1
+
     def _pack(self) -> None:
         """Move the held records from the lists into the arrays (positions 0..count-1)."""
         count = self.count
@@ -166,6 +175,7 @@ class ImageFile:
         self._image_shape = (spec.height, spec.width)
         self._chunk_bytes = spec.image_bytes
         self._columns = tuple(column.value_of for column in spec.columns)
+        self._single_column = self._columns[0] if len(self._columns) == 1 else None
         self._direct: DirectChunkWriter | None = handles.direct
         self._early = handles.direct is not None
         """`data` allocates its chunks early and writes no fill (files made for direct I/O)."""
@@ -415,13 +425,17 @@ class ImageFile:
         self, index: int, image_id: int, status: int, detail: DetectorInfo | None
     ) -> None:
         """Record a written image: its metadata record and detector columns."""
-        values = None
-        if detail is not None and self._columns:
-            values = [value_of(detail) for value_of in self._columns]
         pending = self._pending
         if pending.full:
             self._write_records()
-        pending.add(index, image_id, status, values)
+        single = self._single_column
+        if single is not None:  # one column (pco: the timestamp): no list per image
+            pending.add_single(index, image_id, status, 0 if detail is None else single(detail))
+        else:
+            values = None
+            if detail is not None and self._columns:
+                values = [value_of(detail) for value_of in self._columns]
+            pending.add(index, image_id, status, values)
         self.n_written += 1
 
     def record_missing(self, index: int, image_id: int) -> None:
