@@ -108,6 +108,8 @@ class Acquisition:
         self.close_failed = False
         self._budget = file_size_budget(reserve_bytes)
         self._image_bytes = spec.image_bytes
+        self._raw_chunks = spec.compression == "none"
+        """Every chunk is exactly `_image_bytes` long (an uncompressed file)."""
         self._user = contextlib.ExitStack()
         self._reserve: DiskReserve | None = None
         try:
@@ -172,9 +174,9 @@ class Acquisition:
         file-size limit go to the chunk writer together, the others one by one."""
         fit = len(metas)
         budget = self._budget
-        if budget is not None:
+        if budget is not None:  # compressed chunks vary in size: each one checked
             room = (budget[0] - self.file.bytes_written) // self._image_bytes
-            fit = max(0, min(fit, room))
+            fit = max(0, min(fit, room)) if self._raw_chunks else 0
         writer = self.writer
         progress = self.progress
         missing = progress.missing_ids
