@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mmap
+import os
 import subprocess
 import sys
 import uuid
@@ -239,6 +240,64 @@ def test_a_slot_lapped_during_an_o_direct_write_leaves_zeros(tmp_path: Path, rea
         assert image_file.direct_writes >= 2
         image_file.close(3)
     check_file(str(tmp_path / "f0.h5"), "CAM", [0, None, 2], H, W)
+
+
+class LapsSome:
+    """A real ring where the images in `lapped` have their slot overwritten right after the
+    writer took its view (the producer lapping a slow writer in the middle of a batch)."""
+
+    def __init__(self, ring: ImageRing, n_slots: int, lapped: set[int]) -> None:
+        self.ring = ring
+        self.n_slots = n_slots
+        self.lapped = lapped
+
+    def view(self, image_id: int) -> SlotView | None:
+        slot = self.ring.view(image_id)
+        if image_id in self.lapped:
+            self.ring.write(image_id + self.n_slots, frame(image_id + self.n_slots, H, W))
+        return slot
+
+    def read_into(self, image_id: int, out: Any) -> int | None:
+        return self.ring.read_into(image_id, out)
+
+
+def test_a_batch_goes_out_in_gathered_writes_and_a_lapped_slot_in_it_leaves_zeros(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of images (RecordImages) from a real ring: chunks that follow each other in
+    the file go out in one pwritev; a slot lapped during it is recorded missing with zeros
+    in the file, one overwritten before is missing too, every other image is exact."""
+    n_slots = 16
+    calls: list[int] = []
+    pwritev = os.pwritev
+
+    def counting_pwritev(fd: int, buffers: Any, offset: int) -> int:
+        calls.append(len(buffers))
+        return pwritev(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "pwritev", counting_pwritev)
+    name = f"wtest-batch-{uuid.uuid4().hex[:8]}"
+    path = str(tmp_path / "f0.h5")
+    with ImageRing.create(name, RingGeometry(slot_bytes=H * W * 2, n_slots=n_slots)) as ring:
+        image_file = ImageFile.create(path, spec(), direct_io=True)
+        image_file.set_block(1000)  # blocks of 8 chunks: a batch's chunks follow each other
+        for image_id in range(n_slots):
+            ring.write(image_id, frame(image_id, H, W))
+        writer = ChunkWriter(LapsSome(ring, n_slots, {6}), image_file)
+        missing: list[int] = []
+        writer.write_images(0, [meta_of(i, H, W) for i in range(4)], missing)
+        ring.write(n_slots + 8, frame(n_slots + 8, H, W))  # id 8's slot now holds a later id
+        writer.write_images(4, [meta_of(i, H, W) for i in range(4, 12)], missing)
+        assert missing == [6, 8]
+        counts = writer.counts
+        assert (counts.written, counts.torn, counts.overwritten) == (10, 1, 1)
+        # The first batch of a file goes one image at a time (its images' metadata is
+        # checked first); the second in two gathered writes, around the overwritten id 8.
+        assert calls == [4, 3]
+        image_file.close(12)
+    expected: list[int | None] = list(range(12))
+    expected[6] = expected[8] = None
+    check_file(path, "CAM", expected, H, W)
 
 
 _SWMR_FOLLOWER = """

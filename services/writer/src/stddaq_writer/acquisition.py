@@ -108,6 +108,8 @@ class Acquisition:
         self.close_failed = False
         self._budget = file_size_budget(reserve_bytes)
         self._image_bytes = spec.image_bytes
+        self._raw_chunks = spec.compression == "none"
+        """Every chunk is exactly `_image_bytes` long (an uncompressed file)."""
         self._user = contextlib.ExitStack()
         self._reserve: DiskReserve | None = None
         try:
@@ -164,6 +166,32 @@ class Acquisition:
         if outcome is not Outcome.WRITTEN and len(self.progress.missing_ids) < MAX_MISSING_IDS_PER_EVENT:
             self.progress.missing_ids.append(meta.image_id)
         return outcome
+
+    def write_images(self, first: int, metas: list[ImageMeta]) -> None:
+        """Write `metas[k]` at index `first + k`, as `write` one by one would (the writer's
+        counts tell what became of them); AcquisitionError (file closed) at the first image
+        the file cannot take, those before it written. Images that surely fit under the
+        file-size limit go to the chunk writer together, the others one by one."""
+        fit = len(metas)
+        budget = self._budget
+        if budget is not None:  # compressed chunks vary in size: each one checked
+            room = (budget[0] - self.file.bytes_written) // self._image_bytes
+            fit = max(0, min(fit, room)) if self._raw_chunks else 0
+        writer = self.writer
+        progress = self.progress
+        missing = progress.missing_ids
+        try:
+            if fit:
+                writer.write_images(first, metas[:fit] if fit < len(metas) else metas, missing)
+        except OSError as error:
+            self.fail(f"writing {self.path} failed at index {writer.at_index}: {describe_os_error(error)}")
+            raise AcquisitionError(self.failure) from None
+        finally:
+            progress.dirty = True
+            if len(missing) > MAX_MISSING_IDS_PER_EVENT:
+                del missing[MAX_MISSING_IDS_PER_EVENT:]
+        for index in range(fit, len(metas)):  # near the file-size limit: each one checked
+            self.write(first + index, metas[index])
 
     def record_unreadable(self, index: int) -> None:
         """An image whose metadata could not be decoded: missing, id unknown (0)."""

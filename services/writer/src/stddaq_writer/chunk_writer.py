@@ -110,6 +110,25 @@ _NONE = Compression.NONE
 _WRITTEN = Outcome.WRITTEN
 
 
+class _Overwritten:
+    """Stands for the slot of an image the ring no longer held (write_images)."""
+
+    nbytes = 0
+    data = memoryview(b"")
+    address = 0
+
+    def array(self, dtype: Any, shape: tuple[int, ...]) -> Any:
+        """Never called."""
+        raise AssertionError("no slot")
+
+    def still_valid(self) -> bool:
+        """Never called."""
+        return False
+
+
+_OVERWRITTEN: SlotLike = _Overwritten()
+
+
 class ChunkWriter:
     """Writes images from one ring into one ImageFile, checking every slot."""
 
@@ -133,6 +152,8 @@ class ChunkWriter:
         passed `_check` (size only for uncompressed images): the next image with the same
         signature needs no further look."""
         self._view_mode = read_mode == "view"
+        self.at_index = -1
+        """The dataset position `write_images` was at when it last stopped (or raised)."""
 
     def _raw(self) -> np.ndarray[Any, Any]:
         if self._raw_buffer is None:  # page-aligned (an anonymous mmap): O_DIRECT can write it
@@ -178,6 +199,79 @@ class ChunkWriter:
             self.counts.written += 1
             return outcome
         return self._missing(index, meta, outcome)
+
+    def write_images(self, first: int, metas: list[ImageMeta], missing: list[int]) -> None:
+        """Write `metas[k]` at dataset position `first + k`, each as `write_image` would,
+        appending the id of every image not written to `missing` (in position order);
+        `at_index` is the position being written if this raises (OSError: the file cannot
+        take it; the positions before it are done, none after it).
+
+        Raw slots into an uncompressed file written with O_DIRECT ("view" mode) go out
+        together: every slot is viewed first, all chunks are written (in one gathered
+        write where their file places follow each other), then every slot is checked
+        again; a slot overwritten meanwhile gets its chunk zeroed and is recorded torn,
+        exactly as one image at a time.
+        """
+        file = self._file
+        if not (self._view_mode and not self._compress and file.direct_io):
+            for index, meta in enumerate(metas, first):
+                self.at_index = index
+                if self.write_image(index, meta) is not _WRITTEN:
+                    missing.append(meta.image_id)
+            return
+        view = self._ring.view
+        image_bytes = self._image_bytes
+        fits = self._fits
+        slots: list[SlotLike | None] = []
+        """Per image: its slot view; None (not viewed) for an image written on its own."""
+        indices: list[int] = []
+        chunks: list[memoryview] = []
+        addresses: list[int] = []
+        for index, meta in enumerate(metas, first):
+            compression = meta.compression
+            if compression != _NONE or (
+                (meta.height, meta.width, meta.dtype, compression, meta.size) != fits
+            ):
+                slots.append(None)  # anything but the usual image: as one image at a time
+                continue
+            slot = view(meta.image_id)
+            slots.append(slot or _OVERWRITTEN)
+            if slot is not None and slot.nbytes >= image_bytes:
+                indices.append(index)
+                chunks.append(slot.data if slot.nbytes == image_bytes else slot.data[:image_bytes])
+                addresses.append(slot.address)
+        together = bool(indices) and file.write_chunks(indices, chunks, addresses)
+        counts = self.counts
+        index = first
+        try:
+            for index, meta, slot in zip(range(first, first + len(metas)), metas, slots, strict=True):
+                self.at_index = index
+                if slot is None:
+                    outcome = self.write_image(index, meta)
+                elif slot is _OVERWRITTEN:
+                    outcome = self._missing(index, meta, Outcome.OVERWRITTEN)
+                elif slot.nbytes < image_bytes:
+                    if slot.still_valid():
+                        outcome = self._reject(index, meta, f"bad slot content: slot holds "
+                                               f"{slot.nbytes} bytes, metadata says {image_bytes}")
+                    else:
+                        outcome = self._missing(index, meta, Outcome.TORN)
+                else:
+                    if not together:
+                        chunk = slot.data if slot.nbytes == image_bytes else slot.data[:image_bytes]
+                        file.write_chunk(index, chunk, slot.address)
+                    if slot.still_valid():
+                        file.record_written(index, meta.image_id, int(meta.status), meta.detail)
+                        counts.written += 1
+                        continue
+                    file.clear_chunk(index)
+                    outcome = self._missing(index, meta, Outcome.TORN)
+                if outcome is not _WRITTEN:
+                    missing.append(meta.image_id)
+        except BaseException:
+            if together:  # written together, not recorded: zeroed at close like any unknown chunk
+                file.forget_chunks([later for later in indices if later > index])
+            raise
 
     def _missing(self, index: int, meta: ImageMeta, outcome: Outcome) -> Outcome:
         """Record an image that did not reach the file (overwritten or torn)."""

@@ -7,8 +7,9 @@ written data is pushed out of the page cache (write_behind). In files created wi
 block of chunks at a time (1 to MAX_BLOCK, about BLOCK_SECONDS of images at the rate of
 the last second: `set_block`), whose places the writer derives from the file's end of
 allocation; each image goes to its chunk with one O_DIRECT `pwrite()` from the ring slot
-(whose address the slot view carries); images that cannot (unaligned buffer) take the
-HDF5 path above.
+(whose address the slot view carries), or several chunks that follow each other with one
+gathered `pwritev()` (`write_chunks`: a batch of images); images that cannot (unaligned
+buffer) take the HDF5 path above.
 
 What SWMR readers see: the file as of the last flush (HDF5 writes the dataset's extent
 and chunk index only then). A flush always gives `data` exactly the images written or
@@ -110,6 +111,15 @@ class PendingRecords:
                 column.append(value)
         self.count += 1
 
+    def add_single(self, index: int, image_id: int, status: int, value: int) -> None:
+        """`add` for a file with exactly one column: its `value` (the caller flushes first
+        when `full`)."""
+        self._indices.append(index)
+        self._ids.append(image_id)
+        self._statuses.append(status)
+        self._values[0].append(value)
+        self.count += 1
+
     def _pack(self) -> None:
         """Move the held records from the lists into the arrays (positions 0..count-1)."""
         count = self.count
@@ -165,6 +175,7 @@ class ImageFile:
         self._image_shape = (spec.height, spec.width)
         self._chunk_bytes = spec.image_bytes
         self._columns = tuple(column.value_of for column in spec.columns)
+        self._single_column = self._columns[0] if len(self._columns) == 1 else None
         self._direct: DirectChunkWriter | None = handles.direct
         self._early = handles.direct is not None
         """`data` allocates its chunks early and writes no fill (files made for direct I/O)."""
@@ -185,6 +196,8 @@ class ImageFile:
         self._behind = WriteBehind(path, write_behind_bytes)
         self._extent = 0
         self._pending = PendingRecords(len(spec.columns))
+        self._records_length = int(handles.metadata.shape[0])
+        """Length of `metadata` and the columns as HDF5 has them."""
         self._record_type = h5py.h5t.py_create(METADATA_DTYPE)
         self._column_type = h5py.h5t.py_create(np.dtype("<u8"))
         self._zero_image = np.zeros((spec.height, spec.width), spec.dtype)
@@ -343,6 +356,50 @@ class ImageFile:
             state[index] = CHUNK_IMAGE
         self.bytes_written += nbytes
 
+    def write_chunks(self, indices: list[int], chunks: list[memoryview], addresses: list[int]) -> bool:
+        """Store whole uncompressed image chunks at `indices` (ascending; `addresses`: each
+        chunk's first byte in memory) with O_DIRECT, chunks that lie one after the other in
+        the file in one gathered write: True once all are written. False if any cannot go
+        that way (no O_DIRECT, unaligned, or a write or growth that failed: then some may be
+        written, none is counted or marked as written, and the caller stores each one with
+        `write_chunk`, which raises the error of the exact chunk that fails)."""
+        if self._direct is None:
+            return False
+        stop = indices[-1] + 1
+        try:
+            if stop > self._extent:
+                self._grow_to(stop)
+            direct = self._direct
+            if direct is None:  # turned off by the growth
+                return False
+            offsets = self._offsets
+            state = self._state
+            for index in indices:
+                state[index] = CHUNK_UNKNOWN  # a write that fails part-way: zeroed at close
+            chunk_bytes = self._chunk_bytes
+            start = 0
+            count = len(indices)
+            for end in range(1, count + 1):
+                if end < count and offsets[indices[end]] == offsets[indices[end - 1]] + chunk_bytes:
+                    continue
+                if not direct.write_run(offsets[indices[start]], chunks[start:end], addresses[start:end]):
+                    return False
+                start = end
+        except OSError:
+            return False
+        for index in indices:
+            state[index] = CHUNK_IMAGE
+        self.direct_writes += count
+        self.bytes_written += chunk_bytes * count
+        return True
+
+    def forget_chunks(self, indices: list[int]) -> None:
+        """Chunks written by `write_chunks` whose images will not be recorded (the writer
+        stopped before): their content counts as unknown again (zeroed at close)."""
+        for index in indices:
+            if self._state[index] == CHUNK_IMAGE:
+                self._state[index] = CHUNK_UNKNOWN
+
     def clear_chunk(self, index: int) -> None:
         """Overwrite the chunk at `index` with zeros (the fill value) through the filters."""
         self._grow_to(index + 1)
@@ -368,13 +425,17 @@ class ImageFile:
         self, index: int, image_id: int, status: int, detail: DetectorInfo | None
     ) -> None:
         """Record a written image: its metadata record and detector columns."""
-        values = None
-        if detail is not None and self._columns:
-            values = [value_of(detail) for value_of in self._columns]
         pending = self._pending
         if pending.full:
             self._write_records()
-        pending.add(index, image_id, status, values)
+        single = self._single_column
+        if single is not None:  # one column (pco: the timestamp): no list per image
+            pending.add_single(index, image_id, status, 0 if detail is None else single(detail))
+        else:
+            values = None
+            if detail is not None and self._columns:
+                values = [value_of(detail) for value_of in self._columns]
+            pending.add(index, image_id, status, values)
         self.n_written += 1
 
     def record_missing(self, index: int, image_id: int) -> None:
@@ -394,10 +455,11 @@ class ImageFile:
         self._hdf5_call()
         handles = self._handles
         length = self._extent
-        if handles.metadata.shape[0] != length:
-            handles.metadata.resize((length,))
+        if self._records_length != length:  # straight through the dataset ids (h5py's
+            handles.metadata.id.set_extent((length,))  # resize() costs more in Python)
             for column in handles.columns:
-                column.resize((length,))
+                column.id.set_extent((length,))
+            self._records_length = length
         pending = self._pending
         if not pending.count:
             return

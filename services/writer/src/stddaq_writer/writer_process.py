@@ -23,7 +23,8 @@ from stddaq_writer.answers import Answers
 from stddaq_writer.driver_link import DriverLink
 from stddaq_writer.writer_commands import WriterCommands, WriterOptions
 
-TICK_S = 0.05
+TICK_S = 0.1
+"""Most time between two rounds of timed work (and the longest wait in one receive)."""
 HEARTBEAT_INTERVAL_S = 1.0
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "encode_plain_response",
     "parse_command",
     "parse_record_image",
+    "parse_record_images",
     "parse_response",
     "writer_address",
 ]
@@ -419,6 +420,67 @@ def parse_record_image(data: bytes) -> tuple[bytes, int | None, int | None] | No
     if pos != end:
         return None
     return data[4:stop], acq_id, index
+
+
+def _varint_at(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint at `pos` of `data` and the position after it; (-1, -1) if there is none
+    (cut short, or longer than 64 bits)."""
+    value = shift = 0
+    end = len(data)
+    while pos < end and shift <= 63:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return (value, pos) if not value >> 64 else (-1, -1)
+        shift += 7
+    return -1, -1
+
+
+def parse_record_images(data: bytes) -> tuple[list[bytes], int, int] | None:
+    """A RecordImages read straight from its bytes (the hot path: one per batch of images
+    for a writer): `(metadata entries, acq_id, first_index)`, as parse_command's
+    ImageBatchCommand has them.
+
+    Only the layout `encode_image_batch` makes is read here: the acquisition and the
+    first index each at most once and in that order, then one or more non-empty entries.
+    Anything else (any other command, another field order, unknown or repeated fields,
+    bad bytes) returns None and parse_command decides; where this returns a result it is
+    what parse_command returns.
+    """
+    tag = _TAG_RECORD_IMAGES
+    if data[:2] != tag:
+        return None
+    length, pos = _varint_at(data, 2)
+    end = len(data)
+    if pos < 0 or pos + length != end or pos == end:
+        return None
+    acq_id = first = 0
+    if data[pos] == 0x08:
+        acq_id, pos = _varint_at(data, pos + 1)
+        if pos < 0 or pos == end:
+            return None
+    if data[pos] == 0x10:
+        first, pos = _varint_at(data, pos + 1)
+        if pos < 0:
+            return None
+    entries: list[bytes] = []
+    while pos < end:
+        if data[pos] != 0x1A:
+            return None
+        size = data[pos + 1] if pos + 1 < end else 0
+        if size < 0x80:
+            pos += 2
+        else:
+            size, pos = _varint_at(data, pos + 1)
+        stop = pos + size
+        if size <= 0 or stop > end:
+            return None
+        entries.append(data[pos:stop])
+        pos = stop
+    if not entries:
+        return None
+    return entries, acq_id, first
 
 
 # ----------------------------------------------------------------- writer -> driver
