@@ -14,7 +14,6 @@ import shutil
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -184,7 +183,7 @@ def test_state_changing_calls_still_need_the_token(driver: DriverProcess) -> Non
         assert client.get("/status").status_code == 200  # reading never needed the token
 
 
-def test_live_figures_through_a_real_client(tmp_path: Path) -> None:
+def test_live_figures_through_a_real_client() -> None:
     """With writers heard from, every answer carries their ages: each one a valid status,
     through a keep-alive client and a new connection per request alike."""
     base = short_tmp_dir()
