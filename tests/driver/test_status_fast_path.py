@@ -152,6 +152,7 @@ def test_pipelined_requests_are_answered_in_order_by_h11(driver: DriverProcess) 
         (request("Host: x", "Host: y", "Connection: close"), b"400"),
         (request("Host: x", "Bad Header", "Connection: close"), b"400"),
         (request("Host: x", "Connection: close", target=b"/api/v1/nothing"), b"404"),
+        (b"GET /api/v1/status HTTP/1.1\nHost: x\nConnection: close\n\n", b"200"),  # bare LFs
     ],
 )
 def test_every_other_request_is_answered_by_the_app_as_before(

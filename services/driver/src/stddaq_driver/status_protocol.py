@@ -10,9 +10,10 @@ answer itself: the bytes h11 would write for the route's response (status line, 
 `date` and `server` headers, `content-length`, `content-type: application/json`, h11's
 `Connection: close` when the client closes or speaks HTTP/1.0, then the body of
 `status_body`). Everything else (another path or method, a query string, a header this
-reader is not sure of, a pipelined request, a head that does not end within MAX_HEAD_BYTES)
-is handed with every byte read so far to uvicorn's H11Protocol, which owns the connection
-from then on: the answers there are exactly as before.
+reader is not sure of, a pipelined request, a head that does not end within MAX_HEAD_BYTES,
+a head that ends in bare line feeds) is handed with every byte read so far to uvicorn's
+H11Protocol, which owns the connection from then on: the answers there are exactly as
+before.
 
 A connection that stays open after a status answer is closed after uvicorn's keep-alive
 timeout, as uvicorn does; it is listed in the server's connections so that a shutdown
@@ -41,6 +42,8 @@ left to h11."""
 _NOT_PLAIN = frozenset({b"content-length", b"transfer-encoding", b"upgrade", b"expect"})
 """Headers that make a request more than a plain GET (a body, an upgrade)."""
 _END = b"\r\n\r\n"
+_ANY_END = re.compile(rb"\n\r?\n")
+"""Where h11 sees a head end (it also takes bare line feeds): such a head goes to h11."""
 
 
 def plain_get(head: bytes, target: bytes) -> bool | None:
@@ -141,7 +144,7 @@ class StatusProtocol(asyncio.Protocol):
         buffer = self._buffer + data if self._buffer else data
         end = buffer.find(_END)
         if end < 0:
-            if len(buffer) > MAX_HEAD_BYTES:
+            if len(buffer) > MAX_HEAD_BYTES or _ANY_END.search(buffer):
                 self._hand_over(buffer)
             else:
                 self._buffer = buffer
