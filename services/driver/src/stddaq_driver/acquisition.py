@@ -222,6 +222,9 @@ class Acquisition:
         self.plan = plan
         self.dealer = ImageDealer(plan.acquisition_id, plan.n_writers, plan.n_image)
         self.writers = [WriterTracker(k) for k in range(plan.n_writers)]
+        self._files = plan.files
+        self._master_file = plan.master_file
+        """The plan's file names, made once (the status is published 10 times a second)."""
         self.master_state: str | None = None
         self.error: str | None = None
 
@@ -243,8 +246,8 @@ class Acquisition:
             file_prefix=self.plan.file_prefix,
             n_image=self.plan.n_image,
             compression=self.plan.compression,
-            files=self.plan.files,
-            master_file=self.plan.master_file,
+            files=self._files,
+            master_file=self._master_file,
             images_dealt=dealer.dealt,
             images_written=sum(t.written for t in self.writers),
             id_gaps=dealer.id_gaps,

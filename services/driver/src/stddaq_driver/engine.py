@@ -6,8 +6,9 @@ Each turn of the loop deals the images that came (ImageDealing, image_dealing.py
 the writers' events (WriterEvents, writer_events.py), runs the commands, and lets the
 acquisition's life (AcquisitionLife, acquisition_life.py) look at its timeouts and publish
 progress. Commands are looked at between batches, at least every POLL_MS; the writers'
-events too, except while images are dealt (then every EVENTS_S: they report progress every
-100 ms); timeouts (of seconds) every CHECK_S.
+events too, except while images are dealt. Every TURN_S one pass does the housekeeping
+together: the events (while images are dealt: they report progress every 100 ms), the
+probes when due, the timeouts (of seconds) and the progress.
 """
 
 from __future__ import annotations
@@ -26,15 +27,13 @@ from stddaq_driver.acquisition import AcquisitionPlan
 from stddaq_driver.acquisition_life import AcquisitionLife
 from stddaq_driver.driver_stats import EngineCounters
 from stddaq_driver.engine_parts import (
-    CHECK_S,
     DEALING,
-    EVENTS_S,
     HOLDING,
     LOG_INTERVAL_S,
     POLL_MS,
     PROBE_S,
-    PUBLISH_S,
     SHUTDOWN_TIMEOUT_S,
+    TURN_S,
     EngineParts,
 )
 from stddaq_driver.idle_wait import IdleWait
@@ -99,10 +98,8 @@ class Engine:
         )
         self._dealing = ImageDealing(self._parts, self._life)
         self._events = WriterEvents(self._parts, self._life)
-        self._next_publish = 0.0
+        self._next_turn = 0.0
         self._next_probe = 0.0
-        self._next_check = 0.0
-        self._next_events = 0.0
         self._idle = IdleWait()
         self._idle.watch(subscriber, *link.event_sockets)
 
@@ -146,19 +143,19 @@ class Engine:
         else:
             self._dealing.pump()
         now = time.monotonic()
-        if now >= self._next_events or life.state not in DEALING:
-            self._next_events = now + EVENTS_S
+        turn = now >= self._next_turn
+        if turn:
+            self._next_turn = now + TURN_S
+        if turn or life.state not in DEALING:
             self._events.handle()
         self._handle_commands()
+        if not turn:
+            return
         if now >= self._next_probe:
             self._next_probe = now + PROBE_S
             self._parts.link.probe(acquisition_running=life.acquisition is not None)
-        if now >= self._next_check:
-            self._next_check = now + CHECK_S
-            life.check_timeouts(now)
-        if now >= self._next_publish:
-            self._next_publish = now + PUBLISH_S
-            life.publish_progress(now)
+        life.check_timeouts(now)
+        life.publish_progress(now)
 
     # --- commands ---
 

@@ -25,13 +25,14 @@ POLL_MS = 20
 """Longest wait for a message before commands, events and timeouts are looked at."""
 BATCH_S = 0.02
 """Longest time spent dealing images before looking at commands and events."""
-PUBLISH_S = 0.1
+TURN_S = 0.1
+"""The loop's housekeeping turn comes this often: the writers' events are taken (while
+images are dealt; otherwise at every pass), timeouts (all of seconds) looked at, progress
+figures published to the status board, all in the same pass of the loop. One pass that
+wakes cold caches for all of them costs less than separate ones (each look costs a poll of
+the writers' sockets; they report progress every 100 ms)."""
+PUBLISH_S = TURN_S
 """Progress figures go to the status board this often."""
-EVENTS_S = 0.1
-"""While images are dealt, the writers' events are taken this often (they report progress
-every 100 ms; each look costs a poll of their sockets), not at every turn of the loop."""
-CHECK_S = 0.05
-"""Timeouts (all of seconds) are looked at this often, not at every turn of the loop."""
 CREATE_TIMEOUT_S = 10.0
 WRITER_SILENT_S = 10.0
 """A writer that sends nothing for this long during an acquisition is taken for dead."""

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, status
 from fastapi.responses import Response
 
+from stddaq_driver.control import DriverControl
 from stddaq_driver.models import (
     ErrorResponse,
     ReceiverStatus,
@@ -86,6 +87,11 @@ def status_response(
     )
 
 
+def status_body(control: DriverControl) -> bytes:
+    """The body of GET /status: the current snapshot with the liveness seen now."""
+    return status_response(control.status(), *control.liveness()).model_dump_json().encode()
+
+
 def down_services(receiver: ReceiverView | None, writers: list[WriterStatus]) -> list[str]:
     """Names of the services the driver sees down (as `stddaq up` and Compose name them)."""
     down = ["receiver"] if receiver is not None and receiver.alive is False else []
@@ -133,6 +139,6 @@ async def stop(control: Control) -> StatusResponse:
 async def get_status(control: Control) -> Response:
     """State, progress and files of the running (or last) acquisition."""
     # Serialised here, once: FastAPI would validate the model again and encode it through
-    # jsonable_encoder, which is most of the cost of a request that clients poll.
-    body = status_response(control.status(), *control.liveness()).model_dump_json()
-    return Response(body, media_type="application/json")
+    # jsonable_encoder. A plain GET is answered before the app (rest_fast_status.py), with
+    # the same body and headers as this route's.
+    return Response(status_body(control), media_type="application/json")

@@ -31,7 +31,13 @@ def control_of(request: Request) -> DriverControl:
     return control
 
 
-Control = Annotated[DriverControl, Depends(control_of)]
+async def _control_dependency(request: Request) -> DriverControl:
+    """`control_of` as a dependency: async, so FastAPI calls it in the event loop rather
+    than handing it to a worker thread (a thread hop per request)."""
+    return control_of(request)
+
+
+Control = Annotated[DriverControl, Depends(_control_dependency)]
 
 
 async def require_token(

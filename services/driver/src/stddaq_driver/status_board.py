@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from stddaq_driver.state import DaqState, accepts_start, check_move
@@ -191,6 +191,13 @@ class StatusBoard:
         moment = time.monotonic() if now is None else now
         with self._lock:
             self._last_heard[index] = moment
+
+    def writers_heard(self, indices: Iterable[int], now: float | None = None) -> None:
+        """Writers `indices` sent messages just now (one lock for all of them)."""
+        moment = time.monotonic() if now is None else now
+        with self._lock:
+            for index in indices:
+                self._last_heard[index] = moment
 
     def _store_change(self, snapshot: AcquisitionSnapshot) -> None:
         self._snapshot = snapshot

@@ -8,10 +8,10 @@ import contextlib
 import socket
 
 import uvicorn
-from fastapi import FastAPI
 from websockets.asyncio.server import serve
 
 from stddaq_common.runtime.server_thread import ServerThread, bound_port
+from stddaq_driver.rest_fast_status import AsgiApp
 from stddaq_driver.ws_api import WsProtocol
 
 WS_MAX_MESSAGE_BYTES = 64 * 1024
@@ -48,14 +48,17 @@ class QuietServer(uvicorn.Server):
 
 
 class WebServer(ServerThread):
-    """Serves `app` on `rest_listener` and `ws` on `ws_listener` in a background thread."""
+    """Serves `app` on `rest_listener` and `ws` on `ws_listener` in a background thread;
+    the REST connections speak `http_protocol` (default: uvicorn's h11 protocol)."""
 
     def __init__(
         self,
-        app: FastAPI,
+        app: AsgiApp,
         ws: WsProtocol,
         rest_listener: socket.socket,
         ws_listener: socket.socket,
+        *,
+        http_protocol: type[asyncio.Protocol] | None = None,
     ) -> None:
         self._ws = ws
         self._rest_listener = rest_listener
@@ -63,7 +66,7 @@ class WebServer(ServerThread):
         self._uvicorn = QuietServer(
             uvicorn.Config(
                 app, log_config=None, log_level="warning", access_log=False, lifespan="off",
-                ws="none",
+                ws="none", http=http_protocol or "auto",
             )
         )
         super().__init__("driver-web", self._serve_both, self._ask_exit, [rest_listener, ws_listener])

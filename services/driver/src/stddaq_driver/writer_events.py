@@ -42,9 +42,8 @@ class WriterEvents:
             parts.counters.writer_bad_events.value = bad
         if not events:
             return
-        now = time.monotonic()
+        parts.board.writers_heard({event.writer for event in events}, time.monotonic())
         for event in events:
-            parts.board.writer_heard(event.writer, now)
             self._handle_event(event)
         self._life.advance()
 
