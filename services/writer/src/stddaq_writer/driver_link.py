@@ -1,7 +1,9 @@
 """The writer's ZeroMQ sockets to its driver (docs/driver-writer-protocol.md).
 
-As std_daq's writer has them: PUSH bound at `ipc://<ipc_dir>/<D>-writer-<k>` (answers) and
-PULL connected to the driver's `ipc://<ipc_dir>/<D>-driver-<k>` (commands), LINGER 0.
+As std_daq's writer has them: PUSH bound at `ipc://<ipc_dir>/<D>-writer-<k>` (answers,
+libzmq) and PULL connected to the driver's `ipc://<ipc_dir>/<D>-driver-<k>` (commands),
+LINGER 0. The command PULL is by default the own ZMTP reader (bus.command_channel: no
+libzmq I/O thread, read in this thread), libzmq's with STDDAQ_COMMAND_TRANSPORT=libzmq.
 Names come from stddaq_common.bus.driver_writer; the answer name is never taken from a
 live process (AddressInUse) and only the socket file this bind made is removed. Bytes
 only: what the messages mean is writer_process's business.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import zmq
 
+from stddaq_common.bus.command_channel import connect_command_pull
 from stddaq_common.bus.driver_writer import driver_address, writer_address
 from stddaq_common.bus.ipc_socket import OwnSocketFile, claim, share_with_folder_group
 
@@ -36,33 +39,14 @@ class DriverLink:
             raise OSError(f"cannot bind {answers}: {error.strerror}") from None
         self._own_file = OwnSocketFile(answers)
         share_with_folder_group(answers)
-        self._commands = self._context.socket(zmq.PULL)
-        self._commands.setsockopt(zmq.LINGER, 0)
-        self._commands.setsockopt(zmq.RCVHWM, 1_000_000)
-        self._commands.connect(driver_address(detector, index, ipc_dir))
-        self._timeout_ms = -1
-        """The receive timeout set on the command socket (-1: none yet)."""
+        self._commands = connect_command_pull(
+            self._context, driver_address(detector, index, ipc_dir), rcvhwm=1_000_000
+        )
 
     def receive(self, timeout_ms: int) -> list[bytes] | None:
-        """The next command's parts, waiting up to `timeout_ms`; None if none came.
-
-        One blocking receive with the socket's RCVTIMEO (no separate poll: that costs
-        more than the receive itself); a frame without more parts, the usual command,
-        becomes a one-element list without asking the socket for RCVMORE.
-        """
-        commands = self._commands
-        if timeout_ms != self._timeout_ms:
-            commands.setsockopt(zmq.RCVTIMEO, timeout_ms)
-            self._timeout_ms = timeout_ms
-        try:
-            frame = commands.recv(copy=False)
-        except zmq.Again:
-            return None
-        parts = [frame.bytes]
-        while frame.more:
-            frame = commands.recv(copy=False)
-            parts.append(frame.bytes)
-        return parts
+        """The next command's parts, waiting up to `timeout_ms`; None if none came
+        (bus.command_channel: the own ZMTP PULL or libzmq's)."""
+        return self._commands.receive(timeout_ms)
 
     def send(self, payload: bytes, *, wait: bool) -> bool:
         """Send without blocking; with `wait` (an answer: the driver just sent the command
@@ -82,7 +66,7 @@ class DriverLink:
 
     def close(self) -> None:
         """Close both sockets and remove the answer socket file this link made."""
-        self._commands.close(0)
+        self._commands.close()
         self._answers.close(0)
         self._context.term()
         self._own_file.remove()
