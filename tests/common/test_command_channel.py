@@ -261,7 +261,8 @@ def test_the_own_pull_drops_a_broken_push_counts_it_and_connects_again(
         hand.handshake(pull)  # attempted again; a good peer is served
         hand.send(zmtp.encode_frame(b"after"))
         assert pull.receive(WAIT_MS) == [b"after"]
-        hand.send(zmtp.encode_command("UNKNOWN") + zmtp.encode_frame(b"still"))  # commands unknown here are ignored
+        # a command unknown here is ignored
+        hand.send(zmtp.encode_command("UNKNOWN") + zmtp.encode_frame(b"still"))
         assert pull.receive(WAIT_MS) == [b"still"]
         assert pull.reader.protocol_errors == 1
     finally:
