@@ -118,6 +118,10 @@ class WriterLink:
         """What writer `index` showed itself to be so far."""
         return self._writers[index].style
 
+    def command_transport(self, index: int) -> str:
+        """How commands go to writer `index`: "zmtp" (own PUSH) or "libzmq"."""
+        return self._writers[index].push.transport
+
     def owed_since(self, index: int) -> tuple[float, str] | None:
         """(when, what) of the oldest answer writer `index` still owes; None: none."""
         owed = self._writers[index].owed

@@ -43,6 +43,11 @@ class DriverLink:
             self._context, driver_address(detector, index, ipc_dir), rcvhwm=1_000_000
         )
 
+    @property
+    def command_transport(self) -> str:
+        """How commands arrive: "zmtp" (own PULL) or "libzmq" (also after a fallback)."""
+        return self._commands.transport
+
     def receive(self, timeout_ms: int) -> list[bytes] | None:
         """The next command's parts, waiting up to `timeout_ms`; None if none came
         (bus.command_channel: the own ZMTP PULL or libzmq's)."""
