@@ -198,6 +198,13 @@ class ZmtpPush:
     # ------------------------------------------------------------------ the thread
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except Exception:  # a bug here must not pass unseen: sends then find no peer
+            log.exception("%s: the connection thread failed; no writer can connect any more", self._name)
+            raise
+
+    def _serve(self) -> None:
         while not self._closing:
             poller = select.poll()
             poller.register(self._wake_read, select.POLLIN)
