@@ -2,8 +2,11 @@
 
 Per writer k, as std_daq has it: a PUSH bound at `<D>-driver-<k>` (commands) and a PULL
 connected to the writer's PUSH at `<D>-writer-<k>` (answers). Names, messages and bytes
-come from stddaq_common.bus.driver_writer. Nothing blocks forever: a command that cannot
-leave within its timeout raises WriterUnreachable naming the writer.
+come from stddaq_common.bus.driver_writer. The command PUSH is by default stddaq's own
+ZMTP PUSH (stddaq_common.bus.command_channel: each command one `send` from this thread, no
+libzmq I/O thread; libzmq's with STDDAQ_COMMAND_TRANSPORT=libzmq); the answer PULL is
+libzmq's. Nothing blocks forever: a command that cannot leave within its timeout raises
+WriterUnreachable naming the writer.
 
 A std_daq writer answers each command with code and reason only. The link keeps, per
 writer, the answers still owed (writers answer in order) and turns such a plain answer
@@ -107,10 +110,15 @@ class WriterLink:
         address = driver_address(detector, index, ipc_dir)
         claim(address)
         push = bind_command_push(self._context, address, IMAGE_QUEUE_LENGTH, name=f"writer {index} commands")
-        pull = self._context.socket(zmq.PULL)
-        pull.setsockopt(zmq.LINGER, 0)
-        pull.setsockopt(zmq.RCVHWM, 100_000)
-        pull.connect(writer_address(detector, index, ipc_dir))
+        try:
+            pull = self._context.socket(zmq.PULL)
+            pull.setsockopt(zmq.LINGER, 0)
+            pull.setsockopt(zmq.RCVHWM, 100_000)
+            pull.connect(writer_address(detector, index, ipc_dir))
+        except zmq.ZMQError:
+            push.close()
+            OwnSocketFile(address).remove()
+            raise
         self._poller.register(pull, zmq.POLLIN)
         return _Writer(push, pull, OwnSocketFile(address))
 
