@@ -56,6 +56,7 @@ def test_commands_and_answers_cross_every_pairing_of_transports(
             driver_transport,
             writer_transport,
         )
+        assert writer.answer_transport == writer_transport
         got = None
         for _ in range(WAIT_MS // 10):  # the writer connects within its receive calls
             link.probe(acquisition_running=False)

@@ -106,8 +106,9 @@ def bind_command_push(
     name: str = "commands",
     transport: str | None = None,
 ) -> CommandPush:
-    """The driver's PUSH bound at `address`: the own ZmtpPush (its `send` is
-    CommandPush.send) or libzmq's; OSError or zmq.ZMQError if it cannot bind."""
+    """The driver's PUSH bound at `address` (and the writer's answer PUSH): the own
+    ZmtpPush (its `send` is CommandPush.send) or libzmq's; OSError or zmq.ZMQError if it
+    cannot bind."""
     if choose_transport(address, transport, TRANSPORT_ENV, abstract_ok=False) == ZMTP:
         return ZmtpPush(unix_path_of(address), sndhwm=sndhwm, name=name)
     return LibzmqPush(context, address, sndhwm)
