@@ -295,8 +295,8 @@ class ZmtpPush:
             self._cond.notify_all()
 
     def _broken(self, peer: _Peer, reason: str) -> None:
-        self.protocol_errors += 1
         self._disconnect(peer, f"the peer broke ZMTP: {reason}")
+        self.protocol_errors += 1  # after the log line: a reader of the count finds it logged
 
     def _flush(self, peer: _Peer) -> None:
         """Send what waits in the peer's queue, as far as its socket takes it (lock held)."""
@@ -322,14 +322,9 @@ class ZmtpPush:
     def _disconnect(self, peer: _Peer, reason: str, *, quiet: bool = False) -> None:
         if peer not in self._peers:
             return
-        self._peers.remove(peer)
         was_ready = peer in self._ready
-        if was_ready:
-            self._ready = [other for other in self._ready if other is not peer]
         queued = len(peer.out) if was_ready else 0
-        peer.out.clear()
-        peer.sock.close()
-        if queued:
+        if queued:  # counted and logged before `peers` shows the peer gone
             self.lost += queued
             log.warning(
                 "%s: a peer's connection closed with %d messages queued for it, not delivered (%s)",
@@ -339,6 +334,11 @@ class ZmtpPush:
             log.debug("%s: a peer went away: %s", self._name, reason)
         else:
             self._warnings.warning("dropped", "%s: dropped a peer: %s", self._name, reason)
+        self._peers.remove(peer)
+        if was_ready:
+            self._ready = [other for other in self._ready if other is not peer]
+        peer.out.clear()
+        peer.sock.close()
 
 
 __all__ = ["ZmtpPush", "encode_frames"]
