@@ -2,8 +2,11 @@
 
 Per writer k, as std_daq has it: a PUSH bound at `<D>-driver-<k>` (commands) and a PULL
 connected to the writer's PUSH at `<D>-writer-<k>` (answers). Names, messages and bytes
-come from stddaq_common.bus.driver_writer. Nothing blocks forever: a command that cannot
-leave within its timeout raises WriterUnreachable naming the writer.
+come from stddaq_common.bus.driver_writer. The command PUSH is by default stddaq's own
+ZMTP PUSH (stddaq_common.bus.command_channel: each command one `send` from this thread, no
+libzmq I/O thread; libzmq's with STDDAQ_COMMAND_TRANSPORT=libzmq); the answer PULL is
+libzmq's. Nothing blocks forever: a command that cannot leave within its timeout raises
+WriterUnreachable naming the writer.
 
 A std_daq writer answers each command with code and reason only. The link keeps, per
 writer, the answers still owed (writers answer in order) and turns such a plain answer
@@ -20,6 +23,7 @@ from typing import Literal
 
 import zmq
 
+from stddaq_common.bus.command_channel import CommandPush, bind_command_push
 from stddaq_common.bus.driver_writer import (
     CloseCommand,
     ConfirmCommand,
@@ -73,7 +77,7 @@ class _Owed:
 
 @dataclass(slots=True)
 class _Writer:
-    push: zmq.Socket[bytes]
+    push: CommandPush
     pull: zmq.Socket[bytes]
     own_file: OwnSocketFile
     style: WriterStyle = "unknown"
@@ -96,7 +100,7 @@ class WriterLink:
         try:
             for index in range(n_writers):
                 self._writers.append(self._open(detector, ipc_dir, index))
-        except (zmq.ZMQError, AddressInUse) as error:
+        except (zmq.ZMQError, OSError) as error:
             self.close()
             if isinstance(error, AddressInUse):
                 raise
@@ -105,24 +109,26 @@ class WriterLink:
     def _open(self, detector: str, ipc_dir: str, index: int) -> _Writer:
         address = driver_address(detector, index, ipc_dir)
         claim(address)
-        push = self._context.socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 0)
-        push.setsockopt(zmq.SNDHWM, IMAGE_QUEUE_LENGTH)
+        push = bind_command_push(self._context, address, IMAGE_QUEUE_LENGTH, name=f"writer {index} commands")
         try:
-            push.bind(address)
+            pull = self._context.socket(zmq.PULL)
+            pull.setsockopt(zmq.LINGER, 0)
+            pull.setsockopt(zmq.RCVHWM, 100_000)
+            pull.connect(writer_address(detector, index, ipc_dir))
         except zmq.ZMQError:
-            push.close(linger=0)
+            push.close()
+            OwnSocketFile(address).remove()
             raise
-        pull = self._context.socket(zmq.PULL)
-        pull.setsockopt(zmq.LINGER, 0)
-        pull.setsockopt(zmq.RCVHWM, 100_000)
-        pull.connect(writer_address(detector, index, ipc_dir))
         self._poller.register(pull, zmq.POLLIN)
         return _Writer(push, pull, OwnSocketFile(address))
 
     def style(self, index: int) -> WriterStyle:
         """What writer `index` showed itself to be so far."""
         return self._writers[index].style
+
+    def command_transport(self, index: int) -> str:
+        """How commands go to writer `index`: "zmtp" (own PUSH) or "libzmq"."""
+        return self._writers[index].push.transport
 
     def owed_since(self, index: int) -> tuple[float, str] | None:
         """(when, what) of the oldest answer writer `index` still owes; None: none."""
@@ -132,22 +138,8 @@ class WriterLink:
     # --- sending ---
 
     def _send(self, index: int, payload: bytes, what: str, timeout_s: float) -> None:
-        push = self._writers[index].push
-        try:
-            push.send(payload, zmq.NOBLOCK)
-            return
-        except zmq.Again:
-            pass
-        deadline = time.monotonic() + timeout_s
-        while True:
-            left_ms = int((deadline - time.monotonic()) * 1000)
-            if left_ms <= 0 or not push.poll(left_ms, zmq.POLLOUT):
-                raise WriterUnreachable(index, what, timeout_s)
-            try:
-                push.send(payload, zmq.NOBLOCK)
-                return
-            except zmq.Again:
-                continue
+        if not self._writers[index].push.send(payload, timeout_s):
+            raise WriterUnreachable(index, what, timeout_s)
 
     def _owe(self, index: int, kind: EventKind, acq_id: int | None, what: str) -> None:
         self._writers[index].owed.append(_Owed(kind, acq_id, time.monotonic(), what))
@@ -160,10 +152,8 @@ class WriterLink:
     def send_image(self, index: int, acq_id: int, position: int, raw_metadata: bytes) -> None:
         """RecordImage to writer `index` (the metadata bytes unchanged); no answer."""
         payload = encode_image(raw_metadata, acq_id, position)
-        try:
-            self._writers[index].push.send(payload, zmq.NOBLOCK)
-        except zmq.Again:
-            self._send(index, payload, "image", IMAGE_SEND_TIMEOUT_S)
+        if not self._writers[index].push.send(payload, IMAGE_SEND_TIMEOUT_S):
+            raise WriterUnreachable(index, "image", IMAGE_SEND_TIMEOUT_S)
 
     def send_images(self, index: int, acq_id: int, first_position: int, raws: list[bytes]) -> None:
         """Images dealt in a row to writer `index` at `first_position`, `first_position` + 1,
@@ -171,10 +161,8 @@ class WriterLink:
         writer = self._writers[index]
         if writer.batches and len(raws) > 1:
             payload = encode_image_batch(raws, acq_id, first_position)
-            try:
-                writer.push.send(payload, zmq.NOBLOCK)
-            except zmq.Again:
-                self._send(index, payload, "image", IMAGE_SEND_TIMEOUT_S)
+            if not writer.push.send(payload, IMAGE_SEND_TIMEOUT_S):
+                raise WriterUnreachable(index, "image", IMAGE_SEND_TIMEOUT_S)
             return
         for offset, raw in enumerate(raws):
             self.send_image(index, acq_id, first_position + offset, raw)
@@ -201,9 +189,7 @@ class WriterLink:
         for index, writer in enumerate(self._writers):
             if writer.style == "std_daq" and (acquisition_running or writer.owed):
                 continue
-            try:
-                writer.push.send(payload, zmq.NOBLOCK)
-            except zmq.Again:
+            if not writer.push.send(payload, 0.0):
                 continue  # not connected (not running) or its queue is full: no backlog
             if writer.style == "std_daq":
                 self._owe(index, EventKind.HEARTBEAT, None, "probe")
@@ -287,7 +273,7 @@ class WriterLink:
     def close(self) -> None:
         """Close every socket and remove the socket files this link created."""
         for writer in self._writers:
-            writer.push.close(linger=0)
+            writer.push.close()
             writer.pull.close(linger=0)
             writer.own_file.remove()
         self._writers = []

@@ -36,6 +36,8 @@ from stddaq_common.bus.metadata import (
     MetadataError,
     decode_image_metadata,
 )
+from stddaq_common.bus.transport import LIBZMQ, ZMTP
+from stddaq_common.bus.transport import choose_transport as _choose_transport
 from stddaq_common.bus.zmtp_publisher import ZmtpPublisher
 from stddaq_common.bus.zmtp_subscriber import PeerNotSpoken, ZmtpSubscriber
 from stddaq_common.names import IMAGE_SUFFIX, ipc_address
@@ -59,25 +61,15 @@ _MAX_UNIX_PATH_BYTES = 107
 _BAD_MESSAGE_LOG_INTERVAL_S = 5.0
 
 
-ZMTP = "zmtp"
-"""The own ZMTP 3 reader (stddaq_common.bus.zmtp_subscriber): no I/O thread, one wake-up
-and one recv per batch of messages. The default for ipc:// addresses."""
-LIBZMQ = "libzmq"
-"""libzmq's SUB socket (the reference; taken for other transports, and automatically when
-the publisher speaks a ZMTP older than 3.0)."""
 TRANSPORT_ENV = "STDDAQ_METADATA_TRANSPORT"
-"""Environment variable that chooses the subscribers' transport: zmtp or libzmq."""
+"""Environment variable that chooses the subscribers' transport: zmtp (the own reader,
+bus/zmtp_subscriber.py, the default for ipc://) or libzmq (zmq.SUB)."""
 
 
 def choose_transport(address: str, requested: str | None = None) -> str:
     """The subscriber transport for `address`: `requested`, else $STDDAQ_METADATA_TRANSPORT,
     else ZMTP; LIBZMQ for addresses other than ipc:// (the own reader speaks Unix sockets)."""
-    choice = requested or os.environ.get(TRANSPORT_ENV) or ZMTP
-    if choice not in (ZMTP, LIBZMQ):
-        raise ValueError(f"metadata transport {choice!r} is not {ZMTP!r} or {LIBZMQ!r}")
-    if not address.startswith("ipc://"):
-        return LIBZMQ
-    return choice
+    return _choose_transport(address, requested, TRANSPORT_ENV)
 
 
 class StreamError(Exception):

@@ -1,226 +1,31 @@
 """A SUB socket without libzmq: one Unix-socket connection to a PUB, read in the caller's thread.
 
-libzmq's SUB wakes its I/O thread for every message (epoll, read, pipe, a signal to the
-application thread). This reader has no thread: a receive that finds no message ready
-reads everything the kernel holds with one recv and splits it (stddaq_common.wire.zmtp_sub),
-so a batch of queued messages costs one wake-up and one system call.
-
-What stays as with libzmq's SUB: the publisher may start after the subscriber, go away and
-come back (the connection is attempted again every RECONNECT_S, as libzmq's reconnect
-interval; the bytes of a message cut off by a disconnect are dropped, as libzmq drops a
-partial message); a subscriber that does not read lets its queue fill (here the kernel's
-socket buffer, then the publisher's send queue) and then the publisher drops messages for
-it. A peer that breaks the protocol is logged and its connection dropped and attempted
-again; a peer that does not speak ZMTP 3 raises `PeerNotSpoken` (the caller falls back).
+libzmq's SUB wakes its I/O thread for every message; this is bus.zmtp_reader's
+`ZmtpReader` with the SUB stream (stddaq_common.wire.zmtp_sub): no thread, one wake-up and
+one recv per batch of queued messages. As with libzmq's SUB, a subscriber that does not
+read lets its queue fill (here the kernel's socket buffer, then the publisher's send
+queue) and then the publisher drops messages for it. The constructor waits up to
+HANDSHAKE_WAIT_S for a publisher that is there, so that the subscription is in place when
+it returns (as libzmq's SUB subscribes in its own thread, before the first receive).
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import logging
-import select
-import socket
-import time
-from collections import deque
+from stddaq_common.bus.zmtp_reader import RECONNECT_S, PeerNotSpoken, ZmtpReader, unix_path_of
+from stddaq_common.wire.zmtp_sub import Multipart, SubStream, opening
 
-from stddaq_common.rate_limited_log import RateLimitedLog
-from stddaq_common.wire import zmtp
-from stddaq_common.wire.zmtp_sub import Message, OlderPeer, SubStream, opening
-
-log = logging.getLogger(__name__)
-
-RECONNECT_S = 0.1
-"""Time between connection attempts (libzmq's default ZMQ_RECONNECT_IVL)."""
-READ_BYTES = 256 * 1024
-"""Bytes asked for per recv (about 2,000 metadata messages)."""
 HANDSHAKE_WAIT_S = 0.5
-"""How long the constructor waits for a publisher that is there to finish the handshake,
-so that the subscription is in place when it returns (as libzmq's SUB subscribes in its
-own thread, before the first receive)."""
+"""How long the constructor waits for a publisher that is there to finish the handshake."""
 _OPENING = opening()
-_LOG_INTERVAL_S = 5.0
 
 
-class PeerNotSpoken(Exception):
-    """The peer is a ZeroMQ peer of a protocol version this reader does not speak."""
-
-
-def unix_path_of(address: str) -> str:
-    """The AF_UNIX address of an `ipc://` address (`@name`: the abstract namespace);
-    ValueError for other transports."""
-    if not address.startswith("ipc://"):
-        raise ValueError(f"{address} is not an ipc:// address")
-    path = address[len("ipc://") :]
-    return "\0" + path[1:] if path.startswith("@") else path
-
-
-class ZmtpSubscriber:
-    """Receives the messages of one PUB bound at an `ipc://` address."""
+class ZmtpSubscriber(ZmtpReader[Multipart]):
+    """Receives the messages of one PUB bound at an `ipc://` address (subscribed to all)."""
 
     def __init__(self, address: str) -> None:
-        self.address = address
-        self._path = unix_path_of(address)
-        self._sock: socket.socket | None = None
-        self._stream = SubStream()
-        self._pending = b""
-        self._queue: deque[Message] = deque()
-        self._epoll = select.epoll()
-        self._next_attempt = 0.0
-        self._closed = False
-        self._warnings = RateLimitedLog(log, _LOG_INTERVAL_S)
-        self.connects = 0
-        """Connections made (the first one and every reconnection)."""
-        self.protocol_errors = 0
-        """Connections dropped because the peer broke the protocol."""
-        self._attempt()
-        try:
-            self._finish_handshake(time.monotonic() + HANDSHAKE_WAIT_S)
-        except PeerNotSpoken:
-            self.close()
-            raise
-
-    @property
-    def connected(self) -> bool:
-        """A connection to the publisher is open (the handshake may still be under way)."""
-        return self._sock is not None
-
-    def fileno(self) -> int:
-        """An fd that is readable while the connection has bytes to read (stable across
-        reconnections: an epoll instance), for waiting together with other sockets."""
-        return self._epoll.fileno()
-
-    def has_queued(self) -> bool:
-        """Messages already read and not yet taken (a wait on fileno() would not see them)."""
-        return bool(self._queue)
-
-    def receive(self, wait_ms: int, limit: int) -> list[Message]:
-        """The messages queued or arriving within `wait_ms` (0: only what is there now),
-        at most `limit`; empty if none came."""
-        queue = self._queue
-        if not queue:
-            self._fill(wait_ms)
-            if not queue:
-                return []
-        if limit == 1 or len(queue) == 1:
-            return [queue.popleft()]
-        if len(queue) <= limit:
-            batch = list(queue)
-            queue.clear()
-            return batch
-        return [queue.popleft() for _ in range(limit)]
-
-    def _fill(self, wait_ms: int) -> None:
-        """Read what is there; if nothing completes a message, wait for more until the
-        deadline (attempting the connection again when it is due)."""
-        deadline = time.monotonic() + wait_ms / 1000.0 if wait_ms > 0 else 0.0
-        while True:
-            if self._sock is None:
-                now = time.monotonic()
-                if now >= self._next_attempt:
-                    self._attempt()
-                if self._sock is None:
-                    pause = min(deadline, self._next_attempt) - now
-                    if deadline <= now:
-                        return
-                    if pause > 0:
-                        time.sleep(pause)
-                    continue
-            self._read()
-            if self._queue:
-                return
-            if self._sock is None:
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self._epoll.poll(remaining)
-
-    def _finish_handshake(self, deadline: float) -> None:
-        """Read until the handshake is done (the subscription sent), the connection is
-        gone, or the deadline passed."""
-        while self._sock is not None and not self._stream.ready:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self._epoll.poll(remaining)
-            self._read()
-
-    def _attempt(self) -> None:
-        """One connection attempt; on failure the next is due RECONNECT_S later."""
-        self._next_attempt = time.monotonic() + RECONNECT_S
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            sock.connect(self._path)
-            if sock.send(_OPENING) != len(_OPENING):
-                raise BlockingIOError(errno.EAGAIN, "the opening did not fit")
-        except OSError:
-            sock.close()
-            return
-        self._sock = sock
-        self._stream = SubStream()
-        self._pending = b""
-        self._epoll.register(sock.fileno(), select.EPOLLIN)
-        self.connects += 1
-
-    def _drop(self, reason: str | None) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        self._sock = None
-        with contextlib.suppress(OSError):
-            self._epoll.unregister(sock.fileno())
-        sock.close()
-        self._pending = b""
-        self._next_attempt = time.monotonic() + RECONNECT_S
-        if reason is not None:
-            self._warnings.warning(
-                "dropped", "dropped the connection to %s: %s", self.address, reason
-            )
-
-    def _read(self) -> None:
-        """Read every byte the kernel holds now and split it into messages."""
-        sock = self._sock
-        assert sock is not None
-        while True:
-            try:
-                data = sock.recv(READ_BYTES)
-            except BlockingIOError:
-                return
-            except OSError as error:
-                self._drop(f"receive failed: {error.strerror}")
-                return
-            received = len(data)
-            if not received:
-                self._drop(None)  # the publisher closed (stopped or restarted)
-                return
-            if self._pending:
-                data = self._pending + data
-            replies: list[bytes] = []
-            try:
-                used = self._stream.feed(data, self._queue, replies)
-            except OlderPeer as error:
-                self._drop(None)
-                raise PeerNotSpoken(error.reason) from None
-            except zmtp.ZmtpError as error:
-                self.protocol_errors += 1
-                self._drop(f"the publisher broke ZMTP: {error.reason}")
-                return
-            self._pending = data[used:] if used < len(data) else b""
-            for reply in replies:
-                with contextlib.suppress(OSError):
-                    sock.send(reply)
-            if received < READ_BYTES:
-                return  # the kernel had less than asked for: nothing more is there now
-
-    def close(self) -> None:
-        """Close the connection. Safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        self._drop(None)
-        self._epoll.close()
+        super().__init__(
+            address, SubStream, _OPENING, peer_name="publisher", handshake_wait_s=HANDSHAKE_WAIT_S
+        )
 
 
-__all__ = ["RECONNECT_S", "PeerNotSpoken", "ZmtpSubscriber", "unix_path_of"]
+__all__ = ["HANDSHAKE_WAIT_S", "RECONNECT_S", "PeerNotSpoken", "ZmtpSubscriber", "unix_path_of"]
