@@ -187,10 +187,11 @@ class ReceiverService:
                 timeout_ms = 0
             else:
                 timeout_ms = IN_FLIGHT_POLL_MS if in_flight else POLL_TIMEOUT_MS
-            # Gathering (low rates): after a round that took one message, with nothing parked
-            # or in the decoder threads, the inputs pause (at most 25 ms, ended early by what
-            # arrives; zmtp_inputs), so the next messages are read and published together.
-            if received == 1 and not (parked or in_flight):
+            # Gathering: after a round that took messages, with nothing parked or in the
+            # decoder threads, the inputs pause (at most 25 ms, ended early by what arrives,
+            # skipped while anything is readable; zmtp_inputs), so the next messages are read
+            # and published together: one wake-up per pause, whatever the rate.
+            if received and not (parked or in_flight):
                 sockets.gather()
 
     def close(self) -> None:

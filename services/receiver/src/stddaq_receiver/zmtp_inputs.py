@@ -20,7 +20,7 @@ PING (ZMTP 3.1) is answered with PONG; other commands are ignored.
 
 Gathering: at low rates every message would be a wake-up of its own (here, and then in the
 driver, writers and live stream, which the receive loop wakes per published image). So after
-a round that received one message the loop calls `gather`: it waits up to GATHER_MAX_S in
+a round that received messages the loop calls `gather`: it waits up to GATHER_MAX_S in
 the poller, with each connection's low-water mark raised to its gathering mark, so that the
 messages that come meanwhile are read and published together. The pause is bounded by what
 arrives, not by an assumed rate: it ends as soon as any connection holds GATHER_FILL of its
