@@ -241,7 +241,9 @@ def test_send_all_gives_each_subscriber_every_matching_message_in_order_through_
         for sub in (everything, only_a):
             while sub.poll(50):
                 sub.recv()
-        messages = [(b"A" if k % 3 else b"B") + k.to_bytes(4, "big") + bytes(k * 997 % 70_000) for k in range(400)]
+        messages = [
+            (b"A" if k % 3 else b"B") + k.to_bytes(4, "big") + bytes(k * 997 % 70_000) for k in range(400)
+        ]
         batches = [messages[k : k + 1 + k % 7] for k in range(0, len(messages), 7)]
         sent = [message for batch in batches for message in batch]
         for batch in batches:
@@ -271,7 +273,8 @@ def test_publish_all_sends_the_metadata_publish_would_in_order(path: str) -> Non
     subscriber = MetadataSubscriber(address, timeout_ms=10)
     try:
         probe = ImageMeta(0, 4, 4, 32, Dtype.UINT16)
-        _until(lambda: publisher.publish(probe) and subscriber.receive() is not None, "the subscriber to join")
+        _until(lambda: publisher.publish(probe) and subscriber.receive() is not None,
+               "the subscriber to join")
         while subscriber.receive() is not None:
             pass
         metas = [ImageMeta(image_id, 4, 4, 32, Dtype.UINT16) for image_id in range(1, 40)]
