@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stddaq_common.wire.bsread import BsreadEncoder, ChannelSpec, _parse_main_header
+from stddaq_common.wire.bsread import BsreadDecoder, BsreadEncoder, ChannelSpec, _parse_main_header
 from stddaq_common.wire.bsread_fast_header import match_main_header
 from stddaq_common.wire.errors import WireFormatError
 
@@ -119,3 +119,51 @@ def test_the_senders_main_headers_take_the_fast_path() -> None:
     epoch = json.dumps({"htype": "bsr_m-1.1", "pulse_id": 1, "global_timestamp": {"epoch": 3, "ns": 4},
                         "hash": "ab"}).encode()
     assert match_main_header(epoch) is None and parsed(epoch) == (1, (3, 4), "ab", "none")
+
+
+def _head_or_error(decoder: BsreadDecoder, main: bytes, data_header: bytes) -> object:
+    try:
+        return decoder.head(main, data_header)
+    except WireFormatError as error:
+        return error.kind
+
+
+def _decoded_or_error(main: bytes, data_header: bytes) -> object:
+    try:
+        headers = BsreadDecoder().decode_headers(main, data_header)
+    except WireFormatError as error:
+        return error.kind
+    return headers.pulse_id, *headers.global_timestamp, headers.channels
+
+
+@FUZZ
+@given(st.sampled_from([0, 9, 10, 2**63 - 1]), numbers, numbers, numbers, st.booleans(), st.data())
+def test_head_after_a_learned_layout_reads_what_decode_headers_reads(
+    first: int, pulse: int, sec: int, ns: int, psi: bool, data: st.DataObject
+) -> None:
+    """`head` keeps the text of the last header's layout (only the numbers may change, see
+    bsread_fast_header.same_layout); whatever the next header is (other numbers, digit
+    counts, limits, a byte edited), it reads it as a fresh decode_headers does."""
+    encoder = BsreadEncoder([ChannelSpec.for_image("cam", 4, 4)], dh_compression="none")
+    data_header = bytes(encoder.data_header)
+
+    def main(p: int, s: int, n: int) -> bytes:
+        stamp = {"sec": s, "ns": n}
+        members: dict[str, Any] = (
+            {"htype": "bsr_m-1.1", "hash": encoder.hash, "pulse_id": p, "global_timestamp": stamp} if psi
+            else {"htype": "bsr_m-1.1", "pulse_id": p, "global_timestamp": stamp, "hash": encoder.hash}
+        )
+        return json.dumps(members, separators=(", ", ": ") if psi else (",", ":")).encode()
+
+    decoder = BsreadDecoder()
+    learned = main(first, 1_700_000_000, 5)
+    assert _head_or_error(decoder, learned, data_header) == _decoded_or_error(learned, data_header)
+    assert _head_or_error(decoder, learned, data_header) == _decoded_or_error(learned, data_header)
+    text = main(pulse, sec, ns).decode()
+    if data.draw(st.booleans()):  # and maybe one edit
+        position = data.draw(st.integers(0, len(text)))
+        edit = data.draw(st.sampled_from(["0", "-", " ", ".5", "1", '"', "}", ""]))
+        text = text[:position] + edit + text[position + data.draw(st.integers(0, 1)) :]
+    raw = text.encode()
+    assert _head_or_error(decoder, raw, data_header) == _decoded_or_error(raw, data_header)
+    assert _head_or_error(decoder, raw, data_header) == _decoded_or_error(raw, data_header)

@@ -221,3 +221,68 @@ def test_addresses_without_a_socket_file_keep_libzmqs_pub(
     finally:
         subscriber.close()
         publisher.close()
+
+
+def test_send_all_gives_each_subscriber_every_matching_message_in_order_through_full_buffers(
+    path: str, context: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    """Batches (one send per subscriber, joined frames) of short and long messages, into a
+    subscriber that reads slowly: its socket fills, the rest of a batch is queued message
+    by message and pushed later; every matching message arrives once, whole, in order."""
+    publisher = ZmtpPublisher(path, sndhwm=100_000, count_drops=False)
+    everything = _sub(context, path, b"")
+    everything.setsockopt(zmq.RCVHWM, 4)
+    only_a = _sub(context, path, b"A")
+    for sub in (everything, only_a):
+        sub.setsockopt(zmq.RCVTIMEO, int(DEADLINE_S * 1000))  # a lost message fails, not hangs
+    try:
+        _joined(publisher, everything, b"A-probe")
+        _joined(publisher, only_a, b"A-probe")
+        for sub in (everything, only_a):
+            while sub.poll(50):
+                sub.recv()
+        messages = [
+            (b"A" if k % 3 else b"B") + k.to_bytes(4, "big") + bytes(k * 997 % 70_000) for k in range(400)
+        ]
+        batches = [messages[k : k + 1 + k % 7] for k in range(0, len(messages), 7)]
+        sent = [message for batch in batches for message in batch]
+        for batch in batches:
+            assert publisher.send_all(batch)
+        got_all = [everything.recv() for _ in sent]
+        got_a = [only_a.recv() for _ in range(sum(m[:1] == b"A" for m in sent))]
+    finally:
+        everything.close()
+        only_a.close()
+        publisher.close()
+    assert got_all == sent
+    assert got_a == [m for m in sent if m[:1] == b"A"]
+
+
+def test_send_all_steps_aside_with_count_drops(path: str) -> None:
+    """With count_drops each message needs its own answer: send_all sends nothing, says False."""
+    publisher = ZmtpPublisher(path, sndhwm=5, count_drops=True)
+    try:
+        assert not publisher.send_all([b"a", b"b"])
+    finally:
+        publisher.close()
+
+
+def test_publish_all_sends_the_metadata_publish_would_in_order(path: str) -> None:
+    address = f"ipc://{path}"
+    publisher = MetadataPublisher(address)
+    subscriber = MetadataSubscriber(address, timeout_ms=10)
+    try:
+        probe = ImageMeta(0, 4, 4, 32, Dtype.UINT16)
+        _until(lambda: publisher.publish(probe) and subscriber.receive() is not None,
+               "the subscriber to join")
+        while subscriber.receive() is not None:
+            pass
+        metas = [ImageMeta(image_id, 4, 4, 32, Dtype.UINT16) for image_id in range(1, 40)]
+        for start in range(0, len(metas), 5):
+            assert publisher.publish_all(metas[start : start + 5])
+        got = [subscriber.receive(int(DEADLINE_S * 1000)) for _ in metas]
+        assert publisher.published >= len(metas)
+    finally:
+        subscriber.close()
+        publisher.close()
+    assert got == metas

@@ -1,4 +1,4 @@
-"""The receiver's gathering pause after a round that received one message: its bound (the
+"""The receiver's gathering pause after a round that received messages: its bound (the
 low-water marks that end it) and, against a real pyzmq PUSH, that it ends on what arrives,
 is skipped while anything is pending, and loses or reorders nothing."""
 

@@ -93,7 +93,7 @@ def test_four_connections_give_every_frame_in_order_pixel_exact(reader_daq: Daq)
 def test_a_low_rate_stream_gathered_by_the_pause_gives_every_frame_in_order_pixel_exact(
     reader_daq: Daq,
 ) -> None:
-    """At 100 frames/s rounds of one message pause to gather the next ones (zmtp_inputs):
+    """At 100 frames/s every receiving round pauses to gather the next ones (zmtp_inputs):
     every frame still arrives, published once, in id order and pixel-exact."""
     daq = reader_daq
     address = free_tcp_address()

@@ -38,7 +38,8 @@ class DecodePool:
         self.max_in_flight = max_in_flight or 2 * workers
         self._jobs: queue.SimpleQueue[SlotJob | None] = queue.SimpleQueue()
         self._outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
-        self._in_flight = 0
+        self.in_flight = 0
+        """Jobs submitted whose outcome has not been collected (read-only for callers)."""
         self._threads = [
             threading.Thread(target=self._work, name=f"decoder-{k}", daemon=True) for k in range(workers)
         ]
@@ -46,24 +47,19 @@ class DecodePool:
             thread.start()
 
     @property
-    def in_flight(self) -> int:
-        """Jobs submitted whose outcome has not been collected."""
-        return self._in_flight
-
-    @property
     def full(self) -> bool:
         """True when no job may be submitted before an outcome is collected."""
-        return self._in_flight >= self.max_in_flight
+        return self.in_flight >= self.max_in_flight
 
     def submit(self, job: SlotJob) -> None:
         """Queue a job for the workers (the caller keeps within max_in_flight)."""
-        self._in_flight += 1
+        self.in_flight += 1
         self._jobs.put(job)
 
     def collect(self, timeout: float = 0.0) -> list[Outcome]:
         """The outcomes ready now; with `timeout` > 0 wait that long for at least one."""
         outcomes: list[Outcome] = []
-        if self._in_flight == 0:
+        if self.in_flight == 0:
             return outcomes
         source = self._outcomes
         try:
@@ -72,7 +68,7 @@ class DecodePool:
                 outcomes.append(source.get_nowait())
         except queue.Empty:
             pass
-        self._in_flight -= len(outcomes)
+        self.in_flight -= len(outcomes)
         return outcomes
 
     def close(self) -> None:

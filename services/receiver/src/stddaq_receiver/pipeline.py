@@ -55,6 +55,9 @@ _CLOSE_WAIT_S = 10.0
 """At close, longest wait for the decoder threads' last outcomes."""
 
 Publish = Callable[[ImageMeta], bool]
+PublishAll = Callable[[Sequence[ImageMeta]], bool]
+"""Sends several in order and says True, or sends none and says False (then each goes
+through Publish)."""
 
 _ACCEPTED = Arrival.ACCEPTED
 _RESTARTED = Arrival.RESTARTED
@@ -62,15 +65,10 @@ _GOOD_IMAGE = Status.GOOD_IMAGE
 _NO_COMPRESSION = Compression.NONE
 
 
-@dataclass(slots=True)
-class Reservation:
-    """A frame sequenced when its headers arrived, its value going straight into its slot."""
-
-    frame: IncomingFrame
-    token: SlotWrite | None
-    """The slot being written; None when the frame was dropped or rejected on arrival (its
-    value is read and thrown away)."""
-    nbytes: int
+Reservation = tuple[IncomingFrame, SlotWrite | None, int]
+"""A frame sequenced when its headers arrived, its value going straight into its slot: the
+frame, the slot being written (None when the frame was dropped or rejected on arrival: its
+value is read and thrown away) and the value's size."""
 
 
 @dataclass(slots=True)
@@ -133,6 +131,7 @@ class ReceiverPipeline:
         counters: ReceiverCounters,
         pool: DecodePool | None = None,
         sources: int = 1,
+        publish_all: PublishAll | None = None,
     ) -> None:
         self._decoder = decoder
         self._parking = ParkingLot(sources)
@@ -140,12 +139,15 @@ class ReceiverPipeline:
         self._ring = writer.ring
         self._window = window
         self._publish = publish
+        self._publish_all = publish_all
         self.defer_publishing = False
         """True: a whole message's metadata (ids now in order) waits for `publish_due`, so a
         round's images go out together (the receive loop sets it and calls that per round)."""
         self._due = False
         self._counters = counters
         self._pool = pool
+        self.pool = pool
+        """The decoder threads (None: frames are decompressed in the receive thread)."""
         self._height = writer.height
         self._width = writer.width
         self._dtype_code: Dtype = dtype_of(writer.dtype)
@@ -154,6 +156,13 @@ class ReceiverPipeline:
         """Per connection: the frame whose value is arriving straight into its slot."""
         self.value_index = decoder.value_index
         """Index of the part `place` is asked about (-1: never)."""
+        self.received = counters.frames_received
+        """The frames_received counter (the receive loop reads its value around a round)."""
+        self._several = sources > 1
+        self._direct: tuple[object, object, int] = (None, None, -1)
+        """The dtype and shape objects (as the decoder hands them out for one data header) of
+        the last uncompressed layout that is a plain copy into the slot, and its size: a frame
+        with the very same objects needs no new plan."""
 
     @property
     def messages_received(self) -> int:
@@ -217,18 +226,16 @@ class ReceiverPipeline:
             return None  # `handle` rejects it with its reason once the message is whole
         if frame.channel is not None:
             return None
-        try:
-            plan = self._writer.plan(frame)
-        except FrameRejected:
+        dtype, shape, direct_nbytes = self._direct
+        if frame.dtype is not dtype or frame.shape is not shape:
+            direct_nbytes = self._learn_direct(frame)
+        if nbytes != direct_nbytes:
             return None
-        if nbytes != plan.in_nbytes or not plan.is_copy:
-            return None
-        parking = self._parking
         window = self._window
         image_id = frame.image_id
-        if parking.sources > 1 and window.beyond(image_id):
+        if self._several and window.beyond(image_id):
             return None  # to be parked: `handle` does it with the whole message
-        if parking.parked and window.restarts_at(image_id):
+        if self._parking.parked and window.restarts_at(image_id):
             self._let_in_all(now)
         verdict = window.arrive(image_id, now)
         if verdict is not _ACCEPTED:
@@ -237,19 +244,42 @@ class ReceiverPipeline:
                     verdict.value, "dropped %s frame %d (next expected id %s)",
                     verdict.value, image_id, window.next_id,
                 )
-                self._reserved[source] = Reservation(frame, None, nbytes)
+                self._reserved[source] = (frame, None, nbytes)
                 return None
             log.warning("image id jumped back to %d: camera restart, starting a new sequence", image_id)
         if window.has_released:
             self._publish_released(now)
+        token: SlotWrite | None
         try:
-            token = self._start_write(image_id, now)
+            token = self._ring.start_write(image_id)
+        except SlotBusy:
+            token = self._start_write_when_free(image_id, now)
         except Exception as error:
             self._fail(image_id, error)
-            self._reserved[source] = Reservation(frame, None, nbytes)
+            token = None
+        self._reserved[source] = (frame, token, nbytes)
+        return None if token is None else token.data[:nbytes]
+
+    def _learn_direct(self, frame: IncomingFrame) -> int:
+        """The value size of `frame`'s layout if it is copied into the slot as it is (kept
+        for the next frames with the same dtype and shape objects), else -1."""
+        try:
+            plan = self._writer.plan(frame)
+        except FrameRejected:
+            return -1
+        if not plan.is_copy:
+            return -1
+        self._direct = (frame.dtype, frame.shape, plan.in_nbytes)
+        return plan.in_nbytes
+
+    def _start_write_when_free(self, image_id: int, now: float) -> SlotWrite | None:
+        """start_write of a slot that was busy: wait once for the decoder threads; None
+        (the frame failed and is counted) if it cannot be had."""
+        try:
+            return self._start_write(image_id, now)
+        except Exception as error:
+            self._fail(image_id, error)
             return None
-        self._reserved[source] = Reservation(frame, token, nbytes)
-        return token.data[:nbytes]
 
     def message(self, source: int, parts: Sequence[Sized], now: float) -> None:
         """A whole message from `source` (its value where `place` said). Never raises for bad input."""
@@ -259,15 +289,10 @@ class ReceiverPipeline:
             return
         counters = self._counters
         counters.frames_received.value += 1
-        received = 0
-        for part in parts:
-            received += len(part)
-        counters.bytes_received.value += received
-        token = reservation.token
+        counters.bytes_received.value += sum(map(len, parts))
+        frame, token, nbytes = reservation
         if token is None:
             return  # dropped or rejected when it arrived, and counted then
-        frame = reservation.frame
-        nbytes = reservation.nbytes
         try:
             self._decoder.check_rest(frame, parts)
             self._ring.finish_write(token, nbytes)
@@ -282,11 +307,10 @@ class ReceiverPipeline:
             image_id, self._height, self._width, nbytes, self._dtype_code,
             _GOOD_IMAGE, _NO_COMPRESSION, frame.detail,
         ))
-        if window.next_id == image_id:  # else an earlier id is still open: nothing to publish yet
-            if self.defer_publishing:
-                self._due = True
-            else:
-                self._publish_released(now)
+        if self.defer_publishing:
+            self._due = True  # publish_due releases what is in order (maybe nothing yet)
+        elif window.next_id == image_id:  # else an earlier id is still open: nothing to publish yet
+            self._publish_released(now)
 
     def publish_due(self, now: float) -> None:
         """Publish what the messages of this round released (defer_publishing)."""
@@ -298,10 +322,13 @@ class ReceiverPipeline:
         """The message arriving on `source` will never be whole (the connection broke):
         a frame already sequenced is rejected (counted under `parts`) and its slot abandoned."""
         reservation = self._reserved.pop(source, None)
-        if reservation is None or reservation.token is None:
+        if reservation is None:
             return
-        self._writer.ring.abandon_write(reservation.token)
-        self._fail(reservation.frame.image_id, WireFormatError(reason, PARTS))
+        frame, token, _ = reservation
+        if token is None:
+            return
+        self._ring.abandon_write(token)
+        self._fail(frame.image_id, WireFormatError(reason, PARTS))
 
     def _start_write(self, image_id: int, now: float) -> SlotWrite:
         """Mark the image's slot "being written"; a slot still busy in a decoder thread is waited for once."""
@@ -441,7 +468,16 @@ class ReceiverPipeline:
             self._reject("internal", f"{type(error).__name__}: {error}", image_id)
 
     def _publish_released(self, now: float) -> None:
-        for meta in self._window.release(now):
+        released = self._window.release(now)
+        if not released:
+            return
+        publish_all = self._publish_all
+        if len(released) > 1 and publish_all is not None and publish_all(released):
+            counters = self._counters
+            counters.frames_published.value += len(released)
+            counters.last_published_id.value = released[-1].image_id
+            return
+        for meta in released:
             self._send(meta)
 
     def _send(self, meta: ImageMeta) -> None:

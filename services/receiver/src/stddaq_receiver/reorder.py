@@ -40,7 +40,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
 
@@ -67,20 +67,17 @@ class Arrival(enum.Enum):
 
 
 class _State(enum.Enum):
+    """What the window holds for an id that has no item (yet): being written, or rejected.
+    A finished frame's entry is its item itself (no object per frame)."""
+
     IN_FLIGHT = 0
-    DONE = 1
     ABANDONED = 2
 
 
 _IN_FLIGHT = _State.IN_FLIGHT
-_DONE = _State.DONE
 _ABANDONED = _State.ABANDONED
-
-
-@dataclass(slots=True)
-class _Entry(Generic[Item]):
-    state: _State
-    item: Item | None = None
+_ABSENT: Any = object()
+"""`dict.get` default: no entry (an item may be anything, None included)."""
 
 
 @dataclass(slots=True)
@@ -120,7 +117,8 @@ class ReorderWindow(Generic[Item]):
         self._next: int | None = None
         self._low = 0
         """At a sequence start (next_id None): the lowest id received so far."""
-        self._entries: dict[int, _Entry[Item]] = {}
+        self._entries: dict[int, Item | _State] = {}
+        """Per open id: _IN_FLIGHT, _ABANDONED, or the finished frame's item."""
         self._arrivals: deque[tuple[float, int]] = deque()
         self._ready: list[Item] = []
         self._orphans: set[int] = set()
@@ -174,7 +172,7 @@ class ReorderWindow(Generic[Item]):
             self._recent_gaps.clear()
             self.counters.restarts += 1
             verdict = Arrival.RESTARTED
-        self._entries[image_id] = _Entry(_IN_FLIGHT)
+        self._entries[image_id] = _IN_FLIGHT
         self._arrivals.append((now, image_id))
         if self._next is None:  # sequence start: never span more than `size` ids either
             self._low = image_id if len(self._entries) == 1 else min(self._low, image_id)
@@ -192,21 +190,19 @@ class ReorderWindow(Generic[Item]):
         """
         if self._orphans and self._drop_orphan(image_id):
             return False
-        entry = self._entries.get(image_id)
-        if entry is None or entry.state is not _IN_FLIGHT:
+        entries = self._entries
+        if entries.get(image_id, _ABSENT) is not _IN_FLIGHT:
             raise KeyError(f"image id {image_id} was not accepted or is already finished")
-        entry.state = _DONE
-        entry.item = item
+        entries[image_id] = item
         return True
 
     def abandon(self, image_id: int) -> None:
         """The accepted frame was rejected: skip its id without counting it missing."""
         if self._drop_orphan(image_id):
             return
-        entry = self._entries.get(image_id)
-        if entry is None or entry.state is not _State.IN_FLIGHT:
+        if self._entries.get(image_id, _ABSENT) is not _IN_FLIGHT:
             raise KeyError(f"image id {image_id} was not accepted or is already finished")
-        entry.state = _State.ABANDONED
+        self._entries[image_id] = _ABANDONED
         self.counters.abandoned += 1
 
     def release(self, now: float, idle: bool = False) -> list[Item]:
@@ -266,13 +262,14 @@ class ReorderWindow(Generic[Item]):
         entries = self._entries
         next_id = self._next
         assert next_id is not None
+        ready = self._ready
         while True:
-            entry = entries.get(next_id)
-            if entry is None or entry.state is _IN_FLIGHT:
+            entry = entries.get(next_id, _ABSENT)
+            if entry is _ABSENT or entry is _IN_FLIGHT:
                 break
             del entries[next_id]
-            if entry.state is _DONE:
-                self._ready.append(entry.item)  # type: ignore[arg-type]
+            if entry is not _ABANDONED:
+                ready.append(entry)  # type: ignore[arg-type]
             next_id += 1
         self._next = next_id
         arrivals = self._arrivals
@@ -298,10 +295,10 @@ class ReorderWindow(Generic[Item]):
         for image_id in below:
             self._count_gap(cursor, image_id)
             entry = self._entries.pop(image_id)
-            if entry.state is _State.DONE:
-                self._ready.append(entry.item)  # type: ignore[arg-type]
-            elif entry.state is _State.IN_FLIGHT:
+            if entry is _IN_FLIGHT:
                 self._orphans.add(image_id)
+            elif entry is not _ABANDONED:
+                self._ready.append(entry)  # type: ignore[arg-type]
             cursor = image_id + 1
         self._count_gap(cursor, floor)
         self._next = floor

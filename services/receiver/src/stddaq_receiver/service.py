@@ -145,25 +145,30 @@ class ReceiverService:
         probe = False
         parking = pipeline.parked
         no_sources: frozenset[int] = frozenset()
+        paused = no_sources
+        frames_received = pipeline.received
+        pool = pipeline.pool
         pipeline.defer_publishing = True
         while not stop.is_set():
             ready = sockets.ready(timeout_ms)
             now = clock()
             received = 0
             if ready:
-                before = pipeline.messages_received
+                before = frames_received.value
                 sockets.receive(ready, now, pipeline)
-                received = pipeline.messages_received - before
+                received = frames_received.value - before
                 pipeline.publish_due(now)  # the round's images go out together
-            in_flight = pipeline.in_flight
+            in_flight = 0 if pool is None else pool.in_flight
             if in_flight:
                 pipeline.collect(now)
-                in_flight = pipeline.in_flight
+                in_flight = pool.in_flight if pool is not None else 0
             parked = no_sources
             if parking:
                 pipeline.resume(now, idle=not ready)
                 parked = pipeline.parked_sources
-            sockets.pause(parked)
+            if parked is not paused:
+                sockets.pause(parked)
+                paused = parked
             if now - last_tick >= TICK_S:
                 if ready and not probe:
                     probe = True  # first look once without waiting: are all queues drained?
@@ -173,7 +178,7 @@ class ReceiverService:
                     stats.maybe_emit(now)
                     last_tick = now
                     probe = False
-                    in_flight = pipeline.in_flight
+                    in_flight = 0 if pool is None else pool.in_flight
             # The poll is level-triggered: it returns at once while anything is left to read,
             # so after a round that received it may wait. A look without waiting (0) only
             # where "nothing was ready" must be known: the tick's probe, parked connections
@@ -182,10 +187,11 @@ class ReceiverService:
                 timeout_ms = 0
             else:
                 timeout_ms = IN_FLIGHT_POLL_MS if in_flight else POLL_TIMEOUT_MS
-            # Gathering (low rates): after a round that took one message, with nothing parked
-            # or in the decoder threads, the inputs pause (at most 25 ms, ended early by what
-            # arrives; zmtp_inputs), so the next messages are read and published together.
-            if received == 1 and not (parked or in_flight):
+            # Gathering: after a round that took messages, with nothing parked or in the
+            # decoder threads, the inputs pause (at most 25 ms, ended early by what arrives,
+            # skipped while anything is readable; zmtp_inputs), so the next messages are read
+            # and published together: one wake-up per pause, whatever the rate.
+            if received and not (parked or in_flight):
                 sockets.gather()
 
     def close(self) -> None:
@@ -265,7 +271,8 @@ def build(config: DaqConfig, args: argparse.Namespace, stats: Stats) -> Receiver
     decoder = frame_decoder(args.input_format, height, width, dtype, config.detector_type)
     pool = DecodePool(args.decode_threads) if args.decode_threads else None
     pipeline = ReceiverPipeline(decoder, SlotWriter(ring, height, width, dtype), window,
-                                publisher.publish, counters, pool, sources=connections)
+                                publisher.publish, counters, pool, sources=connections,
+                                publish_all=publisher.publish_all)
     log.info(
         "receiving %s from %s over %d %s connection(s) (%s reader) into %s (%d slots of %d bytes), "
         "metadata on %s",

@@ -20,7 +20,7 @@ PING (ZMTP 3.1) is answered with PONG; other commands are ignored.
 
 Gathering: at low rates every message would be a wake-up of its own (here, and then in the
 driver, writers and live stream, which the receive loop wakes per published image). So after
-a round that received one message the loop calls `gather`: it waits up to GATHER_MAX_S in
+a round that received messages the loop calls `gather`: it waits up to GATHER_MAX_S in
 the poller, with each connection's low-water mark raised to its gathering mark, so that the
 messages that come meanwhile are read and published together. The pause is bounded by what
 arrives, not by an assumed rate: it ends as soon as any connection holds GATHER_FILL of its
@@ -121,6 +121,10 @@ _DOWN, _CONNECTING, _GREETING, _HANDSHAKE, _TRAFFIC = range(5)
 _POLL_IN = select.POLLIN | select.POLLERR | select.POLLHUP
 _POLL_OUT = select.POLLOUT | select.POLLERR | select.POLLHUP
 _long_size = struct.Struct(">Q").unpack_from
+_SOL_SOCKET = socket.SOL_SOCKET
+_SO_RCVLOWAT = socket.SO_RCVLOWAT
+_PEEK_NOWAIT = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)
+"""As a plain int: or-ing the flag enums costs three Python calls per look."""
 _monotonic = time.monotonic
 
 
@@ -340,7 +344,7 @@ class ZmtpInputs:
         """True if the socket holds anything to read (or an end or error to report)."""
         assert conn.sock is not None
         try:
-            conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            conn.sock.recv(1, _PEEK_NOWAIT)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:
@@ -367,15 +371,17 @@ class ZmtpInputs:
         raised: list[tuple[socket.socket, int]] = []
         try:
             for sock, mark, lowat in marks:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, mark)
+                sock.setsockopt(_SOL_SOCKET, _SO_RCVLOWAT, mark)
                 raised.append((sock, lowat))
             self._poller.poll(max(1, int(seconds * 1000)))
         except OSError:
             return False  # no pause then; the marks are put back below
         finally:
             for sock, lowat in raised:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
+                try:
+                    sock.setsockopt(_SOL_SOCKET, _SO_RCVLOWAT, lowat)
+                except OSError:  # then that connection wakes the loop at another mark: still right
+                    continue
         return True
 
     def pause(self, indices: frozenset[int]) -> None:
@@ -612,6 +618,10 @@ class ZmtpInputs:
                 continue
             start = conn.start
             end = conn.end
+            if start == end:  # nothing in hand (the usual start of a message): read
+                if not self._fill(conn, 0):
+                    return
+                continue
             flags = view[start] if end - start >= zmtp.SHORT_HEADER_BYTES else 0xFF
             if flags <= zmtp.MORE:  # a short data frame (flags 0 or MORE)
                 size = view[start + 1]
@@ -740,26 +750,29 @@ class ZmtpInputs:
         parts = conn.parts
         conn.parts = []
         conn.backoff = RECONNECT_MIN_S  # a peer that delivers is a good one: reconnect soon
-        conn.stall_after = min(max(STALL_S, 2 * (now - conn.since)), STALL_MAX_S)
+        stall = 2 * (now - conn.since)
+        conn.stall_after = STALL_S if stall < STALL_S else STALL_MAX_S if stall > STALL_MAX_S else stall
         conn.since = now
         size = conn.message_bytes if conn.placed else 0
         conn.message_bytes = 0
         conn.placed = False
-        lowat = 1
-        keep = False
-        current = conn.lowat
         change = size - conn.last_size
+        conn.last_size = size
+        current = conn.lowat
         if size >= LARGE_VALUE and -STEADY_MARGIN <= change <= STEADY_MARGIN:
             if -EXACT_SPAN <= change <= EXACT_SPAN:
-                lowat = min(size - TAIL_SLACK, LOWAT_MAX)
-                keep = -EXACT_KEEP <= lowat - current <= EXACT_KEEP
+                lowat = size - TAIL_SLACK if size - TAIL_SLACK < LOWAT_MAX else LOWAT_MAX
+                if not -EXACT_KEEP <= lowat - current <= EXACT_KEEP:
+                    self._set_lowat(conn, lowat)
             else:
-                lowat = min(size - STEADY_MARGIN, LOWAT_MAX)
-                keep = current > 1 and -LOWAT_SLACK <= lowat - current <= LOWAT_SLACK
-            self._look_by(now + conn.stall_after)
-        conn.last_size = size
-        if lowat != current and not keep:
-            self._set_lowat(conn, lowat)
+                lowat = size - STEADY_MARGIN if size - STEADY_MARGIN < LOWAT_MAX else LOWAT_MAX
+                if current <= 1 or not -LOWAT_SLACK <= lowat - current <= LOWAT_SLACK:
+                    self._set_lowat(conn, lowat)
+            look = now + conn.stall_after
+            if look < self._next_look:
+                self._next_look = look
+        elif current != 1:
+            self._set_lowat(conn, 1)
         sink.message(conn.index, parts, now)
 
     def _command(self, conn: _Connection, body: memoryview) -> None:

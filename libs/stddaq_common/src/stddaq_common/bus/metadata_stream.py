@@ -25,6 +25,7 @@ import os
 import socket
 import stat
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -227,6 +228,20 @@ class MetadataPublisher:
                 self.dropped += 1
                 return False
         self.published += 1
+        return True
+
+    def publish_all(self, metas: Sequence[ImageMeta]) -> bool:
+        """Encode and send several ImageMetadata in order, with one system call per
+        subscriber: True when all went as `publish` would have sent each; False with
+        nothing sent where each message needs its own answer (libzmq, count_drops): then
+        call `publish` for each."""
+        own = self._zmtp
+        if own is None:
+            return False
+        encode = self._encoder.encode
+        if not own.send_all([encode(meta) for meta in metas]):
+            return False
+        self.published += len(metas)
         return True
 
     def close(self) -> None:

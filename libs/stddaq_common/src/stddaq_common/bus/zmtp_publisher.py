@@ -129,6 +129,59 @@ class ZmtpPublisher:
                     self._wake()  # the thread pushes the rest once the socket takes it
         return True
 
+    def send_all(self, payloads: list[bytes]) -> bool:
+        """Send several single-frame messages, in order, as `send` would one by one, with
+        one system call per subscriber; False (nothing sent) with count_drops, where each
+        message needs its own answer (call `send` for each then)."""
+        if self._count_drops:
+            return False
+        frames = [
+            bytes((0, len(payload))) + payload if len(payload) <= zmtp.MAX_SHORT_BODY
+            else _LONG_HEADER.pack(zmtp.LONG, len(payload)) + payload
+            for payload in payloads
+        ]
+        hwm = self._hwm
+        with self._lock:
+            for sub in self._ready:
+                wanted = frames if sub.everything else [
+                    frame for frame, payload in zip(frames, payloads, strict=True) if sub.wants(payload)
+                ]
+                if not wanted:
+                    continue
+                out = sub.out
+                if out:
+                    for frame in wanted:
+                        if len(out) < hwm:
+                            out.append(frame)
+                    self._flush(sub)
+                    continue
+                data = wanted[0] if len(wanted) == 1 else b"".join(wanted)
+                try:
+                    sent = sub.sock.send(data, socket.MSG_NOSIGNAL)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError as error:
+                    self._disconnect(sub, f"send failed: {error.strerror or error}")
+                    continue
+                if sent < len(data):
+                    self._queue_rest(sub, wanted, sent)
+        return True
+
+    def _queue_rest(self, sub: _Subscriber, frames: list[bytes], sent: int) -> None:
+        """Queue what a send of `frames` joined left (`sent` octets went): the rest of the
+        frame it stopped in, then each later frame while the queue is under sndhwm."""
+        out = sub.out
+        offset = 0
+        for frame in frames:
+            end = offset + len(frame)
+            if end > sent:
+                if offset < sent:
+                    out.append(memoryview(frame)[sent - offset :])
+                elif len(out) < self._hwm:
+                    out.append(frame)
+            offset = end
+        self._wake()  # the thread pushes the rest once the socket takes it
+
     def _wake(self) -> None:
         with contextlib.suppress(OSError):
             os.write(self._wake_write, b"x")

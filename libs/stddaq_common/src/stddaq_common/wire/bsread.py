@@ -29,7 +29,12 @@ from stddaq_common.wire.bsread_channels import (
     bsread_type_of,
     parse_channel,
 )
-from stddaq_common.wire.bsread_fast_header import match_main_header, quick_patterns
+from stddaq_common.wire.bsread_fast_header import (
+    HeaderMatch,
+    match_main_header,
+    quick_patterns,
+    same_layout,
+)
 from stddaq_common.wire.byte_views import BufferLike, byte_view, writable_byte_view
 from stddaq_common.wire.compression import (
     bitshuffle_lz4_compress_view,
@@ -211,6 +216,9 @@ class BsreadDecoder:
         self._quick: tuple[bytes, bytes | None, bytes, tuple[ChannelSpec, ...]] | None = None
         """For `head`: (hash text, dh_compression text, data header) of the last message
         `decode_headers` accepted whose main header has a known layout, and its channels."""
+        self._exact: tuple[HeaderMatch, bytes, tuple[ChannelSpec, ...]] | None = None
+        """For `head`: the fullmatch of main headers that are the last quick one text for text
+        but the three numbers (same_layout), its data header and channels."""
 
     def decode(self, parts: Sequence[BufferLike]) -> BsreadMessage:
         """Decode one message from its parts; WireFormatError if it is malformed."""
@@ -254,19 +262,28 @@ class BsreadDecoder:
         When the main header has a known layout (bsread_fast_header) with the very hash and
         dh_compression text of the last message accepted, and the data header is byte for
         byte that message's, the answer is the one `decode_headers` would give and is taken
-        from it: one regular-expression match and one comparison. Anything else goes
-        through `decode_headers` (WireFormatError if malformed).
+        from it: one regular-expression match and one comparison; a header that is the
+        last one text for text but its numbers (same_layout) needs a simpler match still.
+        Anything else goes through `decode_headers` (WireFormatError if malformed).
         """
-        quick = self._quick
-        if quick is not None and type(main_part) is bytes:
-            for pattern, groups in quick_patterns:
-                match = pattern(main_part)
-                if match is not None:
-                    pulse, sec, ns, digest, compression = match.group(*groups)
-                    if (digest == quick[0] and compression == quick[1] and data_header_part == quick[2]
-                            and len(pulse) < 20 and len(sec) < 19 and len(ns) < 19):
-                        return int(pulse), int(sec), int(ns), quick[3]  # below 2**63: no limit passed
-                    break
+        if type(main_part) is bytes:
+            exact = self._exact
+            if exact is not None:
+                match = exact[0](main_part)
+                if match is not None and data_header_part == exact[1]:
+                    pulse, sec, ns = match.groups()
+                    return int(pulse), int(sec), int(ns), exact[2]  # at most 19 and 18 digits
+            quick = self._quick
+            if quick is not None:
+                for pattern, groups in quick_patterns:
+                    match = pattern(main_part)
+                    if match is not None:
+                        pulse, sec, ns, digest, compression = match.group(*groups)
+                        if (digest == quick[0] and compression == quick[1] and data_header_part == quick[2]
+                                and len(pulse) < 20 and len(sec) < 19 and len(ns) < 19):
+                            self._exact = (same_layout(main_part, match, groups), quick[2], quick[3])
+                            return int(pulse), int(sec), int(ns), quick[3]  # below 2**63: no limit passed
+                        break
         headers = self.decode_headers(main_part, data_header_part)
         if type(main_part) is bytes and type(data_header_part) is bytes:
             for pattern, groups in quick_patterns:
@@ -274,6 +291,7 @@ class BsreadDecoder:
                 if match is not None:
                     _, _, _, digest, compression = match.group(*groups)
                     self._quick = (digest, compression, data_header_part, headers.channels)
+                    self._exact = (same_layout(main_part, match, groups), data_header_part, headers.channels)
                     break
         seconds, nanoseconds = headers.global_timestamp
         return headers.pulse_id, seconds, nanoseconds, headers.channels
