@@ -188,7 +188,7 @@ class ReceiverService:
             else:
                 timeout_ms = IN_FLIGHT_POLL_MS if in_flight else POLL_TIMEOUT_MS
             # Gathering: after a round that took messages, with nothing parked or in the
-            # decoder threads, the inputs pause (at most 25 ms, ended early by what arrives,
+            # decoder threads, the inputs pause (at most GATHER_MAX_S, 50 ms, ended early by what arrives,
             # skipped while anything is readable; zmtp_inputs), so the next messages are read
             # and published together: one wake-up per pause, whatever the rate.
             if received and not (parked or in_flight):
