@@ -17,6 +17,7 @@ from stddaq_common.bus.metadata import Dtype, ImageMeta
 from stddaq_common.bus.metadata_stream import MetadataPublisher, MetadataSubscriber
 from stddaq_common.bus.zmtp_publisher import ZmtpPublisher
 from stddaq_common.wire import zmtp
+from tests.common.zmtp_hand import read_exactly
 
 DEADLINE_S = 30.0
 """Only catches hangs: every wait below ends on a count."""
@@ -95,20 +96,11 @@ def _raw_peer(path: str) -> socket.socket:
     return peer
 
 
-def _read_exactly(peer: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = peer.recv(count - len(data))
-        assert chunk, "the publisher closed the connection"
-        data += chunk
-    return data
-
-
 def _read_frame(peer: socket.socket) -> tuple[int, bytes]:
-    flags, size = _read_exactly(peer, 2)
+    flags, size = read_exactly(peer, 2)
     if flags & zmtp.LONG:
-        size = int.from_bytes(bytes([size]) + _read_exactly(peer, 7), "big")
-    return flags, _read_exactly(peer, size)
+        size = int.from_bytes(bytes([size]) + read_exactly(peer, 7), "big")
+    return flags, read_exactly(peer, size)
 
 
 def test_a_raw_zmtp_31_peer_sees_the_exact_bytes_of_a_libzmq_pub(path: str) -> None:
@@ -116,7 +108,7 @@ def test_a_raw_zmtp_31_peer_sees_the_exact_bytes_of_a_libzmq_pub(path: str) -> N
     peer = _raw_peer(path)
     try:
         peer.sendall(zmtp.greeting(1) + zmtp.encode_ready("SUB"))
-        greeting = zmtp.parse_greeting(_read_exactly(peer, zmtp.GREETING_BYTES))
+        greeting = zmtp.parse_greeting(read_exactly(peer, zmtp.GREETING_BYTES))
         assert (greeting.major, greeting.mechanism, greeting.as_server) == (3, "NULL", False)
         flags, body = _read_frame(peer)
         name, data = zmtp.parse_command(body)
@@ -161,7 +153,7 @@ def test_a_peer_that_breaks_zmtp_is_dropped_and_the_others_go_on(
         quitter.sendall(zmtp.greeting(1) + zmtp.encode_ready("SUB") + zmtp.encode_frame(b"\x01"))
         _until(lambda: b"dropping a subscriber" in caplog.text.encode(), "the bad peer to be dropped")
         assert "not a ZMTP peer" in caplog.text
-        assert _read_exactly(bad, zmtp.GREETING_BYTES)[:1] == b"\xff"
+        assert read_exactly(bad, zmtp.GREETING_BYTES)[:1] == b"\xff"
         _until(lambda: bad.recv(4096) == b"", "the bad peer's connection to close")
         quitter.close()  # a subscriber that goes away mid-stream costs nothing but its messages
         _joined(publisher, good, b"probe")
