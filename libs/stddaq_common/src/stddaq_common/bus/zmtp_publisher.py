@@ -14,12 +14,12 @@ the prefix) or, from ZMTP 3.1 peers, as SUBSCRIBE / CANCEL commands; both are un
 A PING is answered with PONG.
 
 A daemon thread (bus.zmtp_bound, shared with the own PUSH) accepts connections, runs the
-handshakes, reads subscriptions and notices closed peers; it wakes only for those (and every `IDLE_WAKE_S` to push queued output), never
-per message. When a subscriber's socket buffer is full, up to `sndhwm` messages wait in
-its queue (flushed on the next publish or by the thread); beyond that, as with a libzmq
-PUB, the message is not sent to that subscriber, or with `count_drops` (libzmq's
-XPUB_NODROP) to no subscriber at all and `publish_bytes` returns False. A peer that breaks
-the protocol is logged and disconnected.
+handshakes, reads subscriptions and notices closed peers; it wakes only for those (and
+every `IDLE_WAKE_S` to push queued output), never per message. When a subscriber's socket
+buffer is full, up to `sndhwm` messages wait in its queue (flushed on the next publish or
+by the thread); beyond that, as with a libzmq PUB, the message is not sent to that
+subscriber, or with `count_drops` (libzmq's XPUB_NODROP) to no subscriber at all and
+`publish_bytes` returns False. A peer that breaks the protocol is logged and disconnected.
 """
 
 from __future__ import annotations

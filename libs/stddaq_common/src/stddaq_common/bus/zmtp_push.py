@@ -18,11 +18,11 @@ while a peer is connected. Messages still queued for a peer whose connection clo
 be delivered (as with libzmq): they are counted in `lost` and logged.
 
 A daemon thread (bus.zmtp_bound, shared with the own PUB) accepts connections, runs the
-handshakes (the peer's greeting and READY with Socket-Type PULL), answers PING and notices closed peers; it wakes only for those
-(and while a peer has queued output, when its socket takes more), never per message. A
-peer that breaks the protocol (bad greeting, not a PULL, a ZMTP 2 peer, a message from a
-PULL) is logged, counted in `protocol_errors` and disconnected; the socket keeps serving
-the others.
+handshakes (the peer's greeting and READY with Socket-Type PULL), answers PING and notices
+closed peers; it wakes only for those (and while a peer has queued output, when its socket
+takes more), never per message. A peer that breaks the protocol (bad greeting, not a PULL,
+a ZMTP 2 peer, a message from a PULL) is logged, counted in `protocol_errors` and
+disconnected; the socket keeps serving the others.
 """
 
 from __future__ import annotations
