@@ -27,7 +27,7 @@ from stddaq_common.bus.command_channel import (
 from stddaq_common.bus.transport import LIBZMQ, ZMTP
 from stddaq_common.bus.zmtp_push import ZmtpPush
 from stddaq_common.wire import zmtp
-from tests.common.zmtp_hand import HandListener, read_exactly
+from tests.common.zmtp_hand import HandListener, connect_unix, read_exactly
 
 DEADLINE_S = 30.0
 """Only catches hangs: every wait below ends on a count."""
@@ -328,9 +328,7 @@ def test_the_own_push_and_pull_together_and_a_restarted_writer(path: str) -> Non
 
 def raw_pull(path: str) -> socket.socket:
     """A PULL written by hand: greets, sends READY, reads the PUSH's greeting and READY."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(DEADLINE_S)
-    sock.connect(path)
+    sock = connect_unix(path)
     sock.sendall(zmtp.greeting(minor=1) + zmtp.encode_ready("PULL"))
     greeting = zmtp.parse_greeting(read_exactly(sock, zmtp.GREETING_BYTES))
     assert (greeting.major, greeting.minor) == (3, 0)
@@ -421,9 +419,7 @@ def test_a_broken_peer_is_dropped_counted_and_the_push_serves_the_others(
     reason: str,
 ) -> None:
     push = ZmtpPush(path, sndhwm=1000)
-    bad = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    bad.settimeout(DEADLINE_S)
-    bad.connect(path)
+    bad = connect_unix(path)
     good = libzmq_pull(context, path)
     try:
         bad.sendall(opening)
@@ -447,9 +443,7 @@ def test_the_handshake_split_at_every_octet(path: str) -> None:
         opening = zmtp.greeting(1) + zmtp.encode_ready("PULL", Identity=b"")
         peers = []
         for split in range(1, len(opening)):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(DEADLINE_S)
-            sock.connect(path)
+            sock = connect_unix(path)
             sock.sendall(opening[:split])
             read_exactly(sock, zmtp.GREETING_BYTES + len(zmtp.encode_ready("PUSH")))
             assert push.send(b"early", 0.0) is (len(peers) > 0)

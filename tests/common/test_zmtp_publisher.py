@@ -17,7 +17,7 @@ from stddaq_common.bus.metadata import Dtype, ImageMeta
 from stddaq_common.bus.metadata_stream import MetadataPublisher, MetadataSubscriber
 from stddaq_common.bus.zmtp_publisher import ZmtpPublisher
 from stddaq_common.wire import zmtp
-from tests.common.zmtp_hand import read_exactly
+from tests.common.zmtp_hand import connect_unix, read_exactly
 
 DEADLINE_S = 30.0
 """Only catches hangs: every wait below ends on a count."""
@@ -89,13 +89,6 @@ def test_libzmq_subscribers_get_every_matching_message_in_order(
     assert got_a == [m for m in messages if m[:1] == b"A"]
 
 
-def _raw_peer(path: str) -> socket.socket:
-    peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    peer.settimeout(DEADLINE_S)
-    peer.connect(path)
-    return peer
-
-
 def _read_frame(peer: socket.socket) -> tuple[int, bytes]:
     flags, size = read_exactly(peer, 2)
     if flags & zmtp.LONG:
@@ -105,7 +98,7 @@ def _read_frame(peer: socket.socket) -> tuple[int, bytes]:
 
 def test_a_raw_zmtp_31_peer_sees_the_exact_bytes_of_a_libzmq_pub(path: str) -> None:
     publisher = ZmtpPublisher(path, sndhwm=100, count_drops=False)
-    peer = _raw_peer(path)
+    peer = connect_unix(path)
     try:
         peer.sendall(zmtp.greeting(1) + zmtp.encode_ready("SUB"))
         greeting = zmtp.parse_greeting(read_exactly(peer, zmtp.GREETING_BYTES))
@@ -146,8 +139,8 @@ def test_a_peer_that_breaks_zmtp_is_dropped_and_the_others_go_on(
 ) -> None:
     publisher = ZmtpPublisher(path, sndhwm=100, count_drops=False)
     good = _sub(context, path, b"")
-    bad = _raw_peer(path)
-    quitter = _raw_peer(path)
+    bad = connect_unix(path)
+    quitter = connect_unix(path)
     try:
         bad.sendall(b"GET / HTTP/1.1\r\n\r\n" + bytes(64))
         quitter.sendall(zmtp.greeting(1) + zmtp.encode_ready("SUB") + zmtp.encode_frame(b"\x01"))
@@ -168,7 +161,7 @@ def test_a_peer_that_breaks_zmtp_is_dropped_and_the_others_go_on(
 
 def test_count_drops_sends_to_nobody_when_a_subscriber_queue_is_full(path: str) -> None:
     publisher = ZmtpPublisher(path, sndhwm=5, count_drops=True)
-    peer = _raw_peer(path)  # subscribes, then never reads
+    peer = connect_unix(path)  # subscribes, then never reads
     try:
         peer.sendall(zmtp.greeting(1) + zmtp.encode_ready("SUB") + zmtp.encode_frame(b"\x01"))
         refused = 0

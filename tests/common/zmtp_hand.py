@@ -1,8 +1,8 @@
 """Hand-written ZMTP peers for the own ZMTP sockets' tests: exact bytes, exact splits.
 
-`read_exactly` reads a fixed number of octets from a peer; `HandListener` is the bound side
-of a socket type written by hand (the tests of the own SUB and PULL subclass it with their
-handshake)."""
+`connect_unix` is the connecting side, `read_exactly` reads a fixed number of octets from a
+peer; `HandListener` is the bound side of a socket type written by hand (the tests of the
+own SUB and PULL subclass it with their handshake)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,14 @@ def read_exactly(sock: socket.socket, size: int) -> bytes:
         assert chunk, f"the connection closed after {len(data)} of {size} octets"
         data += chunk
     return data
+
+
+def connect_unix(path: str) -> socket.socket:
+    """A blocking connection to the Unix socket at `path` (reads time out after DEADLINE_S)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(DEADLINE_S)
+    sock.connect(path)
+    return sock
 
 
 class HandListener:
