@@ -27,6 +27,7 @@ from stddaq_common.bus.command_channel import (
 from stddaq_common.bus.transport import LIBZMQ, ZMTP
 from stddaq_common.bus.zmtp_push import ZmtpPush
 from stddaq_common.wire import zmtp
+from tests.common.zmtp_hand import HandListener, connect_unix, read_exactly
 
 DEADLINE_S = 30.0
 """Only catches hangs: every wait below ends on a count."""
@@ -70,15 +71,6 @@ def take(pull: channel.CommandPull, count: int) -> list[Message]:
         assert message is not None, f"the stream stopped after {len(got)} of {count} messages"
         got.append(message)
     return got
-
-
-def read_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        assert chunk, f"the connection closed after {len(data)} of {size} octets"
-        data += chunk
-    return data
 
 
 def ready_within_receives(pull: channel.CommandPull) -> None:
@@ -148,30 +140,12 @@ def test_the_own_pull_reconnects_to_a_restarted_push(
         pull.close()
 
 
-class HandPush:
+class HandPush(HandListener):
     """A PUSH side written by hand on a Unix socket: exact bytes, exact splits."""
-
-    def __init__(self, path: str) -> None:
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(path)
-        self.listener.listen(4)
-        self.listener.settimeout(DEADLINE_S)
-        self.conn: socket.socket | None = None
 
     def accept(self, pull: channel.CommandPull) -> socket.socket:
         """The PULL's next connection (it connects again within its receive calls)."""
-        self.listener.settimeout(0.01)
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            assert time.monotonic() < deadline, "the PULL never connected"
-            try:
-                conn, _ = self.listener.accept()
-                break
-            except TimeoutError:
-                pull.receive(10)
-        conn.settimeout(DEADLINE_S)
-        self.conn = conn
-        return conn
+        return self.accept_while(lambda: pull.receive(10), "the PULL")
 
     def handshake(self, pull: channel.CommandPull) -> None:
         """Accept, check the PULL's greeting and READY, answer with a 3.1 PUSH's."""
@@ -182,15 +156,6 @@ class HandPush:
         assert read_exactly(conn, len(ready)) == ready
         conn.sendall(zmtp.greeting(minor=1) + zmtp.encode_ready("PUSH"))
         assert pull.receive(0) is None  # takes the READY
-
-    def send(self, data: bytes) -> None:
-        assert self.conn is not None
-        self.conn.sendall(data)
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-        self.listener.close()
 
 
 @pytest.fixture
@@ -363,9 +328,7 @@ def test_the_own_push_and_pull_together_and_a_restarted_writer(path: str) -> Non
 
 def raw_pull(path: str) -> socket.socket:
     """A PULL written by hand: greets, sends READY, reads the PUSH's greeting and READY."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(DEADLINE_S)
-    sock.connect(path)
+    sock = connect_unix(path)
     sock.sendall(zmtp.greeting(minor=1) + zmtp.encode_ready("PULL"))
     greeting = zmtp.parse_greeting(read_exactly(sock, zmtp.GREETING_BYTES))
     assert (greeting.major, greeting.minor) == (3, 0)
@@ -456,9 +419,7 @@ def test_a_broken_peer_is_dropped_counted_and_the_push_serves_the_others(
     reason: str,
 ) -> None:
     push = ZmtpPush(path, sndhwm=1000)
-    bad = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    bad.settimeout(DEADLINE_S)
-    bad.connect(path)
+    bad = connect_unix(path)
     good = libzmq_pull(context, path)
     try:
         bad.sendall(opening)
@@ -482,9 +443,7 @@ def test_the_handshake_split_at_every_octet(path: str) -> None:
         opening = zmtp.greeting(1) + zmtp.encode_ready("PULL", Identity=b"")
         peers = []
         for split in range(1, len(opening)):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(DEADLINE_S)
-            sock.connect(path)
+            sock = connect_unix(path)
             sock.sendall(opening[:split])
             read_exactly(sock, zmtp.GREETING_BYTES + len(zmtp.encode_ready("PUSH")))
             assert push.send(b"early", 0.0) is (len(peers) > 0)

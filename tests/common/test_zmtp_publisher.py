@@ -17,6 +17,7 @@ from stddaq_common.bus.metadata import Dtype, ImageMeta
 from stddaq_common.bus.metadata_stream import MetadataPublisher, MetadataSubscriber
 from stddaq_common.bus.zmtp_publisher import ZmtpPublisher
 from stddaq_common.wire import zmtp
+from tests.common.zmtp_hand import connect_unix, read_exactly
 
 DEADLINE_S = 30.0
 """Only catches hangs: every wait below ends on a count."""
@@ -88,35 +89,19 @@ def test_libzmq_subscribers_get_every_matching_message_in_order(
     assert got_a == [m for m in messages if m[:1] == b"A"]
 
 
-def _raw_peer(path: str) -> socket.socket:
-    peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    peer.settimeout(DEADLINE_S)
-    peer.connect(path)
-    return peer
-
-
-def _read_exactly(peer: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = peer.recv(count - len(data))
-        assert chunk, "the publisher closed the connection"
-        data += chunk
-    return data
-
-
 def _read_frame(peer: socket.socket) -> tuple[int, bytes]:
-    flags, size = _read_exactly(peer, 2)
+    flags, size = read_exactly(peer, 2)
     if flags & zmtp.LONG:
-        size = int.from_bytes(bytes([size]) + _read_exactly(peer, 7), "big")
-    return flags, _read_exactly(peer, size)
+        size = int.from_bytes(bytes([size]) + read_exactly(peer, 7), "big")
+    return flags, read_exactly(peer, size)
 
 
 def test_a_raw_zmtp_31_peer_sees_the_exact_bytes_of_a_libzmq_pub(path: str) -> None:
     publisher = ZmtpPublisher(path, sndhwm=100, count_drops=False)
-    peer = _raw_peer(path)
+    peer = connect_unix(path)
     try:
         peer.sendall(zmtp.greeting(1) + zmtp.encode_ready("SUB"))
-        greeting = zmtp.parse_greeting(_read_exactly(peer, zmtp.GREETING_BYTES))
+        greeting = zmtp.parse_greeting(read_exactly(peer, zmtp.GREETING_BYTES))
         assert (greeting.major, greeting.mechanism, greeting.as_server) == (3, "NULL", False)
         flags, body = _read_frame(peer)
         name, data = zmtp.parse_command(body)
@@ -154,14 +139,14 @@ def test_a_peer_that_breaks_zmtp_is_dropped_and_the_others_go_on(
 ) -> None:
     publisher = ZmtpPublisher(path, sndhwm=100, count_drops=False)
     good = _sub(context, path, b"")
-    bad = _raw_peer(path)
-    quitter = _raw_peer(path)
+    bad = connect_unix(path)
+    quitter = connect_unix(path)
     try:
         bad.sendall(b"GET / HTTP/1.1\r\n\r\n" + bytes(64))
         quitter.sendall(zmtp.greeting(1) + zmtp.encode_ready("SUB") + zmtp.encode_frame(b"\x01"))
         _until(lambda: b"dropping a subscriber" in caplog.text.encode(), "the bad peer to be dropped")
         assert "not a ZMTP peer" in caplog.text
-        assert _read_exactly(bad, zmtp.GREETING_BYTES)[:1] == b"\xff"
+        assert read_exactly(bad, zmtp.GREETING_BYTES)[:1] == b"\xff"
         _until(lambda: bad.recv(4096) == b"", "the bad peer's connection to close")
         quitter.close()  # a subscriber that goes away mid-stream costs nothing but its messages
         _joined(publisher, good, b"probe")
@@ -176,7 +161,7 @@ def test_a_peer_that_breaks_zmtp_is_dropped_and_the_others_go_on(
 
 def test_count_drops_sends_to_nobody_when_a_subscriber_queue_is_full(path: str) -> None:
     publisher = ZmtpPublisher(path, sndhwm=5, count_drops=True)
-    peer = _raw_peer(path)  # subscribes, then never reads
+    peer = connect_unix(path)  # subscribes, then never reads
     try:
         peer.sendall(zmtp.greeting(1) + zmtp.encode_ready("SUB") + zmtp.encode_frame(b"\x01"))
         refused = 0

@@ -18,6 +18,7 @@ from stddaq_common.bus import metadata_stream as streams
 from stddaq_common.bus.metadata_stream import MetadataSubscriber
 from stddaq_common.names import ipc_address
 from stddaq_common.wire import zmtp
+from tests.common.zmtp_hand import HandListener
 
 HANG_GUARD_MS = 20_000
 """Only guards against a hang; a passing run never waits this long."""
@@ -126,41 +127,16 @@ def test_a_subscriber_that_does_not_read_loses_messages_at_the_pubs_hwm(
         pub.close()
 
 
-class HandPeer:
+class HandPeer(HandListener):
     """A PUB side written by hand on a Unix socket: exact bytes, exact splits."""
 
     def __init__(self, address: str) -> None:
         self.path = address.removeprefix("ipc://")
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(self.path)
-        self.listener.listen(4)
-        self.listener.settimeout(HANG_GUARD_MS / 1000)
-        self.conn: socket.socket | None = None
+        super().__init__(self.path)
 
     def accept(self, subscriber: MetadataSubscriber) -> socket.socket:
         """The subscriber's next connection (it connects within its receive calls)."""
-        self.listener.settimeout(0.01)
-        for _ in range(HANG_GUARD_MS // 10):
-            subscriber.receive_raw(timeout_ms=10)
-            try:
-                conn, _ = self.listener.accept()
-                break
-            except TimeoutError:
-                continue
-        else:
-            pytest.fail("the subscriber never connected")
-        conn.settimeout(HANG_GUARD_MS / 1000)
-        self.conn = conn
-        return conn
-
-    def read(self, size: int) -> bytes:
-        assert self.conn is not None
-        data = b""
-        while len(data) < size:
-            chunk = self.conn.recv(size - len(data))
-            assert chunk, f"the subscriber closed after {len(data)} of {size} octets"
-            data += chunk
-        return data
+        return self.accept_while(lambda: subscriber.receive_raw(timeout_ms=10), "the subscriber")
 
     def handshake(self, subscriber: MetadataSubscriber) -> None:
         """Accept, check the subscriber's greeting and READY, answer, take the subscription."""
@@ -169,19 +145,9 @@ class HandPeer:
         assert (greeting.major, greeting.mechanism, greeting.as_server) == (3, "NULL", False)
         ready = zmtp.encode_ready("SUB")
         assert self.read(len(ready)) == ready
-        assert self.conn is not None
-        self.conn.sendall(zmtp.greeting(minor=1) + zmtp.encode_ready("PUB"))
+        self.send(zmtp.greeting(minor=1) + zmtp.encode_ready("PUB"))
         subscriber.receive_raw(timeout_ms=0)  # takes the READY and answers
         assert self.read(3) == b"\x00\x01\x01", "a subscription to everything (ZMTP 3.0 form)"
-
-    def send(self, data: bytes) -> None:
-        assert self.conn is not None
-        self.conn.sendall(data)
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-        self.listener.close()
 
 
 @pytest.fixture()

@@ -23,6 +23,20 @@ from stddaq_common.bus.driver_writer import (
 ids = st.one_of(st.integers(0, 300), st.integers(0, 2**64 - 1))
 
 
+def _changed(message: bytes, data: st.DataObject) -> bytes:
+    """`message` with one to three drawn changes: a byte set, the tail cut, bytes appended."""
+    raw = bytearray(message)
+    for _ in range(data.draw(st.integers(1, 3))):
+        what = data.draw(st.sampled_from(["flip", "cut", "append"]))
+        if what == "flip" and raw:
+            raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+        elif what == "cut" and raw:
+            del raw[data.draw(st.integers(0, len(raw) - 1)) :]
+        else:
+            raw += data.draw(st.binary(min_size=1, max_size=4))
+    return bytes(raw)
+
+
 def _agrees(data: bytes) -> None:
     fast = parse_record_image(data)
     if fast is None:
@@ -49,16 +63,7 @@ def test_what_the_driver_sends_is_read_as_parse_command_reads_it(
 def test_changed_bytes_are_read_alike_or_left_to_parse_command(
     metadata: bytes, acq_id: int, index: int, data: st.DataObject
 ) -> None:
-    raw = bytearray(encode_image(metadata, acq_id, index))
-    for _ in range(data.draw(st.integers(1, 3))):
-        what = data.draw(st.sampled_from(["flip", "cut", "append"]))
-        if what == "flip" and raw:
-            raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
-        elif what == "cut" and raw:
-            del raw[data.draw(st.integers(0, len(raw) - 1)) :]
-        else:
-            raw += data.draw(st.binary(min_size=1, max_size=4))
-    message = bytes(raw)
+    message = _changed(encode_image(metadata, acq_id, index), data)
     try:
         parse_command(message)
     except ProtocolError:
@@ -104,16 +109,7 @@ def test_every_batch_the_driver_sends_is_read_as_parse_command_reads_it(
 def test_changed_batch_bytes_are_read_alike_or_left_to_parse_command(
     metadata: list[bytes], acq_id: int, first: int, data: st.DataObject
 ) -> None:
-    raw = bytearray(encode_image_batch(metadata, acq_id, first))
-    for _ in range(data.draw(st.integers(1, 3))):
-        what = data.draw(st.sampled_from(["flip", "cut", "append"]))
-        if what == "flip" and raw:
-            raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
-        elif what == "cut" and raw:
-            del raw[data.draw(st.integers(0, len(raw) - 1)) :]
-        else:
-            raw += data.draw(st.binary(min_size=1, max_size=4))
-    message = bytes(raw)
+    message = _changed(encode_image_batch(metadata, acq_id, first), data)
     try:
         parse_command(message)
     except ProtocolError:

@@ -57,15 +57,23 @@ class CommandPull(Protocol):
         """Close the socket."""
 
 
+def _libzmq_socket(
+    context: zmq.Context[zmq.Socket[bytes]], kind: int, hwm_option: int, hwm: int
+) -> zmq.Socket[bytes]:
+    """A libzmq socket of `kind` with LINGER 0 and its high-water mark `hwm_option` set."""
+    sock = context.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(hwm_option, hwm)
+    return sock
+
+
 class LibzmqPush:
     """libzmq's PUSH (LINGER 0, SNDHWM `sndhwm`) bound at `address`."""
 
     transport = LIBZMQ
 
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], address: str, sndhwm: int) -> None:
-        push = context.socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 0)
-        push.setsockopt(zmq.SNDHWM, sndhwm)
+        push = _libzmq_socket(context, zmq.PUSH, zmq.SNDHWM, sndhwm)
         try:
             push.bind(address)
         except zmq.ZMQError:
@@ -120,9 +128,7 @@ class LibzmqPull:
     transport = LIBZMQ
 
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], address: str, rcvhwm: int) -> None:
-        pull = context.socket(zmq.PULL)
-        pull.setsockopt(zmq.LINGER, 0)
-        pull.setsockopt(zmq.RCVHWM, rcvhwm)
+        pull = _libzmq_socket(context, zmq.PULL, zmq.RCVHWM, rcvhwm)
         pull.connect(address)
         self._pull = pull
         self._timeout_ms = -1

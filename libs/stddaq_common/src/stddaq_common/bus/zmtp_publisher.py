@@ -13,26 +13,23 @@ subscription. Subscriptions come as messages (first octet 1: subscribe, 0: cance
 the prefix) or, from ZMTP 3.1 peers, as SUBSCRIBE / CANCEL commands; both are understood.
 A PING is answered with PONG.
 
-A daemon thread accepts connections, runs the handshakes, reads subscriptions and notices
-closed peers; it wakes only for those (and every `IDLE_WAKE_S` to push queued output), never
-per message. When a subscriber's socket buffer is full, up to `sndhwm` messages wait in
-its queue (flushed on the next publish or by the thread); beyond that, as with a libzmq
-PUB, the message is not sent to that subscriber, or with `count_drops` (libzmq's
-XPUB_NODROP) to no subscriber at all and `publish_bytes` returns False. A peer that breaks
-the protocol is logged and disconnected.
+A daemon thread (bus.zmtp_bound, shared with the own PUSH) accepts connections, runs the
+handshakes, reads subscriptions and notices closed peers; it wakes only for those (and
+every `IDLE_WAKE_S` to push queued output), never per message. When a subscriber's socket
+buffer is full, up to `sndhwm` messages wait in its queue (flushed on the next publish or
+by the thread); beyond that, as with a libzmq PUB, the message is not sent to that
+subscriber, or with `count_drops` (libzmq's XPUB_NODROP) to no subscriber at all and
+`publish_bytes` returns False. A peer that breaks the protocol is logged and disconnected.
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import logging
-import os
-import select
 import socket
 import struct
 import threading
 
+from stddaq_common.bus.zmtp_bound import BoundSocket, Connection
 from stddaq_common.wire import zmtp
 
 log = logging.getLogger(__name__)
@@ -40,7 +37,6 @@ log = logging.getLogger(__name__)
 OWN_TYPE = "PUB"
 IDLE_WAKE_S = 0.05
 """Longest the thread sleeps while a subscriber has queued output (it then pushes it)."""
-READ_BYTES = 65536
 MAX_INPUT_BYTES = 1024 * 1024
 """A subscriber whose unparsed input grows past this is disconnected (a subscription is tiny)."""
 
@@ -50,16 +46,15 @@ _HANDSHAKE = 1
 _READY = 2
 
 
-class _Subscriber:
+class _Subscriber(Connection):
     """One connected peer: its socket, handshake state, subscriptions and queued output."""
 
-    __slots__ = ("everything", "input", "out", "prefixes", "sock", "state")
+    __slots__ = ("everything", "input", "prefixes", "state")
 
     def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
+        super().__init__(sock)
         self.state = _GREETING
         self.input = bytearray()
-        self.out: collections.deque[bytes | memoryview] = collections.deque()
         self.prefixes: list[bytes] = []
         """Subscribed prefixes (as libzmq, a prefix subscribed twice needs two cancels)."""
         self.everything = False
@@ -70,29 +65,17 @@ class _Subscriber:
         return self.everything or any(payload.startswith(prefix) for prefix in self.prefixes)
 
 
-class ZmtpPublisher:
+class ZmtpPublisher(BoundSocket[_Subscriber]):
     """PUB semantics on a bound Unix stream socket; see the module docstring."""
+
+    IDLE_WAKE_MS = int(IDLE_WAKE_S * 1000)
+    _CLOSED_BY_PEER = "closed by the subscriber"
 
     def __init__(self, path: str, *, sndhwm: int, count_drops: bool) -> None:
         self._hwm = sndhwm
         self._count_drops = count_drops
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self._listener.bind(path)
-            self._listener.listen(64)
-            self._listener.setblocking(False)
-        except OSError:
-            self._listener.close()
-            raise
         self._lock = threading.Lock()
-        self._subscribers: list[_Subscriber] = []
-        self._ready: list[_Subscriber] = []
-        """The subscribers past the handshake (what `publish_bytes` sends to)."""
-        self._hello = zmtp.greeting(0) + zmtp.encode_ready(OWN_TYPE)
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, name="metadata-pub", daemon=True)
-        self._thread.start()
+        self._start(path, zmtp.greeting(0) + zmtp.encode_ready(OWN_TYPE), "metadata-pub")
 
     def send(self, payload: bytes) -> bool:
         """Send one single-frame message to every matching subscriber; False only with
@@ -182,96 +165,17 @@ class ZmtpPublisher:
             offset = end
         self._wake()  # the thread pushes the rest once the socket takes it
 
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._wake_write, b"x")
-
-    def close(self) -> None:
-        """Stop the thread and close every connection (queued messages are discarded)."""
-        if self._closing:
-            return
-        self._closing = True
-        self._wake()
-        self._thread.join(timeout=5.0)
-        with self._lock:
-            for sub in self._subscribers:
-                sub.sock.close()
-            self._subscribers = []
-            self._ready = []
-        self._listener.close()
-        os.close(self._wake_read)
-        os.close(self._wake_write)
-
     # ------------------------------------------------------------------ the thread
 
-    def _run(self) -> None:
-        while not self._closing:
-            poller = select.poll()
-            poller.register(self._wake_read, select.POLLIN)
-            poller.register(self._listener, select.POLLIN)
-            queued = False
-            with self._lock:
-                by_fd: dict[int, _Subscriber] = {}
-                for sub in self._subscribers:
-                    mask = select.POLLIN
-                    if sub.out:
-                        mask |= select.POLLOUT
-                        queued = True
-                    fd = sub.sock.fileno()
-                    by_fd[fd] = sub
-                    poller.register(fd, mask)
-            events = poller.poll(int(IDLE_WAKE_S * 1000) if queued else None)
-            if self._closing:
-                return
-            with self._lock:
-                for fd, event in events:
-                    if fd == self._wake_read:
-                        with contextlib.suppress(OSError):
-                            os.read(self._wake_read, 4096)
-                        continue
-                    if fd == self._listener.fileno():
-                        self._accept()
-                        continue
-                    polled = by_fd.get(fd)
-                    if polled is None or polled not in self._subscribers:
-                        continue
-                    if event & (select.POLLIN | select.POLLERR | select.POLLHUP):
-                        self._read(polled)
-                if queued:
-                    for sub in list(self._subscribers):
-                        if sub.out:
-                            self._flush(sub)
+    def _new_peer(self, sock: socket.socket) -> _Subscriber:
+        return _Subscriber(sock)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self._listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as error:
-                log.warning("metadata publisher: accept failed: %s", error.strerror or error)
-                return
-            sock.setblocking(False)
-            sub = _Subscriber(sock)
-            self._subscribers.append(sub)
-            sub.out.append(self._hello)
-            self._flush(sub)
+    def _accept_failed(self, error: OSError) -> None:
+        log.warning("metadata publisher: accept failed: %s", error.strerror or error)
 
-    def _read(self, sub: _Subscriber) -> None:
-        while True:
-            try:
-                data = sub.sock.recv(READ_BYTES)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as error:
-                self._disconnect(sub, f"connection lost: {error.strerror or error}", quiet=True)
-                return
-            if not data:
-                self._disconnect(sub, "closed by the subscriber", quiet=True)
-                return
-            sub.input += data
-            if len(data) < READ_BYTES:
-                break
+    def _received(self, sub: _Subscriber, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            sub.input += chunk
         try:
             self._parse(sub)
         except zmtp.ZmtpError as error:
@@ -340,36 +244,11 @@ class ZmtpPublisher:
             sub.prefixes.remove(prefix)
         sub.everything = b"" in sub.prefixes
 
-    def _flush(self, sub: _Subscriber) -> None:
-        """Send what waits in the subscriber's queue, as far as its socket takes it."""
-        out = sub.out
-        while out:
-            try:
-                sent = sub.sock.sendmsg(list(out)[:64], [], socket.MSG_NOSIGNAL)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as error:
-                self._disconnect(sub, f"send failed: {error.strerror or error}", quiet=True)
-                return
-            while sent and out:
-                first = out[0]
-                if sent >= len(first):
-                    sent -= len(first)
-                    out.popleft()
-                else:
-                    out[0] = memoryview(first)[sent:]
-                    sent = 0
-                    return
-
     def _disconnect(self, sub: _Subscriber, reason: str, *, quiet: bool = False) -> None:
-        if sub not in self._subscribers:
+        if sub not in self._peers:
             return
         if quiet:
             log.debug("metadata publisher: subscriber %d: %s", sub.sock.fileno(), reason)
         else:
             log.warning("metadata publisher: dropping a subscriber: %s", reason)
-        self._subscribers.remove(sub)
-        if sub in self._ready:
-            self._ready = [other for other in self._ready if other is not sub]
-        sub.out.clear()
-        sub.sock.close()
+        self._remove(sub)

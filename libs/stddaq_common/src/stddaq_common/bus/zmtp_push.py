@@ -17,27 +17,24 @@ up to its timeout for one and returns False if none came; nothing is dropped sil
 while a peer is connected. Messages still queued for a peer whose connection closes cannot
 be delivered (as with libzmq): they are counted in `lost` and logged.
 
-A daemon thread accepts connections, runs the handshakes (the peer's greeting and READY
-with Socket-Type PULL), answers PING and notices closed peers; it wakes only for those
-(and while a peer has queued output, when its socket takes more), never per message. A
-peer that breaks the protocol (bad greeting, not a PULL, a ZMTP 2 peer, a message from a
-PULL) is logged, counted in `protocol_errors` and disconnected; the socket keeps serving
-the others.
+A daemon thread (bus.zmtp_bound, shared with the own PUB) accepts connections, runs the
+handshakes (the peer's greeting and READY with Socket-Type PULL), answers PING and notices
+closed peers; it wakes only for those (and while a peer has queued output, when its socket
+takes more), never per message. A peer that breaks the protocol (bad greeting, not a PULL,
+a ZMTP 2 peer, a message from a PULL) is logged, counted in `protocol_errors` and
+disconnected; the socket keeps serving the others.
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import logging
-import os
-import select
 import socket
 import struct
 import threading
 import time
 from collections.abc import Sequence
 
+from stddaq_common.bus.zmtp_bound import BoundSocket, Connection
 from stddaq_common.rate_limited_log import RateLimitedLog
 from stddaq_common.wire import zmtp
 from stddaq_common.wire.zmtp_stream import OlderPeer, PartsStream, opening
@@ -45,12 +42,9 @@ from stddaq_common.wire.zmtp_stream import OlderPeer, PartsStream, opening
 log = logging.getLogger(__name__)
 
 OWN_TYPE = "PUSH"
-READ_BYTES = 65536
 MAX_INPUT_BYTES = 64 * 1024
 """A peer whose unparsed input grows past this is disconnected (a PULL sends only its
 greeting, READY and perhaps PING)."""
-FLUSH_BATCH = 64
-"""Queued messages handed to one sendmsg."""
 _LONG_HEADER = struct.Struct(">BQ")
 _LOG_INTERVAL_S = 5.0
 
@@ -68,19 +62,18 @@ def encode_frames(parts: bytes | Sequence[bytes]) -> bytes:
     return zmtp.encode_message(list(parts))
 
 
-class _Peer:
+class _Peer(Connection):
     """One connected PULL: its socket, handshake, queued output."""
 
-    __slots__ = ("input", "out", "sock", "stream")
+    __slots__ = ("input", "stream")
 
     def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
+        super().__init__(sock)
         self.stream = PartsStream(OWN_TYPE)
         self.input = b""
-        self.out: collections.deque[bytes | memoryview] = collections.deque()
 
 
-class ZmtpPush:
+class ZmtpPush(BoundSocket[_Peer]):
     """PUSH semantics on a bound Unix stream socket; see the module docstring."""
 
     transport = "zmtp"
@@ -90,20 +83,9 @@ class ZmtpPush:
             raise ValueError(f"sndhwm must be >= 1, got {sndhwm}")
         self._hwm = sndhwm
         self._name = name
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self._listener.bind(path)
-            self._listener.listen(64)
-            self._listener.setblocking(False)
-        except OSError:
-            self._listener.close()
-            raise
         self._cond = threading.Condition(threading.Lock())
-        self._peers: list[_Peer] = []
-        self._ready: list[_Peer] = []
-        """The peers past the handshake (what `send` deals to)."""
+        self._lock = self._cond
         self._next = 0
-        self._hello = opening(OWN_TYPE)
         self._warnings = RateLimitedLog(log, _LOG_INTERVAL_S)
         self.sent = 0
         """Messages accepted (sent or queued for a peer)."""
@@ -113,10 +95,7 @@ class ZmtpPush:
         """Connections dropped because the peer broke the protocol."""
         self.connects = 0
         """Peers that completed the handshake."""
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, name=f"{name}-push", daemon=True)
-        self._thread.start()
+        self._start(path, opening(OWN_TYPE), f"{name}-push")
 
     @property
     def peers(self) -> int:
@@ -174,27 +153,6 @@ class ZmtpPush:
             return True
         return False
 
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._wake_write, b"x")
-
-    def close(self) -> None:
-        """Stop the thread and close every connection (queued messages are discarded)."""
-        if self._closing:
-            return
-        self._closing = True
-        self._wake()
-        self._thread.join(timeout=5.0)
-        with self._cond:
-            for peer in self._peers:
-                peer.sock.close()
-            self._peers = []
-            self._ready = []
-            self._cond.notify_all()
-        self._listener.close()
-        os.close(self._wake_read)
-        os.close(self._wake_write)
-
     # ------------------------------------------------------------------ the thread
 
     def _run(self) -> None:
@@ -204,70 +162,19 @@ class ZmtpPush:
             log.exception("%s: the connection thread failed; no writer can connect any more", self._name)
             raise
 
-    def _serve(self) -> None:
-        while not self._closing:
-            poller = select.poll()
-            poller.register(self._wake_read, select.POLLIN)
-            poller.register(self._listener, select.POLLIN)
-            with self._cond:
-                by_fd: dict[int, _Peer] = {}
-                for each in self._peers:
-                    mask = select.POLLIN | (select.POLLOUT if each.out else 0)
-                    fd = each.sock.fileno()
-                    by_fd[fd] = each
-                    poller.register(fd, mask)
-            events = poller.poll()
-            if self._closing:
-                return
-            with self._cond:
-                for fd, event in events:
-                    if fd == self._wake_read:
-                        with contextlib.suppress(OSError):
-                            os.read(self._wake_read, 4096)
-                        continue
-                    if fd == self._listener.fileno():
-                        self._accept()
-                        continue
-                    polled = by_fd.get(fd)
-                    if polled is None or polled not in self._peers:
-                        continue
-                    if event & (select.POLLIN | select.POLLERR | select.POLLHUP):
-                        self._read(polled)
-                    if event & select.POLLOUT and polled in self._peers and polled.out:
-                        self._flush(polled)
-                        self._cond.notify_all()  # room in its queue
+    def _room(self) -> None:
+        self._cond.notify_all()  # senders waiting for a peer with room look again
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self._listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as error:
-                self._warnings.warning("accept", "%s: accept failed: %s", self._name, error.strerror or error)
-                return
-            sock.setblocking(False)
-            peer = _Peer(sock)
-            self._peers.append(peer)
-            peer.out.append(self._hello)
-            self._flush(peer)
+    def _new_peer(self, sock: socket.socket) -> _Peer:
+        return _Peer(sock)
 
-    def _read(self, peer: _Peer) -> None:
+    def _accept_failed(self, error: OSError) -> None:
+        self._warnings.warning("accept", "%s: accept failed: %s", self._name, error.strerror or error)
+
+    def _received(self, peer: _Peer, chunks: list[bytes]) -> None:
         data = peer.input
-        while True:
-            try:
-                chunk = peer.sock.recv(READ_BYTES)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as error:
-                self._disconnect(peer, f"connection lost: {error.strerror or error}", quiet=True)
-                return
-            if not chunk:
-                self._disconnect(peer, "closed by the peer", quiet=True)
-                return
+        for chunk in chunks:
             data += chunk
-            if len(chunk) < READ_BYTES:
-                break
         was_ready = peer.stream.ready
         messages: list[bytes | list[bytes]] = []
         replies: list[bytes] = []
@@ -298,27 +205,6 @@ class ZmtpPush:
         self._disconnect(peer, f"the peer broke ZMTP: {reason}")
         self.protocol_errors += 1  # after the log line: a reader of the count finds it logged
 
-    def _flush(self, peer: _Peer) -> None:
-        """Send what waits in the peer's queue, as far as its socket takes it (lock held)."""
-        out = peer.out
-        while out:
-            batch = [out[index] for index in range(min(len(out), FLUSH_BATCH))]
-            try:
-                sent = peer.sock.sendmsg(batch, [], socket.MSG_NOSIGNAL)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as error:
-                self._disconnect(peer, f"send failed: {error.strerror or error}", quiet=True)
-                return
-            while sent and out:
-                first = out[0]
-                if sent >= len(first):
-                    sent -= len(first)
-                    out.popleft()
-                else:
-                    out[0] = memoryview(first)[sent:]
-                    return
-
     def _disconnect(self, peer: _Peer, reason: str, *, quiet: bool = False) -> None:
         if peer not in self._peers:
             return
@@ -334,11 +220,7 @@ class ZmtpPush:
             log.debug("%s: a peer went away: %s", self._name, reason)
         else:
             self._warnings.warning("dropped", "%s: dropped a peer: %s", self._name, reason)
-        self._peers.remove(peer)
-        if was_ready:
-            self._ready = [other for other in self._ready if other is not peer]
-        peer.out.clear()
-        peer.sock.close()
+        self._remove(peer)
 
 
 __all__ = ["ZmtpPush", "encode_frames"]
