@@ -68,9 +68,10 @@ def _paced(count: int, send: object) -> float:
     return time.process_time() - begin
 
 
-def _measure(transport: str, count: int, ipc_dir: str) -> tuple[float, float, int]:
-    """(driver CPU s, writer CPU s, lost) for `count` commands over `transport`."""
-    address = f"ipc://{ipc_dir}/cmd-{transport}"
+def _measure(transport: str, count: int, ipc_dir: str, attempt: int) -> tuple[float, float, int]:
+    """(driver CPU s, writer CPU s, lost) for `count` commands over `transport` (a socket
+    path of its own per `attempt`: a closed own PUSH leaves its socket file behind)."""
+    address = f"ipc://{ipc_dir}/cmd-{transport}-{attempt}"
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     push = bind_command_push(context, address, 100_000, transport=transport)
     spawn = multiprocessing.get_context("spawn")
@@ -111,9 +112,9 @@ def run(quick: bool) -> list[BenchRecord]:
     best: dict[str, tuple[float, float]] = {}
     lost = {ZMTP: 0, LIBZMQ: 0}
     try:
-        for _ in range(repeats):
+        for attempt in range(repeats):
             for transport in (LIBZMQ, ZMTP):  # interleaved: both see the same machine
-                driver, writer, missing = _measure(transport, count, ipc_dir)
+                driver, writer, missing = _measure(transport, count, ipc_dir, attempt)
                 lost[transport] += missing
                 previous = best.get(transport, (float("inf"), float("inf")))
                 best[transport] = (min(previous[0], driver), min(previous[1], writer))
