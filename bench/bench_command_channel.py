@@ -123,19 +123,12 @@ def run(quick: bool) -> list[BenchRecord]:
     ceiling = f"libzmq PUSH -> PULL, same {COMMAND_RATE_HZ:g} commands/s, same run"
     return [
         record(
-            f"command channel at {COMMAND_RATE_HZ:g}/s: driver side (own ZMTP PUSH), commands per CPU s",
-            count / best[ZMTP][0],
+            f"command channel at {COMMAND_RATE_HZ:g}/s: {side}, commands per CPU s",
+            count / best[ZMTP][index],
             "cmd/CPU s",
             ceiling,
-            count / best[LIBZMQ][0],
+            count / best[LIBZMQ][index],
             lost=lost[ZMTP],
-        ),
-        record(
-            f"command channel at {COMMAND_RATE_HZ:g}/s: writer side (own ZMTP PULL), commands per CPU s",
-            count / best[ZMTP][1],
-            "cmd/CPU s",
-            ceiling,
-            count / best[LIBZMQ][1],
-            lost=lost[ZMTP],
-        ),
+        )
+        for index, side in enumerate(("driver side (own ZMTP PUSH)", "writer side (own ZMTP PULL)"))
     ]
