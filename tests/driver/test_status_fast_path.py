@@ -1,4 +1,4 @@
-"""GET /status answered before h11 and FastAPI (status_protocol.py, rest_fast_status.py): the
+"""GET /status answered before h11 and FastAPI (status_protocol.py): the
 same bytes as the app's route, every other request still the app's.
 
 A real driver process, raw requests over real TCP connections. Without writers and without a
@@ -163,8 +163,8 @@ def test_every_other_request_is_answered_by_the_app_as_before(
 
 
 def test_a_query_string_gets_the_same_status_through_h11(driver: DriverProcess) -> None:
-    """h11 parses it; the ASGI shortcut in front of FastAPI (rest_fast_status) answers it
-    as the route does."""
+    """h11 parses it and the route answers it, as it answers the same request announcing
+    an empty body."""
     query = request("Host: x", "Connection: close", target=STATUS + b"?a=1")
     routed = request("Host: x", "Content-Length: 0", "Connection: close", target=STATUS + b"?a=1")
     answer = without_date(exchange(driver.rest_port, query))

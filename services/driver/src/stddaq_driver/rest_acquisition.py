@@ -139,6 +139,6 @@ async def stop(control: Control) -> StatusResponse:
 async def get_status(control: Control) -> Response:
     """State, progress and files of the running (or last) acquisition."""
     # Serialised here, once: FastAPI would validate the model again and encode it through
-    # jsonable_encoder. A plain GET is answered before the app (rest_fast_status.py), with
+    # jsonable_encoder. A plain GET is answered before h11 and the app (status_protocol.py), with
     # the same body and headers as this route's.
     return Response(status_body(control), media_type="application/json")

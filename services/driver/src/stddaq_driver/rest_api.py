@@ -5,10 +5,9 @@ Routes live in routers by concern: rest_acquisition (start, stop, status), rest_
 never blocks: they only check, claim the start on the status board and queue a command for
 the dealing thread. How refusals are answered is in rest_errors: `{"detail": ...}` naming
 what was wrong; a body that does not fit the model answers 422 with FastAPI's list of
-errors (`loc` names the field) plus a one-line `message`. The server serves `served_app`:
-the same app behind a shortcut for the polled GET /status (rest_fast_status), over
-connections that answer a plain GET /status before h11 even parses it (`rest_protocol`,
-status_protocol.py).
+errors (`loc` names the field) plus a one-line `message`. The server serves the app over
+connections that answer a plain GET /status (the request clients poll) before h11 even
+parses it (`rest_protocol`, status_protocol.py); every other request reaches the app.
 """
 
 from __future__ import annotations
@@ -22,13 +21,12 @@ from stddaq_driver.rest_acquisition import router as acquisition_router
 from stddaq_driver.rest_acquisition import status_body, status_response
 from stddaq_driver.rest_config import router as config_router
 from stddaq_driver.rest_errors import MAX_BODY_BYTES, install_error_handling
-from stddaq_driver.rest_fast_status import FastStatus
 from stddaq_driver.rest_service import metrics_router
 from stddaq_driver.rest_service import router as service_router
 from stddaq_driver.status_protocol import StatusProtocol, status_protocol
 
 __all__ = [
-    "API_PREFIX", "MAX_BODY_BYTES", "create_app", "rest_protocol", "served_app", "status_response"
+    "API_PREFIX", "MAX_BODY_BYTES", "create_app", "rest_protocol", "status_response"
 ]
 
 API_PREFIX = "/api/v1"
@@ -52,13 +50,7 @@ def create_app(control: DriverControl, auth: TokenAuth) -> FastAPI:
     return app
 
 
-def served_app(control: DriverControl, auth: TokenAuth) -> FastStatus:
-    """What the web server serves: the app, with a plain GET /status answered before it
-    (the same response, without FastAPI's per-request cost: rest_fast_status.py)."""
-    return FastStatus(create_app(control, auth), control, API_PREFIX + "/status")
-
-
 def rest_protocol(control: DriverControl) -> type[StatusProtocol]:
     """The protocol of the REST port's connections: a plain GET /status answered at once,
-    everything else handed to uvicorn's h11 protocol and `served_app`."""
+    everything else handed to uvicorn's h11 protocol and the app."""
     return status_protocol(API_PREFIX + "/status", lambda: status_body(control))

@@ -24,7 +24,7 @@ from stddaq_driver.driver_stats import engine_counters, web_counters
 from stddaq_driver.engine import Engine
 from stddaq_driver.instance_lock import InstanceLock, InstanceLockError
 from stddaq_driver.path_policy import PathPolicy
-from stddaq_driver.rest_api import API_PREFIX, rest_protocol, served_app
+from stddaq_driver.rest_api import API_PREFIX, create_app, rest_protocol
 from stddaq_driver.status_board import StatusBoard
 from stddaq_driver.web_server import WebServer
 from stddaq_driver.ws_api import WsProtocol
@@ -196,7 +196,7 @@ class DriverService:
                 rest_listener.close()
                 raise
             self._web = WebServer(
-                served_app(control, auth), WsProtocol(control, auth), rest_listener, ws_listener,
+                create_app(control, auth), WsProtocol(control, auth), rest_listener, ws_listener,
                 http_protocol=rest_protocol(control),
             )
         except BaseException:

@@ -8,10 +8,10 @@ import contextlib
 import socket
 
 import uvicorn
+from fastapi import FastAPI
 from websockets.asyncio.server import serve
 
 from stddaq_common.runtime.server_thread import ServerThread, bound_port
-from stddaq_driver.rest_fast_status import AsgiApp
 from stddaq_driver.ws_api import WsProtocol
 
 WS_MAX_MESSAGE_BYTES = 64 * 1024
@@ -53,7 +53,7 @@ class WebServer(ServerThread):
 
     def __init__(
         self,
-        app: AsgiApp,
+        app: FastAPI,
         ws: WsProtocol,
         rest_listener: socket.socket,
         ws_listener: socket.socket,
