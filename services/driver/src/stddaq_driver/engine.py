@@ -96,11 +96,11 @@ class Engine:
         self._life = AcquisitionLife(
             self._parts, self.receiver_view, maybe_emit_stats=maybe_emit_stats
         )
-        self._dealing = ImageDealing(self._parts, self._life)
+        self._idle = IdleWait()
+        self._dealing = ImageDealing(self._parts, self._life, self._idle.nap)
         self._events = WriterEvents(self._parts, self._life)
         self._next_turn = 0.0
         self._next_probe = 0.0
-        self._idle = IdleWait()
         self._idle.watch(subscriber, *link.event_sockets)
 
     # --- called from other threads ---

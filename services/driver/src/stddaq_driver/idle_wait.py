@@ -5,13 +5,15 @@ while idle nothing is due, so it blocks until something arrives: metadata, a wri
 event, or a command (submit() writes a byte to a wake-up pipe), at most IDLE_WAIT_MS. An
 idle driver so costs no CPU beyond the messages it gets. While the subscriber's own ZMTP
 reader has no connection, the wait is at most RECONNECT_WAIT_MS: its reconnection attempts
-are made by receive calls, which follow each wait.
+are made by receive calls, which follow each wait. `nap` is the dealing thread's gathering
+pause with libzmq's SUB (image_dealing.py): a sleep that a command ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 
 import zmq
 
@@ -70,6 +72,19 @@ class IdleWait:
         with contextlib.suppress(BlockingIOError, OSError):
             while os.read(self._read, 4096):
                 pass
+
+    def nap(self, timeout_s: float) -> bool:
+        """Sleep up to `timeout_s` unless a command comes (wake()): True if one came."""
+        try:
+            readable, _, _ = select.select([self._read], [], [], timeout_s)
+        except (OSError, ValueError):  # the pipe is closed: the engine is going away
+            return True
+        if not readable:
+            return False
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self._read, 4096):
+                pass
+        return True
 
     def close(self) -> None:
         """Close the pipe."""

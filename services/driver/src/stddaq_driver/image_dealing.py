@@ -11,25 +11,33 @@ come with one recv.
 Each wake-up costs the thread, the kernel and every writer a wake-up of its own. So after
 a wake-up that emptied the queue (fewer than DEAL_BATCH images) the thread pauses before
 it looks again, and the images that came meanwhile go out together: at 100 images/s one
-wake-up and one message per writer per few images. A full batch is followed at once by
-the next (a backlog is taken as fast as the thread can). The pause must never let a
-writer's image be overwritten, whatever comes next (a camera's backlog after a receiver
-restart arrives as fast as the receiver can take it). So it is bounded by the ring alone:
-during a pause at most 1/GATHER_RING_FRACTION of the slots may fill even at the fastest a
-receiver can ingest (MAX_INGEST_IMAGES_PER_S, or MAX_INGEST_BYTES_PER_S of this ring's
-slots), and by GATHER_MAX_S. For 2 MiB images in 1000 slots that is about 52 ms; for small
-images in a small ring no pause at all (below MIN_PAUSE_S).
+wake-up, and one message per writer, per 20 images. A full batch is followed at once by the
+next (a backlog is taken as fast as the thread can). The pause must never let a writer's
+image be overwritten, whatever comes next (a camera's backlog after a receiver restart
+arrives as fast as the receiver can take it), so it ends on what arrives, not on an
+assumed rate: with the subscriber's own ZMTP reader it is one receive that the kernel holds
+back until `gather_target` images' metadata came (the socket's low-water mark:
+MetadataSubscriber.wait_for; nothing wakes before), or GATHER_S (200 ms) passed. The
+target is an eighth of the ring's slots, DEAL_BATCH, or what the acquisition still needs,
+whichever is fewest: the last image of an n_image acquisition is dealt at once.
 
-Why a quarter is safe: an image waits at most one pause P for its writer, then at most the
-time its writer needs for what the pause gathered, which at an ingest the writers sustain
-is at most P again. So its slot must outlive 2 P, and with P = a quarter of the ring's lap
-at the fastest ingest, 2 P is half a lap: the image is written with half the ring still
-ahead of the receiver, at 10 GB/s (3.5 times what this machine's receiver can take), and
-with 7/8 at what it does take. (An eighth, as before, cost the driver and each writer a
-wake-up about every 26 ms: 0.06 ms more CPU per image each at 100 images/s.) What a user
-sees is unchanged (progress is published every 100 ms, files are flushed every second); an
-image reaches its writer at most one pause later, and a stop or n_image is acted on at most
-one pause later.
+Why this is safe: a pause lets in at most an eighth of the ring (twice that if the
+messages were half the size the reader learned: they are alike in size), at any rate. An
+image waits at most one pause for its writer, then at most the time its writer needs for
+what the pause gathered, during which at an ingest the writers sustain as much again
+comes. So its slot must outlive at most half a lap, at whatever rate the camera sends.
+
+With libzmq's SUB (a ZMTP 2 publisher, or chosen), whose queue cannot be counted, the
+pause is a sleep bounded by the ring alone (`gather_pause`): during it at most a quarter
+of the slots may fill even at the fastest a receiver can ingest (MAX_INGEST_IMAGES_PER_S,
+or MAX_INGEST_BYTES_PER_S of this ring's slots), so 2 pauses are half a lap at 10 GB/s
+(3.5 times what this machine's receiver takes): about 52 ms for 2 MiB images in 1000 slots,
+none for small images in a small ring; a command ends it.
+
+What a pause costs and what a user sees: at 100 images/s, pauses of 52 ms cost the driver
+11 and each writer 17 ms of CPU per second; 200 ms: 4 and 11. An image reaches its writer
+at most 200 ms later (`images_written` lags by as much more; files are flushed every second
+as before), and a stop is acted on at most 200 ms later.
 
 Owned by the dealing thread (engine.py); what an image changes in the acquisition's life
 (the first image, the last one, a failure) is AcquisitionLife's.
@@ -39,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from stddaq_common.bus.metadata import MetadataError
 from stddaq_common.config.model import DaqConfig
@@ -54,34 +63,58 @@ log = logging.getLogger(__name__)
 
 DEAL_BATCH = 64
 """Most images taken from the subscriber's queue per wake-up (and per writer message)."""
+GATHER_S = 0.2
+"""Longest pause after a wake-up that emptied the queue (what arrives ends it sooner)."""
+GATHER_COUNT_FRACTION = 8
+"""A pause ends once n_slots / GATHER_COUNT_FRACTION images wait (at most)."""
 GATHER_MAX_S = 0.08
-"""Longest pause after a wake-up that emptied the queue, to take the next ones together."""
+"""Longest pause without a count (libzmq's SUB)."""
 GATHER_RING_FRACTION = 4
-"""A pause lets at most n_slots / GATHER_RING_FRACTION images into the ring at the fastest
-ingest rate below."""
+"""A pause without a count lets at most n_slots / GATHER_RING_FRACTION images into the ring
+at the fastest ingest rate below."""
 MAX_INGEST_IMAGES_PER_S = 100_000.0
 MAX_INGEST_BYTES_PER_S = 10e9
 """Faster than any receiver ingests (this machine: 2.8 GB/s, ~30,000 small images/s)."""
 MIN_PAUSE_S = 0.005
-"""A shorter pause gathers too little to be worth a sleep."""
+"""A shorter pause without a count gathers too little to be worth a sleep."""
+
+
+def gather_target(n_slots: int, still_needed: int | None) -> int:
+    """How many waiting images end a pause: an eighth of the ring, a batch, or the images
+    the acquisition still needs (None: no end set), whichever is fewest (at least 1)."""
+    target = min(DEAL_BATCH, n_slots // GATHER_COUNT_FRACTION)
+    if still_needed is not None:
+        target = min(target, still_needed)
+    return max(1, target)
 
 
 def gather_pause(n_slots: int, slot_bytes: int) -> float:
-    """Seconds a wake-up that emptied the queue may pause (0: none) without letting more than
+    """Seconds a pause without a count may sleep (0: none) without letting more than
     n_slots / GATHER_RING_FRACTION images into the ring at the fastest possible ingest."""
     fastest = min(MAX_INGEST_IMAGES_PER_S, MAX_INGEST_BYTES_PER_S / max(slot_bytes, 1))
     pause = min(GATHER_MAX_S, n_slots / GATHER_RING_FRACTION / fastest)
     return pause if pause >= MIN_PAUSE_S else 0.0
 
 
+def _sleep(seconds: float) -> bool:
+    """Sleep `seconds`; no command can end it (False)."""
+    time.sleep(seconds)
+    return False
+
+
 class ImageDealing:
     """Takes metadata from the subscriber and deals each image to a writer."""
 
-    def __init__(self, parts: EngineParts, life: AcquisitionLife) -> None:
+    def __init__(
+        self, parts: EngineParts, life: AcquisitionLife, nap: Callable[[float], bool] | None = None
+    ) -> None:
         self._parts = parts
         self._life = life
-        self._pause_of: tuple[object, float] = (parts.config, self._pause_for(parts.config))
-        """(config, the gather pause its ring allows): a config change may change the ring."""
+        self._nap = nap or _sleep
+        """Sleeps up to the seconds given unless a command comes (then True): IdleWait.nap."""
+        self._blind_of: tuple[object, float, int] = self._blind_for(parts.config)
+        """(config, the pause without a count its ring allows, its slots): a config change
+        may change the ring."""
 
     def pump(self) -> None:
         """Deal the images that come within BATCH_S (waiting at most POLL_MS for one).
@@ -105,19 +138,24 @@ class ImageDealing:
                 return
 
     @staticmethod
-    def _pause_for(config: DaqConfig) -> float:
+    def _blind_for(config: DaqConfig) -> tuple[object, float, int]:
         geometry = ring_geometry(config)
-        return gather_pause(geometry.n_slots, geometry.slot_bytes)
+        return config, gather_pause(geometry.n_slots, geometry.slot_bytes), geometry.n_slots
 
     def _gather(self) -> None:
         """After a wake-up that emptied the queue: pause so that the next images come
-        together (bounded by the ring, module text)."""
+        together, until enough of them wait or GATHER_S passed (module text)."""
         config = self._parts.config
-        if self._pause_of[0] is not config:
-            self._pause_of = (config, self._pause_for(config))
-        pause = self._pause_of[1]
-        if pause:
-            time.sleep(pause)
+        if self._blind_of[0] is not config:
+            self._blind_of = self._blind_for(config)
+        _, blind, n_slots = self._blind_of
+        dealer = self._life.acquisition.dealer if self._life.acquisition is not None else None
+        still_needed = None
+        if dealer is not None and dealer.n_image is not None:
+            still_needed = dealer.n_image - dealer.dealt
+        counted = self._parts.subscriber.wait_for(gather_target(n_slots, still_needed), GATHER_S)
+        if not counted and blind:
+            self._nap(blind)  # libzmq: no count
 
     def _deal(self, raws: list[bytes]) -> None:
         """Deal `raws` in arrival order, then send every writer its share."""

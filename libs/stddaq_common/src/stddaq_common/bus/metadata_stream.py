@@ -540,6 +540,15 @@ class MetadataSubscriber:
         """Connections the own ZMTP reader dropped because the publisher broke ZMTP."""
         return 0 if self._zmtp is None else self._zmtp.protocol_errors
 
+    def wait_for(self, count: int, timeout_s: float) -> bool:
+        """Block until about `count` messages wait to be received, or `timeout_s` passed,
+        waking no one before (ZmtpReader.wait_for); False at once with libzmq, whose queue
+        cannot be counted (the caller then sleeps as long as is safe without a count)."""
+        if self._zmtp is None:
+            return False
+        self._zmtp.wait_for(count, timeout_s)
+        return True
+
     def has_queued(self) -> bool:
         """Messages were read already and wait to be taken (a poll would not show them)."""
         return self._zmtp is not None and self._zmtp.has_queued()

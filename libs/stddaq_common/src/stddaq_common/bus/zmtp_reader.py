@@ -24,6 +24,7 @@ import errno
 import logging
 import select
 import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -39,6 +40,9 @@ RECONNECT_S = 0.1
 """Time between connection attempts (libzmq's default ZMQ_RECONNECT_IVL)."""
 READ_BYTES = 256 * 1024
 """Bytes asked for per recv (about 2,000 metadata messages)."""
+MIN_MESSAGE_BYTES = 8
+"""Bytes per message assumed before a read taught the reader its peer's sizes (a ZMTP
+frame of a few bytes: a wait for a count of messages rather ends too early than too late)."""
 _LOG_INTERVAL_S = 5.0
 
 M = TypeVar("M")
@@ -88,6 +92,8 @@ class ZmtpReader(Generic[M]):
         self._drained = False
         """The last read found the kernel's buffer empty: wait before reading again."""
         self._closed = False
+        self._message_bytes = 0
+        """The fewest bytes per message of any read since the connection (0: none yet)."""
         self._warnings = RateLimitedLog(log, _LOG_INTERVAL_S)
         self.connects = 0
         """Connections made (the first one and every reconnection)."""
@@ -119,6 +125,39 @@ class ZmtpReader(Generic[M]):
     def has_queued(self) -> bool:
         """Messages already read and not yet taken (a wait on fileno() would not see them)."""
         return bool(self._queue)
+
+    def wait_for(self, count: int, timeout_s: float) -> None:
+        """Block until about `count` messages wait to be taken, or `timeout_s` passed, in one
+        system call: the socket's low-water mark holds the kernel back until that many
+        bytes came (at the fewest bytes per message any read had since the connection, a
+        peer's messages being much alike; before the first, MIN_MESSAGE_BYTES: it rather
+        ends early). What came is read and queued for the next receive. Returns at once
+        without a connection."""
+        queue = self._queue
+        sock = self._sock
+        if len(queue) >= count or sock is None or not self._stream.ready or timeout_s <= 0:
+            return
+        per_message = self._message_bytes or MIN_MESSAGE_BYTES
+        need = (count - len(queue)) * per_message - len(self._pending)
+        seconds = int(timeout_s)
+        timeval = struct.pack("ll", seconds, int((timeout_s - seconds) * 1e6))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, min(max(need, 1), READ_BYTES))
+            sock.setblocking(True)
+            try:
+                data = sock.recv(READ_BYTES)
+            finally:
+                sock.setblocking(False)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+        except BlockingIOError:  # the time is up and nothing came
+            self._drained = True
+            return
+        except OSError as error:
+            self._drop(f"receive failed: {error.strerror}")
+            return
+        if self._take(data):
+            self._drained = len(data) < READ_BYTES
 
     def receive(self, wait_ms: int, limit: int) -> list[bytes | M]:
         """The messages queued or arriving within `wait_ms` (0: only what is there now),
@@ -190,6 +229,7 @@ class ZmtpReader(Generic[M]):
         self._stream = self._new_stream()
         self._pending = b""
         self._drained = False
+        self._message_bytes = 0
         self._epoll.register(sock.fileno(), select.EPOLLIN)
         self.connects += 1
 
@@ -221,29 +261,42 @@ class ZmtpReader(Generic[M]):
             except OSError as error:
                 self._drop(f"receive failed: {error.strerror}")
                 return
-            received = len(data)
-            if not received:
-                self._drop(None)  # the peer closed (stopped or restarted)
-                return
-            if self._pending:
-                data = self._pending + data
-            replies: list[bytes] = []
-            try:
-                used = self._stream.feed(data, self._queue, replies)
-            except OlderPeer as error:
-                self._drop(None)
-                raise PeerNotSpoken(error.reason) from None
-            except zmtp.ZmtpError as error:
-                self.protocol_errors += 1
-                self._drop(f"the {self._peer_name} broke ZMTP: {error.reason}")
-                return
-            self._pending = data[used:] if used < len(data) else b""
-            for reply in replies:
-                with contextlib.suppress(OSError):
-                    sock.send(reply)
-            if received < READ_BYTES:
+            if not self._take(data) or len(data) < READ_BYTES:
                 self._drained = True
                 return  # the kernel had less than asked for: nothing more is there now
+
+    def _take(self, data: bytes) -> bool:
+        """Split what one recv brought into messages (answering the peer's commands); False
+        if the connection is gone (the peer closed it, or broke ZMTP)."""
+        sock = self._sock
+        assert sock is not None
+        if not data:
+            self._drop(None)  # the peer closed (stopped or restarted)
+            return False
+        if self._pending:
+            data = self._pending + data
+        replies: list[bytes] = []
+        learn = self._stream.ready  # past the handshake: what comes now is messages
+        before = len(self._queue)
+        try:
+            used = self._stream.feed(data, self._queue, replies)
+        except OlderPeer as error:
+            self._drop(None)
+            raise PeerNotSpoken(error.reason) from None
+        except zmtp.ZmtpError as error:
+            self.protocol_errors += 1
+            self._drop(f"the {self._peer_name} broke ZMTP: {error.reason}")
+            return False
+        self._pending = data[used:] if used < len(data) else b""
+        made = len(self._queue) - before
+        if made and learn:
+            size = used // made
+            if size < self._message_bytes or not self._message_bytes:
+                self._message_bytes = size
+        for reply in replies:
+            with contextlib.suppress(OSError):
+                sock.send(reply)
+        return True
 
     def close(self) -> None:
         """Close the connection. Safe to call twice."""
@@ -254,4 +307,4 @@ class ZmtpReader(Generic[M]):
         self._epoll.close()
 
 
-__all__ = ["READ_BYTES", "RECONNECT_S", "PeerNotSpoken", "ZmtpReader", "unix_path_of"]
+__all__ = ["MIN_MESSAGE_BYTES", "READ_BYTES", "RECONNECT_S", "PeerNotSpoken", "ZmtpReader", "unix_path_of"]
