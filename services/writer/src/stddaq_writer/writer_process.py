@@ -6,9 +6,10 @@ and counted if no driver takes them). What the commands do: writer_commands.py; 
 sent back, in which driver's dialect: answers.py.
 
 The loop waits up to `TICK_S` in one blocking receive and handles each command it gets;
-at most every `TICK_S` it does the timed work: the acquisition's upkeep (progress, SWMR
-flush, ring checks), a `heartbeat` when nothing else was sent for a second, and the stats
-line.
+at most every `TICK_S` it does the timed work, on the wake-up of a command when commands
+flow: the acquisition's upkeep (progress, SWMR flush, ring checks), a `heartbeat` when
+nothing else was sent for a second, and the stats line. (A tick of 100 ms cost each writer
+about 2 ms of CPU per second more at 100 images/s, and twice the wake-ups when idle.)
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from stddaq_writer.answers import Answers
 from stddaq_writer.driver_link import DriverLink
 from stddaq_writer.writer_commands import WriterCommands, WriterOptions
 
-TICK_S = 0.1
-"""Most time between two rounds of timed work (and the longest wait in one receive)."""
+TICK_S = 0.2
+"""Time between two rounds of timed work (and the longest wait in one receive): progress
+goes out about this often while images flow."""
+TICK_MS = int(TICK_S * 1000)
 HEARTBEAT_INTERVAL_S = 1.0
 
 
@@ -65,15 +68,14 @@ class WriterService:
         a std_daq driver expects only answers)."""
         link = self._link
         handle = self.commands.handle
-        wait_ms = int(TICK_S * 1000)
         monotonic = time.monotonic
         settle_garbage_collector()
         while not stop.is_set():
-            parts = link.receive(wait_ms)  # waits up to TICK_S for one command
+            parts = link.receive(TICK_MS)  # waits up to TICK_S for one command
             if parts is not None:
                 handle(parts)
             now = monotonic()
-            if now >= self._next_timed_work:  # at most every TICK_S while commands flow
+            if now >= self._next_timed_work:  # rides on a command's wake-up when one comes
                 self._next_timed_work = now + 0.9 * TICK_S
                 self._timed_work(now)
 
