@@ -112,7 +112,7 @@ class ImageDealing:
         self._life = life
         self._nap = nap or _sleep
         """Sleeps up to the seconds given unless a command comes (then True): IdleWait.nap."""
-        self._blind_of: tuple[object, float, int] = self._blind_for(parts.config)
+        self._ring_facts: tuple[object, float, int] = self._ring_facts_of(parts.config)
         """(config, the pause without a count its ring allows, its slots): a config change
         may change the ring."""
 
@@ -138,7 +138,7 @@ class ImageDealing:
                 return
 
     @staticmethod
-    def _blind_for(config: DaqConfig) -> tuple[object, float, int]:
+    def _ring_facts_of(config: DaqConfig) -> tuple[object, float, int]:
         geometry = ring_geometry(config)
         return config, gather_pause(geometry.n_slots, geometry.slot_bytes), geometry.n_slots
 
@@ -146,9 +146,9 @@ class ImageDealing:
         """After a wake-up that emptied the queue: pause so that the next images come
         together, until enough of them wait or GATHER_S passed (module text)."""
         config = self._parts.config
-        if self._blind_of[0] is not config:
-            self._blind_of = self._blind_for(config)
-        _, blind, n_slots = self._blind_of
+        if self._ring_facts[0] is not config:
+            self._ring_facts = self._ring_facts_of(config)
+        _, blind, n_slots = self._ring_facts
         dealer = self._life.acquisition.dealer if self._life.acquisition is not None else None
         still_needed = None
         if dealer is not None and dealer.n_image is not None:
