@@ -69,22 +69,22 @@ class IdleWait:
             if handle is not self._handle and handle != self._handle:
                 self._build(handle)
         self._poller.poll(timeout_ms)
-        with contextlib.suppress(BlockingIOError, OSError):
-            while os.read(self._read, 4096):
-                pass
+        self._drain()
 
-    def nap(self, timeout_s: float) -> bool:
-        """Sleep up to `timeout_s` unless a command comes (wake()): True if one came."""
+    def nap(self, timeout_s: float) -> None:
+        """Sleep up to `timeout_s` unless a command comes (wake())."""
         try:
             readable, _, _ = select.select([self._read], [], [], timeout_s)
         except (OSError, ValueError):  # the pipe is closed: the engine is going away
-            return True
-        if not readable:
-            return False
+            return
+        if readable:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Empty the wake-up pipe (the commands it announced are taken from their queue)."""
         with contextlib.suppress(BlockingIOError, OSError):
             while os.read(self._read, 4096):
                 pass
-        return True
 
     def close(self) -> None:
         """Close the pipe."""

@@ -96,22 +96,14 @@ def gather_pause(n_slots: int, slot_bytes: int) -> float:
     return pause if pause >= MIN_PAUSE_S else 0.0
 
 
-def _sleep(seconds: float) -> bool:
-    """Sleep `seconds`; no command can end it (False)."""
-    time.sleep(seconds)
-    return False
-
-
 class ImageDealing:
     """Takes metadata from the subscriber and deals each image to a writer."""
 
-    def __init__(
-        self, parts: EngineParts, life: AcquisitionLife, nap: Callable[[float], bool] | None = None
-    ) -> None:
+    def __init__(self, parts: EngineParts, life: AcquisitionLife, nap: Callable[[float], None]) -> None:
         self._parts = parts
         self._life = life
-        self._nap = nap or _sleep
-        """Sleeps up to the seconds given unless a command comes (then True): IdleWait.nap."""
+        self._nap = nap
+        """Sleeps up to the seconds given unless a command comes: IdleWait.nap."""
         self._ring_facts: tuple[object, float, int] = self._ring_facts_of(parts.config)
         """(config, the pause without a count its ring allows, its slots): a config change
         may change the ring."""

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import struct
 import threading
 
 from stddaq_common.bus.zmtp_bound import BoundSocket, Connection
@@ -40,7 +39,6 @@ IDLE_WAKE_S = 0.05
 MAX_INPUT_BYTES = 1024 * 1024
 """A subscriber whose unparsed input grows past this is disconnected (a subscription is tiny)."""
 
-_LONG_HEADER = struct.Struct(">BQ")
 _GREETING = 0
 _HANDSHAKE = 1
 _READY = 2
@@ -80,11 +78,7 @@ class ZmtpPublisher(BoundSocket[_Subscriber]):
     def send(self, payload: bytes) -> bool:
         """Send one single-frame message to every matching subscriber; False only with
         count_drops when a matching subscriber's queue is full (then nobody gets it)."""
-        size = len(payload)
-        if size <= zmtp.MAX_SHORT_BODY:
-            frame = bytes((0, size)) + payload
-        else:
-            frame = _LONG_HEADER.pack(zmtp.LONG, size) + payload
+        frame = zmtp.single_frame(payload)
         hwm = self._hwm
         with self._lock:
             ready = self._ready
@@ -100,16 +94,9 @@ class ZmtpPublisher(BoundSocket[_Subscriber]):
                         sub.out.append(frame)
                     self._flush(sub)
                     continue
-                try:
-                    sent = sub.sock.send(frame, socket.MSG_NOSIGNAL)
-                except (BlockingIOError, InterruptedError):
-                    sent = 0
-                except OSError as error:
-                    self._disconnect(sub, f"send failed: {error.strerror or error}")
-                    continue
-                if sent < len(frame):
-                    sub.out.append(memoryview(frame)[sent:])
-                    self._wake()  # the thread pushes the rest once the socket takes it
+                sent = self._send_now(sub, frame)
+                if sent is not None and sent < len(frame):
+                    self._queue_rest(sub, [frame], sent)
         return True
 
     def send_all(self, payloads: list[bytes]) -> bool:
@@ -118,11 +105,7 @@ class ZmtpPublisher(BoundSocket[_Subscriber]):
         message needs its own answer (call `send` for each then)."""
         if self._count_drops:
             return False
-        frames = [
-            bytes((0, len(payload))) + payload if len(payload) <= zmtp.MAX_SHORT_BODY
-            else _LONG_HEADER.pack(zmtp.LONG, len(payload)) + payload
-            for payload in payloads
-        ]
+        frames = [zmtp.single_frame(payload) for payload in payloads]
         hwm = self._hwm
         with self._lock:
             for sub in self._ready:
@@ -139,16 +122,21 @@ class ZmtpPublisher(BoundSocket[_Subscriber]):
                     self._flush(sub)
                     continue
                 data = wanted[0] if len(wanted) == 1 else b"".join(wanted)
-                try:
-                    sent = sub.sock.send(data, socket.MSG_NOSIGNAL)
-                except (BlockingIOError, InterruptedError):
-                    sent = 0
-                except OSError as error:
-                    self._disconnect(sub, f"send failed: {error.strerror or error}")
-                    continue
-                if sent < len(data):
+                sent = self._send_now(sub, data)
+                if sent is not None and sent < len(data):
                     self._queue_rest(sub, wanted, sent)
         return True
+
+    def _send_now(self, sub: _Subscriber, data: bytes) -> int | None:
+        """Octets of `data` the subscriber's socket took now (0: none); None if the send
+        failed and the subscriber is dropped."""
+        try:
+            return sub.sock.send(data, socket.MSG_NOSIGNAL)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as error:
+            self._disconnect(sub, f"send failed: {error.strerror or error}")
+            return None
 
     def _queue_rest(self, sub: _Subscriber, frames: list[bytes], sent: int) -> None:
         """Queue what a send of `frames` joined left (`sent` octets went): the rest of the

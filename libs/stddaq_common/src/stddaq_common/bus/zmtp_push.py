@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -45,7 +44,6 @@ OWN_TYPE = "PUSH"
 MAX_INPUT_BYTES = 64 * 1024
 """A peer whose unparsed input grows past this is disconnected (a PULL sends only its
 greeting, READY and perhaps PING)."""
-_LONG_HEADER = struct.Struct(">BQ")
 _LOG_INTERVAL_S = 5.0
 
 
@@ -53,10 +51,7 @@ def encode_frames(parts: bytes | Sequence[bytes]) -> bytes:
     """One message as it goes on the wire: a single part, or the parts with MORE on all but
     the last."""
     if isinstance(parts, bytes):
-        size = len(parts)
-        if size <= zmtp.MAX_SHORT_BODY:
-            return bytes((0, size)) + parts
-        return _LONG_HEADER.pack(zmtp.LONG, size) + parts
+        return zmtp.single_frame(parts)
     if not parts:
         raise ValueError("a message has at least one part")
     return zmtp.encode_message(list(parts))

@@ -50,6 +50,7 @@ PEER_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
 """The socket types (Socket-Type property) each socket type may talk to."""
 
 _LONG_SIZE = struct.Struct(">Q")
+_LONG_FRAME_HEADER = struct.Struct(">BQ")
 _VALUE_SIZE = struct.Struct(">I")
 _TTL = struct.Struct(">H")
 _NAME_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.+")
@@ -140,6 +141,15 @@ def encode_frame(body: BufferLike, *, more: bool = False, command: bool = False)
     """One whole frame (header and body)."""
     view = byte_view(body, "frame body")
     return frame_header(len(view), more=more, command=command) + bytes(view)
+
+
+def single_frame(body: bytes) -> bytes:
+    """The frame of a one-part message whose body is `body` (the per-message path of the
+    own PUB and PUSH: no checks beyond the size, which bytes cannot exceed)."""
+    size = len(body)
+    if size <= MAX_SHORT_BODY:
+        return bytes((0, size)) + body
+    return _LONG_FRAME_HEADER.pack(LONG, size) + body
 
 
 def encode_message(parts: list[bytes]) -> bytes:
